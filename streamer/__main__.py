@@ -1,0 +1,7 @@
+"""Entry point for ``python -m streamer``."""
+
+import sys
+
+from streamer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,88 @@
+"""Exponential backoff with jitter, Retry-After parsing, and a log-once-then-summarise helper."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+
+
+class Backoff:
+    """Delays that double from ``initial_s`` up to ``max_s``, with +-``jitter`` spread.
+
+    ``next_delay`` honours a server's Retry-After by never waiting less than it asks
+    (but no longer than ``max_s``); ``reset`` after a success starts again from the bottom.
+    """
+
+    def __init__(self, initial_s: float = 0.5, max_s: float = 30.0, factor: float = 2.0,
+                 jitter: float = 0.2, rng: random.Random | None = None):
+        if initial_s <= 0 or max_s < initial_s or factor < 1 or not 0 <= jitter < 1:
+            raise ValueError(f"bad backoff: initial_s={initial_s}, max_s={max_s}, factor={factor}, jitter={jitter}")
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.factor = factor
+        self.jitter = jitter
+        self._rng = rng or random.Random()
+        self.failures = 0
+
+    def next_delay(self, retry_after_s: float | None = None) -> float:
+        base = min(self.max_s, self.initial_s * self.factor ** self.failures)
+        self.failures += 1
+        delay = base * (1 + self._rng.uniform(-self.jitter, self.jitter))
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, self.max_s))
+        return min(delay, self.max_s)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+class FaultLog:
+    """Logs the first fault of a spell in full, then only a count every ``summary_s``,
+    and one line when the spell ends, instead of a line per retry."""
+
+    def __init__(self, logger: logging.Logger, what: str, summary_s: float = 30.0):
+        self._log = logger
+        self._what = what
+        self._summary_s = summary_s
+        self._count = 0
+        self._since = 0.0
+        self._last_summary = 0.0
+
+    def fault(self, message: str) -> None:
+        now = time.monotonic()
+        self._count += 1
+        if self._count == 1:
+            self._since = self._last_summary = now
+            self._log.warning("%s: %s (retrying with backoff)", self._what, message)
+        elif now - self._last_summary >= self._summary_s:
+            self._last_summary = now
+            self._log.warning("%s: still failing, %d failures in %.0f s; last: %s",
+                              self._what, self._count, now - self._since, message)
+
+    def recovered(self) -> None:
+        if self._count:
+            self._log.info("%s: recovered after %d failures in %.1f s",
+                           self._what, self._count, time.monotonic() - self._since)
+        self._count = 0

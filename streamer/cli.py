@@ -1,0 +1,235 @@
+"""The command line: ``streamer run | demo | predict | video | listen | serve``.
+
+Exit codes: 0 clean exit, 1 runtime failure, 2 usage, configuration or authorisation
+error.  Data goes to stdout; logs and the one-line ``error: ...`` go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+
+from streamer import __version__
+from streamer.config import Config, load
+from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError
+from streamer.redact import RedactingFilter, register_secret, scrub
+
+log = logging.getLogger("streamer")
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def setup_logging(level: str = "info") -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, RedactingFilter) for h in root.handlers for f in h.filters):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.addFilter(RedactingFilter())  # on the handler, so records from every logger pass it
+        root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # httpx logs every request (with its query string) at INFO: keep it to warnings.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGINT/SIGTERM set the stop event; a second SIGINT exits at once."""
+
+    def handle(signum, _frame):
+        if signum == signal.SIGINT and stop.is_set():
+            os._exit(130)
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+# --- shared options ---
+
+def _api_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("detection API")
+    g.add_argument("-c", "--config", metavar="FILE",
+                   help=f"config file (default: ./{DEFAULT_CONFIG} if it exists)")
+    g.add_argument("--model", metavar="PROJECT/VERSION", help="model id, e.g. hard-hat-sample/2")
+    g.add_argument("--api-url", metavar="URL", help="API base URL (default https://detect.roboflow.com)")
+    g.add_argument("--api-key", metavar="KEY",
+                   help="API key; prefer $ROBOFLOW_API_KEY: a flag is visible to every user in ps")
+    g.add_argument("--confidence", type=float, metavar="0-1", help="minimum confidence (default 0.4)")
+    g.add_argument("--overlap", type=float, metavar="0-1", help="NMS overlap threshold (default 0.3)")
+    g.add_argument("--classes", metavar="A,B", help="keep only these classes (comma separated)")
+    g.add_argument("--max-side", type=int, metavar="PX", help="longest side of the upload (default 640)")
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--headless", action="store_true", default=None, help="never open a window")
+    g.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    g.add_argument("--zmq", metavar="ENDPOINT", help="publish detections, e.g. tcp://127.0.0.1:5555")
+    g.add_argument("--jsonl", metavar="FILE", help="append each message to FILE, one per line")
+    g.add_argument("--record", metavar="FILE", help="write the annotated video (.mp4 or .avi)")
+    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+
+OVERRIDES = {  # argparse dest -> config key path
+    "source": "source.uri", "model": "api.model", "api_url": "api.url", "api_key": "api.api_key",
+    "confidence": "inference.confidence", "overlap": "inference.overlap", "classes": "inference.classes",
+    "max_side": "inference.max_side", "headless": "output.headless", "duration": "duration_s",
+    "zmq": "output.zmq", "jsonl": "output.jsonl", "record": "output.record", "log_level": "log_level",
+}
+
+
+def config_from_args(args: argparse.Namespace, extra: dict | None = None, use_file: bool = True) -> Config:
+    path = getattr(args, "config", None)
+    if path is None and use_file and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
+    if getattr(args, "api_key", None):
+        register_secret(args.api_key)
+        log.warning("--api-key is visible to other users in ps; prefer $ROBOFLOW_API_KEY or api.api_key_file")
+    overrides = {key: getattr(args, dest) for dest, key in OVERRIDES.items() if getattr(args, dest, None) is not None}
+    overrides.update(extra or {})
+    config = load(path, overrides)
+    setup_logging(config.log_level)
+    if path:
+        log.debug("configuration from %s", path)
+    return config
+
+
+# --- commands ---
+
+def cmd_run(args: argparse.Namespace, stop: threading.Event) -> int:
+    from streamer.live import run_pipeline
+    return run_pipeline(config_from_args(args), stop)
+
+
+def cmd_demo(args: argparse.Namespace, stop: threading.Event) -> int:
+    from streamer.live import run_pipeline
+    from streamer.server import ApiServer
+
+    with ApiServer("127.0.0.1", 0, latency_ms=args.latency_ms, jitter=0.1) as server:
+        config = config_from_args(args, {"source.uri": "synthetic", "api.url": server.url,
+                                         "api.model": "synthetic/1", "output.window_title": "streamer demo"},
+                                  use_file=False)
+        log.info("demo: synthetic scene -> local stand-in API at %s (press q or Esc in the window, "
+                 "or Ctrl-C, to quit)", server.url)
+        return run_pipeline(config, stop)
+
+
+def cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
+    from streamer.server import ApiServer
+
+    setup_logging(args.log_level or "info")
+    register_secret(args.api_key)
+    try:
+        server = ApiServer(args.host, args.port, latency_ms=args.latency_ms, jitter=args.jitter,
+                           api_key=args.api_key, models=set(args.model) if args.model else None)
+    except OSError as exc:
+        raise StreamerError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
+                            "pick another --port") from None
+    server.start()
+    print(f"serving the stand-in detection API on {server.url} (synthetic shapes only)",
+          file=sys.stderr, flush=True)
+    while not stop.wait(0.5):
+        pass
+    server.stop()
+    return EXIT_OK
+
+
+def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
+    import zmq
+
+    setup_logging(args.log_level or "info")
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, args.topic.encode())
+    try:
+        sock.connect(args.connect)
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        ctx.term()
+        raise StreamerError(f"cannot connect to {args.connect}: {exc}") from None
+    received = 0
+    try:
+        while not stop.is_set() and (args.count is None or received < args.count):
+            if not sock.poll(200):
+                continue
+            frames = sock.recv_multipart()
+            payload = frames[-1].decode("utf-8", "replace")
+            sys.stdout.write(payload + "\n")
+            sys.stdout.flush()
+            received += 1
+    finally:
+        sock.close(0)
+        ctx.term()
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer", description="Live object detection from a camera "
+                                     "through a Roboflow-compatible inference API.")
+    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the live pipeline: source -> API -> window and feed")
+    p.add_argument("--source", metavar="SRC", help="webcam index (0), /dev/videoN, rtsp:// or http(s):// "
+                   "URL, video file, or 'synthetic'")
+    _api_options(p)
+    _output_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the synthetic scene through an in-process local API (no camera, no key)")
+    _output_options(p)
+    p.add_argument("--latency-ms", type=float, default=0.0, help="delay the local API's answers")
+    p.set_defaults(func=cmd_demo)
+
+    from streamer import offline  # the one-image and whole-video commands
+    offline.add_commands(sub, _api_options)
+
+    p = sub.add_parser("listen", help="subscribe to a feed and print each message as a JSON line")
+    p.add_argument("--connect", default="tcp://127.0.0.1:5555", metavar="ENDPOINT")
+    p.add_argument("--topic", default="", help="topic prefix to subscribe to (default: all)")
+    p.add_argument("--count", type=int, metavar="N", help="exit after N messages")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("serve", help="a local stand-in for the detection API (synthetic shapes only)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9001)
+    p.add_argument("--latency-ms", type=float, default=0.0, help="add this delay to every answer")
+    p.add_argument("--jitter", type=float, default=0.0, help="spread of the delay, e.g. 0.1 for +-10%%")
+    p.add_argument("--api-key", help="require this key (401 for any other)")
+    p.add_argument("--model", action="append", help="serve only this model id (repeatable; default: any)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging("info")
+    args = build_parser().parse_args(argv)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    try:
+        return args.func(args, stop)
+    except StreamerError as exc:
+        print(f"error: {scrub(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: unexpected {exc.__class__.__name__}: {scrub(str(exc))} "
+              "(run with --log-level debug for details)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,361 @@
+"""Configuration: defaults, the YAML file, the environment and flags, validated strictly.
+
+Precedence is flags > environment > file > defaults.  Every refusal is one
+``ConfigError`` line that names the key path and the bad value and says what
+would be accepted.  ``config.yaml`` at the repository root documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import yaml
+
+from streamer.errors import ConfigError
+from streamer.redact import register_secret, url_for_display
+
+API_KEY_ENV = "ROBOFLOW_API_KEY"
+CREDENTIAL_NAME = "roboflow_api_key"  # systemd LoadCredential= name
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[0-9]+$")
+
+
+# --- value checks: each returns the cleaned value or raises ValueError(reason) ---
+
+def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+            integer: bool = False, optional: bool = False) -> Callable[[Any], Any]:
+    what = "a whole number" if integer else "a number"
+    if lo is not None and hi is not None:
+        what += f" {'above' if lo_open else 'from'} {lo:g} {'and at most' if lo_open else 'to'} {hi:g}"
+    elif lo is not None:
+        what += f" {'above' if lo_open else 'of at least'} {lo:g}"
+    if optional:
+        what += " (or null)"
+
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected {what}")
+        if integer and not (isinstance(value, int) or float(value).is_integer()):
+            raise ValueError(f"expected {what}")
+        if not math.isfinite(value):
+            raise ValueError(f"expected {what}")
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            raise ValueError(f"expected {what}")
+        if hi is not None and value > hi:
+            raise ValueError(f"expected {what}")
+        return int(value) if integer else float(value)
+
+    return check
+
+
+def _fraction(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 1 < value <= 100:
+        raise ValueError(f"expected a fraction from 0 to 1 (for {value:g} % write {value / 100:g})")
+    return _number(0.0, 1.0)(value)
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _text(optional: bool = False, nonempty: bool = True) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not optional:
+            return str(value)  # "source: 0" is a webcam index written without quotes
+        if not isinstance(value, str):
+            raise ValueError("expected a string" + (" (or null)" if optional else ""))
+        if nonempty and not value.strip():
+            raise ValueError("expected a non-empty string")
+        return value
+
+    return check
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return value
+
+    return check
+
+
+def _string_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("expected a list of class names")
+    return list(value)
+
+
+def _api_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected an http(s) URL such as https://detect.roboflow.com")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL such as https://detect.roboflow.com")
+    if parts.username or parts.password or parts.query:
+        raise ValueError("the URL must carry no user, password or query; put the key in api.api_key_file or $" + API_KEY_ENV)
+    return value.rstrip("/")
+
+
+def _model(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not MODEL_ID.match(value):
+        raise ValueError("expected a model id PROJECT/VERSION such as hard-hat-sample/2")
+    return value
+
+
+def _zmq_endpoint(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.match(r"^(tcp://[^\s:]+:[0-9]+|ipc://\S+)$", value):
+        raise ValueError("expected a ZeroMQ endpoint such as tcp://127.0.0.1:5555 or ipc:///tmp/streamer")
+    return value
+
+
+def _path(suffixes: tuple[str, ...] = ()) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("expected a file path (or null)")
+        if suffixes and not value.lower().endswith(suffixes):
+            raise ValueError("expected a file name ending in " + " or ".join(suffixes))
+        return value
+
+    return check
+
+
+def opt(default: Any, check: Callable[[Any], Any], flag: str | None = None) -> Any:
+    """A config field: its default, its check and the command-line flag that sets it."""
+    factory = (lambda: list(default)) if isinstance(default, list) else None
+    meta = {"check": check, "flag": flag}
+    if factory:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    uri: str = opt("0", _text(), "--source")
+    rtsp_transport: str = opt("tcp", _choice("tcp", "udp"))
+    open_timeout_s: float = opt(5.0, _number(0, 120, lo_open=True))
+    read_timeout_s: float = opt(2.0, _number(0, 120, lo_open=True))
+    queue_size: int = opt(1, _number(1, 64, integer=True))
+    loop: bool = opt(False, _boolean)
+    reconnect_initial_s: float = opt(0.5, _number(0, 60, lo_open=True))
+    reconnect_max_s: float = opt(30.0, _number(0, 3600, lo_open=True))
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    width: int = opt(1280, _number(64, 7680, integer=True))
+    height: int = opt(720, _number(64, 4320, integer=True))
+    fps: float = opt(30.0, _number(0, 240, lo_open=True))
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    url: str = opt("https://detect.roboflow.com", _api_url, "--api-url")
+    model: str | None = opt(None, _model, "--model")
+    api_key: str | None = opt(None, _text(optional=True))
+    api_key_file: str | None = opt(None, _path())
+    connect_timeout_s: float = opt(5.0, _number(0, 120, lo_open=True))
+    timeout_s: float = opt(10.0, _number(0, 600, lo_open=True))
+    backoff_initial_s: float = opt(0.5, _number(0, 60, lo_open=True))
+    backoff_max_s: float = opt(30.0, _number(0, 3600, lo_open=True))
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    confidence: float = opt(0.4, _fraction, "--confidence")
+    overlap: float = opt(0.3, _fraction, "--overlap")
+    classes: list = opt([], _string_list, "--classes")
+    max_side: int = opt(640, _number(32, 8192, integer=True), "--max-side")
+    jpeg_quality: int = opt(80, _number(1, 100, integer=True))
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    headless: bool = opt(False, _boolean, "--headless")
+    window_title: str = opt("streamer", _text())
+    zmq: str | None = opt(None, _zmq_endpoint, "--zmq")
+    zmq_topic: str = opt("detections", _text())
+    jsonl: str | None = opt(None, _path(), "--jsonl")
+    record: str | None = opt(None, _path((".mp4", ".avi")), "--record")
+    status_interval_s: float = opt(5.0, _number(0, 3600, lo_open=True))
+
+
+@dataclass(frozen=True)
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    duration_s: float | None = opt(None, _number(0, lo_open=True, optional=True), "--duration")
+    log_level: str = opt("info", _choice("debug", "info", "warning", "error"))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _build(cls: type, data: dict, prefix: str, origin: dict[str, str]) -> Any:
+    """Build one dataclass level from a mapping, refusing unknown keys and bad values."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            path = prefix + str(key)
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean {prefix}{close[0]}?" if close else "valid keys here: " + ", ".join(fields)
+            raise ConfigError(f"{path}: unknown key{origin_note(origin, path)}; {hint}")
+    values = {}
+    for name, f in fields.items():
+        path = prefix + name
+        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
+            sub = data.get(name, {})
+            if sub is None:
+                sub = {}
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{path}: expected a mapping of keys, got {_show(sub)}{origin_note(origin, path)}")
+            values[name] = _build(f.default_factory, sub, path + ".", origin)
+        elif name in data:
+            try:
+                values[name] = f.metadata["check"](data[name])
+            except ValueError as exc:
+                shown = "***" if "api_key" in name and name != "api_key_file" else _show(data[name])
+                raise ConfigError(f"{path}: {exc}, got {shown}{origin_note(origin, path)}") from None
+    return cls(**values)
+
+
+def origin_note(origin: dict[str, str], path: str) -> str:
+    where = origin.get(path) or origin.get("*")
+    return f" (from {where})" if where else ""
+
+
+def flag_for(path: str) -> str | None:
+    """The command-line flag that sets a key path, if there is one."""
+    cls: Any = Config
+    *parents, leaf = path.split(".")
+    for part in parents:
+        cls = {f.name: f for f in dataclasses.fields(cls)}[part].default_factory
+    return {f.name: f for f in dataclasses.fields(cls)}[leaf].metadata.get("flag")
+
+
+def read_file(path: str | os.PathLike) -> dict:
+    """Read a YAML config file into a mapping; every failure is one ConfigError line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found; pass an existing file with -c or copy config.yaml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc.__class__.__name__}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid syntax"
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{p}: the config file is empty; put at least one key in it (config.yaml lists them all)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def _set_path(data: dict, path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def load(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
+         env: dict[str, str] | None = None) -> Config:
+    """Merge defaults, file, environment and flag overrides (dotted key paths) and validate."""
+    env = os.environ if env is None else env
+    data: dict = {}
+    origin: dict[str, str] = {}
+    if path is not None:
+        data = read_file(path)
+        origin["*"] = str(path)
+    key = env.get(API_KEY_ENV)
+    if key:
+        _set_path(data, "api.api_key", key)
+        origin["api.api_key"] = "$" + API_KEY_ENV
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        _set_path(data, dotted, value)
+        origin[dotted] = flag_for(dotted) or dotted
+    config = _build(Config, data, "", origin)
+    register_secret(config.api.api_key)
+    for section, low, high in (("source", "reconnect_initial_s", "reconnect_max_s"),
+                               ("api", "backoff_initial_s", "backoff_max_s")):
+        part = getattr(config, section)
+        if getattr(part, high) < getattr(part, low):
+            raise ConfigError(f"{section}.{high}: {getattr(part, high):g} is below {section}.{low} "
+                              f"({getattr(part, low):g}); make it at least as large")
+    return config
+
+
+def resolve_api_key(config: Config, env: dict[str, str] | None = None) -> str | None:
+    """The API key from (in order) config/env/flag, api.api_key_file or a systemd credential."""
+    env = os.environ if env is None else env
+    key = config.api.api_key
+    if not key and config.api.api_key_file:
+        key = _read_key_file(Path(config.api.api_key_file), "api.api_key_file")
+    if not key and env.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+        if candidate.is_file():
+            key = _read_key_file(candidate, "systemd credential " + CREDENTIAL_NAME)
+    key = key.strip() if key else None
+    register_secret(key)
+    return key or None
+
+
+def _read_key_file(path: Path, what: str) -> str:
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    if not key:
+        raise ConfigError(f"{what}: {path} is empty; put the API key in it")
+    register_secret(key)
+    return key
+
+
+def as_dict(config: Config) -> dict:
+    """The configuration as plain data, with the key masked (for --print-config and logs)."""
+    data = dataclasses.asdict(config)
+    if data["api"]["api_key"]:
+        data["api"]["api_key"] = "***"
+    return data
+
+
+def describe_api(config: Config) -> str:
+    return f"{url_for_display(config.api.url)}/{config.api.model}"

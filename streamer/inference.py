@@ -1,0 +1,124 @@
+"""The inference worker: newest frame -> resize, encode, POST -> result in original pixels."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from streamer.backoff import Backoff, FaultLog
+from streamer.client import DetectionClient
+from streamer.errors import ApiBadRequest, ApiFatalError, ApiMalformedResponse, ApiTransientError
+from streamer.frames import DropOldestQueue, Frame, Latest, Result
+from streamer.imaging import prepare_upload, scale_predictions
+from streamer.predictions import Parsed, filter_classes
+from streamer.stats import Stats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    max_side: int = 640
+    jpeg_quality: int = 80
+    classes: tuple[str, ...] = ()
+
+
+def make_result(frame: Frame, parsed: Parsed, upload, model: str, sent_at: float,
+                received_at: float, classes: tuple[str, ...] = ()) -> Result:
+    """A Result for one frame, its boxes scaled from the sent image back to the frame."""
+    sent_w = parsed.image_width or upload.sent_width
+    sent_h = parsed.image_height or upload.sent_height
+    predictions = parsed.predictions
+    if isinstance(predictions, list):
+        predictions = scale_predictions(predictions, frame.width / sent_w, frame.height / sent_h)
+    predictions = filter_classes(predictions, list(classes))
+    return Result(
+        source=frame.source, frame_id=frame.frame_id, captured_at=frame.captured_at,
+        captured_mono=frame.captured_mono, width=frame.width, height=frame.height,
+        predictions=predictions, model=model, sent_at=sent_at, received_at=received_at,
+        server_time_s=parsed.time_s, inference_id=parsed.inference_id,
+        upload_bytes=len(upload.body), extra=parsed.extra,
+    )
+
+
+class InferenceWorker:
+    """Thread ``streamer.inference``: one request at a time, always on the newest frame.
+
+    400s and malformed answers skip the frame; 429/5xx/timeouts back off (honouring
+    Retry-After) and retry with whatever frame is newest then; 401/402/403/404/423
+    record a fatal error and set the stop event.
+    """
+
+    def __init__(self, queue: DropOldestQueue[Frame], client: DetectionClient, results: Latest[Result],
+                 stats: Stats, stop: threading.Event, settings: InferenceSettings,
+                 backoff: Backoff | None = None):
+        self.queue = queue
+        self.client = client
+        self.results = results
+        self.stats = stats
+        self.stop = stop
+        self.settings = settings
+        self.backoff = backoff or Backoff(0.5, 30.0)
+        self.error: BaseException | None = None
+        self.busy = False
+        self._faults = FaultLog(log, f"API {client.endpoint}")
+        self._skips = FaultLog(log, "API skipped a frame")
+        self._thread = threading.Thread(target=self._run, name="streamer.inference", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                frame = self.queue.get_newest(timeout=0.2)
+                if frame is None:
+                    continue
+                self.busy = True
+                try:
+                    self._infer(frame)
+                finally:
+                    self.busy = False
+        except ApiFatalError as exc:
+            self.error = exc
+            self.stop.set()
+        except BaseException as exc:  # fail fast: record, stop everything
+            log.exception("inference stopped by an unexpected error")
+            self.error = exc
+            self.stop.set()
+
+    def _infer(self, frame: Frame) -> None:
+        settings = self.settings
+        upload = prepare_upload(frame.image, settings.max_side, settings.jpeg_quality)
+        sent_at = time.time()
+        self.stats.requests += 1
+        try:
+            parsed = self.client.infer(upload.body)
+        except ApiTransientError as exc:
+            self.stats.transient_errors += 1
+            self._faults.fault(str(exc))
+            # Wait, then the loop takes the newest frame: never a stale retry.
+            self.stop.wait(self.backoff.next_delay(exc.retry_after_s))
+            return
+        except ApiMalformedResponse as exc:
+            self.stats.malformed += 1
+            self._skips.fault(str(exc))
+            return
+        except ApiBadRequest as exc:
+            self.stats.skipped_bad_request += 1
+            self._skips.fault(str(exc))
+            return
+        received_at = time.time()
+        result = make_result(frame, parsed, upload, self.client.model, sent_at, received_at, settings.classes)
+        self.results.set(result)
+        self.stats.results += 1
+        self.stats.inference_rate.tick()
+        if self.backoff.failures:
+            self.backoff.reset()
+            self._faults.recovered()

@@ -1,0 +1,82 @@
+"""``streamer run`` and ``streamer demo``: build the live pipeline from a validated config."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from urllib.parse import urlsplit
+
+from streamer.backoff import Backoff
+from streamer.client import DetectionClient
+from streamer.config import Config, resolve_api_key
+from streamer.display import Window, display_available
+from streamer.errors import ConfigError
+from streamer.inference import InferenceSettings
+from streamer.pipeline import Outputs, Pipeline
+from streamer.publish import JsonlWriter, Recorder, ZmqPublisher
+from streamer.redact import url_for_display
+from streamer.sources import make_source
+
+log = logging.getLogger(__name__)
+
+
+def make_client(config: Config, api_key: str | None, max_connections: int = 4) -> DetectionClient:
+    if not config.api.model:
+        raise ConfigError("api.model: not set; pass --model PROJECT/VERSION (e.g. hard-hat-sample/2) "
+                          "or set api.model in the config file")
+    return DetectionClient(config.api.url, config.api.model, api_key,
+                           confidence=config.inference.confidence, overlap=config.inference.overlap,
+                           connect_timeout_s=config.api.connect_timeout_s, timeout_s=config.api.timeout_s,
+                           max_connections=max_connections)
+
+
+def _outputs(config: Config, fps: float | None) -> Outputs:
+    out = config.output
+    window = None
+    if not out.headless:
+        ok, reason = display_available()
+        if ok:
+            window = Window(out.window_title)
+        else:
+            log.info("no preview window: %s; running headless", reason)
+    sinks = []
+    try:
+        if out.zmq:
+            sinks.append(ZmqPublisher(out.zmq, out.zmq_topic))
+        if out.jsonl:
+            sinks.append(JsonlWriter(out.jsonl))
+        recorder = Recorder(out.record, fps or 30.0) if out.record else None
+    except Exception:
+        for sink in sinks:
+            sink.close()
+        raise
+    return Outputs(window=window, sinks=tuple(sinks), recorder=recorder)
+
+
+def run_pipeline(config: Config, stop: threading.Event) -> int:
+    """Run the live pipeline that config describes until stopped; the exit code."""
+    api_key = resolve_api_key(config)
+    if not api_key and (urlsplit(config.api.url).hostname or "").endswith("roboflow.com"):
+        log.warning("no API key: set $ROBOFLOW_API_KEY or api.api_key_file (a hosted API answers 401)")
+    source = make_source(config, stop)
+    client = make_client(config, api_key)
+    try:
+        outputs = _outputs(config, getattr(source, "fps", None))
+    except Exception:
+        client.close()
+        raise
+    log.info("source %s -> %s (confidence %.2f, max side %d px)", source.name,
+             url_for_display(client.endpoint), config.inference.confidence, config.inference.max_side)
+    settings = InferenceSettings(config.inference.max_side, config.inference.jpeg_quality,
+                                 tuple(config.inference.classes))
+    pipeline = Pipeline(
+        source, client, outputs, settings, stop,
+        queue_size=config.source.queue_size, loop=config.source.loop, duration_s=config.duration_s,
+        status_interval_s=config.output.status_interval_s,
+        source_backoff=Backoff(config.source.reconnect_initial_s, config.source.reconnect_max_s),
+        api_backoff=Backoff(config.api.backoff_initial_s, config.api.backoff_max_s),
+    )
+    try:
+        return pipeline.run()
+    finally:
+        client.close()

@@ -1,0 +1,70 @@
+"""Drawing: boxes with labels in a fixed colour per class, and the status line."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import cv2
+import numpy as np
+
+# A palette with distinct, bright colours (BGR); a class always maps to the same one.
+PALETTE = (
+    (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+    (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
+    (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
+)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def class_colour(name: str) -> tuple[int, int, int]:
+    """The colour of a class: fixed by its name, the same in every run and on every machine."""
+    return PALETTE[zlib.crc32(name.encode("utf-8")) % len(PALETTE)]
+
+
+def _label(image: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int], scale: float) -> None:
+    thickness = max(1, round(scale * 2))
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
+    y_top = max(0, y - th - base - 4)
+    cv2.rectangle(image, (x, y_top), (x + tw + 6, y_top + th + base + 4), colour, -1)
+    luminance = 0.114 * colour[0] + 0.587 * colour[1] + 0.299 * colour[2]
+    ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
+    cv2.putText(image, text, (x + 3, y_top + th + 2), FONT, scale, ink, thickness, cv2.LINE_AA)
+
+
+def draw_predictions(image: np.ndarray, predictions: Any) -> np.ndarray:
+    """Draw boxes (centre xywh, in this image's pixels), polygons and keypoints in place."""
+    scale = max(0.4, min(image.shape[:2]) / 900)
+    thickness = max(2, round(scale * 3))
+    if isinstance(predictions, dict):  # multi-label classification
+        predictions = [{"class": k, **v} for k, v in predictions.items()]
+    for i, pred in enumerate(predictions):
+        name = str(pred.get("class", "?"))
+        colour = class_colour(name)
+        text = f"{name} {pred.get('confidence', 0):.2f}"
+        if "x" not in pred:  # classification: a list of labels at the top left
+            _label(image, text, 8, 30 + int(i * 34 * scale) + 26, colour, scale)
+            continue
+        x0, y0 = int(pred["x"] - pred["width"] / 2), int(pred["y"] - pred["height"] / 2)
+        x1, y1 = int(pred["x"] + pred["width"] / 2), int(pred["y"] + pred["height"] / 2)
+        if pred.get("points"):
+            polygon = np.array([[p["x"], p["y"]] for p in pred["points"]], dtype=np.int32)
+            cv2.polylines(image, [polygon], True, colour, thickness, cv2.LINE_AA)
+        cv2.rectangle(image, (x0, y0), (x1, y1), colour, thickness)
+        for point in pred.get("keypoints") or ():
+            cv2.circle(image, (int(point["x"]), int(point["y"])), thickness + 2, colour, -1, cv2.LINE_AA)
+        _label(image, text, max(0, x0), max(0, y0), colour, scale)
+    return image
+
+
+def draw_status(image: np.ndarray, text: str, stale: bool = False) -> np.ndarray:
+    """A dark band along the top with the status text; amber when the result is stale."""
+    scale = max(0.45, image.shape[1] / 1800)
+    thickness = max(1, round(scale * 2))
+    (_, th), base = cv2.getTextSize(text, FONT, scale, thickness)
+    band = th + base + 10
+    region = image[:band]
+    region[:] = (region * 0.35).astype(np.uint8)
+    colour = (0, 191, 255) if stale else (255, 255, 255)
+    cv2.putText(image, text, (8, th + 5), FONT, scale, colour, thickness, cv2.LINE_AA)
+    return image

@@ -1,0 +1,268 @@
+"""``streamer serve``: a local stand-in for the detection API, for offline work and tests.
+
+It speaks the route in roboflow-api.md strictly (Content-Type required, raw base64
+body or ``image=`` URL, the percent rule for confidence and overlap, ``{"message"}``
+errors), but its detector only finds the shapes of the ``synthetic`` scene: it is
+not a general object detector.  Tests can make it misbehave with ``set_fault``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.parser
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import cv2
+import httpx
+import numpy as np
+
+from streamer.config import MODEL_ID
+from streamer.overlay import draw_predictions
+from streamer.synthetic import detect
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 20 * 1024 * 1024  # serverless limit
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Fault:
+    """What the next ``remaining`` requests get instead of a normal answer (None: for ever)."""
+
+    status: int = 503
+    message: str = "Service unavailable"
+    retry_after: str | None = None
+    hang_s: float = 0.0
+    raw_body: bytes | None = None  # sent as is, e.g. an HTML page
+    remaining: int | None = None
+
+
+def threshold(params: dict[str, list[str]], name: str, default: float) -> float:
+    """A confidence/overlap parameter under the API's rule: >= 1 means percent, floor 0.01."""
+    raw = params.get(name, [None])[-1]
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HttpError(400, f"{name} must be a number, got {raw!r}") from None
+    if value != value or value < 0:
+        raise HttpError(400, f"{name} must be a non-negative number, got {raw!r}")
+    if value >= 1:
+        value /= 100
+    return max(0.01, value)
+
+
+class ApiServer:
+    """A threaded HTTP server on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9001, *, latency_ms: float = 0.0,
+                 jitter: float = 0.0, api_key: str | None = None, models: set[str] | None = None):
+        self.latency_ms = latency_ms
+        self.jitter = jitter
+        self.api_key = api_key
+        self.models = models
+        self.counts: dict[int, int] = {}
+        self._fault: Fault | None = None
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer((host, port), _handler(self))
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def set_fault(self, fault: Fault | None) -> None:
+        with self._lock:
+            self._fault = fault
+
+    def _take_fault(self) -> Fault | None:
+        with self._lock:
+            fault = self._fault
+            if fault is not None and fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._fault = None
+            return fault
+
+    def count(self, status: int) -> None:
+        with self._lock:
+            self.counts[status] = self.counts.get(status, 0) + 1
+
+    def start(self) -> "ApiServer":
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="streamer.server", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever(poll_interval=0.2)
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(2.0)
+
+    def __enter__(self) -> "ApiServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- the route itself ---
+
+    def answer(self, path: str, query: str, headers, body: bytes) -> tuple[int, str, bytes, dict]:
+        params = parse_qs(query, keep_blank_values=True)
+        model = path.strip("/")
+        if not MODEL_ID.match(model):
+            raise HttpError(404, f"Not Found: {path}")
+        key = params.get("api_key", [None])[-1]
+        auth = headers.get("Authorization", "")
+        if not key and auth.startswith("Bearer "):
+            key = auth[7:]
+        if self.api_key is not None:
+            if not key:
+                raise HttpError(400, "Missing api_key")
+            if key != self.api_key:
+                raise HttpError(401, "Unauthorized api_key")
+        if self.models is not None and model not in self.models:
+            raise HttpError(404, f"Model {model} not found")
+        confidence = threshold(params, "confidence", 0.4)
+        threshold(params, "overlap", 0.3)  # validated; the shapes never overlap, so no NMS
+        fmt = params.get("format", ["json"])[-1]
+        if fmt not in ("json", "image", "image_and_json"):
+            raise HttpError(400, f"format must be json, image or image_and_json, got {fmt!r}")
+        started = time.perf_counter()
+        image = self._image(params, headers, body)
+        predictions = [p for p in detect(image) if p["confidence"] >= confidence]
+        max_det = params.get("max_detections", ["300"])[-1]
+        predictions = predictions[: int(max_det) if max_det.isdigit() else 300]
+        for p in predictions:
+            p["detection_id"] = str(uuid.uuid4())
+        self._delay()
+        response = {"inference_id": str(uuid.uuid4()), "time": round(time.perf_counter() - started, 6),
+                    "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+                    "predictions": predictions}
+        if fmt == "json":
+            return 200, "application/json", json.dumps(response).encode(), {}
+        drawn = draw_predictions(image.copy(), predictions)
+        ok, jpeg = cv2.imencode(".jpg", drawn)
+        if fmt == "image":
+            return 200, "image/jpeg", jpeg.tobytes(), {}
+        response["visualization"] = base64.b64encode(jpeg.tobytes()).decode()
+        return 200, "application/json", json.dumps(response).encode(), {}
+
+    def _delay(self) -> None:
+        if self.latency_ms > 0:
+            spread = 1 + random.uniform(-self.jitter, self.jitter)
+            time.sleep(self.latency_ms * spread / 1000)
+
+    def _image(self, params, headers, body: bytes) -> np.ndarray:
+        url = params.get("image", [None])[-1]
+        if url:
+            try:
+                data = httpx.get(url, timeout=10.0, follow_redirects=True).raise_for_status().content
+            except httpx.HTTPError as exc:
+                raise HttpError(400, f"Could not load image from URL: {exc.__class__.__name__}") from None
+            return _decode(data)
+        content_type = headers.get("Content-Type")
+        if not content_type:
+            raise HttpError(400, "Missing Content-Type header")
+        if content_type.startswith("multipart/form-data"):
+            message = email.parser.BytesParser().parsebytes(
+                b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+            for part in message.get_payload() if message.is_multipart() else ():
+                if part.get_param("name", header="content-disposition") == "file":
+                    return _decode(part.get_payload(decode=True) or b"")
+            raise HttpError(400, "multipart body has no 'file' part")
+        if not body:
+            raise HttpError(400, "Empty request body: send a base64-encoded image")
+        try:
+            data = base64.b64decode(b"".join(body.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise HttpError(400, "Request body is not valid base64") from None
+        return _decode(data)
+
+
+def _decode(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise HttpError(400, "Could not decode the image")
+    return image
+
+
+def _handler(server: ApiServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the hosted API does
+        server_version = "streamer-serve"
+
+        def log_message(self, fmt: str, *args) -> None:
+            log.debug("%s %s", self.address_string(), fmt % args)
+
+        def do_GET(self) -> None:
+            self._send(200, "application/json", json.dumps(
+                {"server": "streamer serve", "detector": "synthetic shapes only"}).encode(), {})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                self.close_connection = True
+                return self._error(413, f"Request body over {MAX_BODY_BYTES // 2**20} MB")
+            body = self.rfile.read(length) if length else b""
+            fault = server._take_fault()
+            if fault is not None:
+                return self._fault(fault)
+            parts = urlsplit(self.path)
+            try:
+                status, ctype, payload, extra = server.answer(parts.path, parts.query, self.headers, body)
+            except HttpError as exc:
+                return self._error(exc.status, str(exc))
+            except Exception:  # answer like a real server would, and keep serving
+                log.exception("stand-in server failed on a request")
+                return self._error(500, "Internal error")
+            self._send(status, ctype, payload, extra)
+
+        def _fault(self, fault: Fault) -> None:
+            if fault.hang_s:
+                time.sleep(fault.hang_s)
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            if fault.raw_body is not None:
+                ctype = "text/html" if fault.raw_body.lstrip().startswith(b"<") else "application/json"
+                return self._send(fault.status, ctype, fault.raw_body, extra)
+            self._error(fault.status, fault.message, extra)
+
+        def _error(self, status: int, message: str, extra: dict | None = None) -> None:
+            self._send(status, "application/json", json.dumps({"message": message}).encode(), extra or {})
+
+        def _send(self, status: int, ctype: str, payload: bytes, extra: dict) -> None:
+            server.count(status)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+    return Handler

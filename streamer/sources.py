@@ -1,0 +1,159 @@
+"""Video sources: webcam, RTSP/HTTP stream, video file, and the synthetic scene.
+
+Each source opens, reads one BGR frame at a time (``None`` when a read fails or a
+file ends) and closes.  Every call is bounded in time: network streams are opened
+with OpenCV's open and read timeouts, files and the synthetic scene are paced to
+their frame rate so that they behave like a camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamer.config import Config
+from streamer.errors import SourceError, UsageError
+from streamer.redact import url_for_display
+from streamer.synthetic import SyntheticScene
+
+log = logging.getLogger(__name__)
+
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+
+class Pacer:
+    """Sleeps so that successive frames come ``1 / fps`` apart, like a live camera."""
+
+    def __init__(self, fps: float, stop: threading.Event | None = None):
+        self.interval_s = 1.0 / fps
+        self._stop = stop or threading.Event()
+        self._next = None
+
+    def wait(self) -> None:
+        now = time.monotonic()
+        if self._next is None or now - self._next > 1.0:  # first frame, or fell far behind
+            self._next = now
+        elif self._next > now:
+            self._stop.wait(self._next - now)
+        self._next += self.interval_s
+
+
+class SyntheticSource:
+    """The built-in scene, generated at its frame rate.  Frame n of the scene is frame_id n."""
+
+    is_live = True
+    is_file = False
+
+    def __init__(self, width: int, height: int, fps: float, stop: threading.Event | None = None,
+                 moving: bool = True):
+        self.name = "synthetic"
+        self.fps = fps
+        self.scene = SyntheticScene(width, height, fps, moving)
+        self._pacer = Pacer(fps, stop)
+        self._n = 0
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> np.ndarray | None:
+        self._pacer.wait()
+        image = self.scene.render(self._n)
+        self._n += 1
+        return image
+
+    def close(self) -> None:
+        pass
+
+
+class CvSource:
+    """A source read through ``cv2.VideoCapture``: webcam, network stream or file."""
+
+    def __init__(self, uri: str, *, kind: str, open_timeout_s: float = 5.0, read_timeout_s: float = 2.0,
+                 rtsp_transport: str = "tcp", stop: threading.Event | None = None):
+        self.uri = uri
+        self.kind = kind  # "webcam", "stream" or "file"
+        self.name = url_for_display(uri) if kind == "stream" else uri
+        self.is_live = kind != "file"
+        self.is_file = kind == "file"
+        self.fps: float | None = None
+        self._open_timeout_ms = int(open_timeout_s * 1000)
+        self._read_timeout_ms = int(read_timeout_s * 1000)
+        self._rtsp_transport = rtsp_transport
+        self._stop = stop
+        self._cap: cv2.VideoCapture | None = None
+        self._pacer: Pacer | None = None
+
+    def open(self) -> None:
+        self.close()
+        if self.kind == "stream":
+            # Must be in the environment before the first open (field notes; opencv#21558).
+            os.environ.setdefault(FFMPEG_OPTIONS_ENV, f"rtsp_transport;{self._rtsp_transport}")
+            # Timeouts only take effect when passed at open time (opencv#23207).
+            cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG, [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._open_timeout_ms,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._read_timeout_ms,
+            ])
+        elif self.kind == "webcam":
+            cap = cv2.VideoCapture(int(self.uri) if self.uri.isdigit() else self.uri)
+        else:
+            cap = cv2.VideoCapture(self.uri)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open {self.kind} {self.name}")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and 0 < fps <= 240 else None
+        if self.kind == "file":
+            self._pacer = Pacer(self.fps or 30.0, self._stop)
+        self._cap = cap
+
+    def read(self) -> np.ndarray | None:
+        if self._cap is None:
+            return None
+        if self._pacer is not None:
+            self._pacer.wait()
+        ok, image = self._cap.read()
+        if not ok or image is None or image.size == 0:
+            return None
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        return image
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def source_kind(uri: str) -> str:
+    """Which kind of source a --source value names: synthetic, webcam, stream or file."""
+    lowered = uri.lower()
+    if lowered == "synthetic":
+        return "synthetic"
+    if uri.isdigit() or re.fullmatch(r"/dev/video[0-9]+", uri):
+        return "webcam"
+    if lowered.startswith(STREAM_SCHEMES):
+        return "stream"
+    return "file"
+
+
+def make_source(config: Config, stop: threading.Event | None = None):
+    """Build the source that ``config.source.uri`` names; a missing file is a usage error."""
+    uri = config.source.uri
+    kind = source_kind(uri)
+    if kind == "synthetic":
+        syn = config.synthetic
+        return SyntheticSource(syn.width, syn.height, syn.fps, stop)
+    if kind == "file" and not Path(uri).is_file():
+        raise UsageError(f"source.uri: video file {uri!r} not found; pass a file, a webcam index (0), "
+                         "an rtsp:// URL or 'synthetic' to --source")
+    return CvSource(uri, kind=kind, open_timeout_s=config.source.open_timeout_s,
+                    read_timeout_s=config.source.read_timeout_s,
+                    rtsp_transport=config.source.rtsp_transport, stop=stop)

@@ -1,0 +1,163 @@
+"""Shared fixtures: real local servers, subprocess helpers, and the CI rule for system tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from streamer.server import ApiServer
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a system tool is missing; under CI=true that is a failure instead."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI needs this but it is missing: {reason}")
+    pytest.skip(reason)
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    need(path is not None, f"{name} is not installed (see scripts/install-system-deps.sh)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def api_server():
+    """The stand-in API on 127.0.0.1, in this process (so a test can inject faults)."""
+    with ApiServer("127.0.0.1", 0) as server:
+        yield server
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "ROBOFLOW_API_KEY", "WAYLAND_DISPLAY")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class Proc:
+    """A streamer subprocess with its stdout and stderr kept in files (never a full pipe)."""
+
+    def __init__(self, args: list[str], tmp_path: Path, env: dict[str, str] | None = None, name: str = "streamer"):
+        self.out_path = tmp_path / f"{name}.out"
+        self.err_path = tmp_path / f"{name}.err"
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.popen = subprocess.Popen([sys.executable, "-m", "streamer", *args], stdout=self._out,
+                                      stderr=self._err, env=env or clean_env(), cwd=tmp_path)
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout)
+        finally:
+            self._out.flush()
+            self._err.flush()
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.stderr:
+                return True
+            if self.popen.poll() is not None:
+                return text in self.stderr
+            time.sleep(0.05)
+        return False
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> tuple[int, float]:
+        """Send sig; return (exit code, seconds until exit)."""
+        started = time.monotonic()
+        self.popen.send_signal(sig)
+        code = self.wait(timeout)
+        return code, time.monotonic() - started
+
+    def close(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(5)
+        self._out.close()
+        self._err.close()
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    procs: list[Proc] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None, name: str = "streamer") -> Proc:
+        proc = Proc(args, tmp_path, env, name)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.close()
+
+
+class Subscriber:
+    """A real ZeroMQ SUB socket for tests; every receive has a deadline."""
+
+    def __init__(self, endpoint: str, topic: bytes = b""):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, topic)
+        self.sock.connect(endpoint)
+
+    def recv(self, timeout_s: float) -> list[bytes] | None:
+        if self.sock.poll(int(timeout_s * 1000)):
+            return self.sock.recv_multipart()
+        return None
+
+    def collect(self, count: int, timeout_s: float) -> list[list[bytes]]:
+        deadline = time.monotonic() + timeout_s
+        out = []
+        while len(out) < count and time.monotonic() < deadline:
+            msg = self.recv(max(0.01, deadline - time.monotonic()))
+            if msg is not None:
+                out.append(msg)
+        return out
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def subscriber():
+    subs: list[Subscriber] = []
+
+    def make(endpoint: str, topic: bytes = b"") -> Subscriber:
+        sub = Subscriber(endpoint, topic)
+        subs.append(sub)
+        return sub
+
+    yield make
+    for sub in subs:
+        sub.close()
