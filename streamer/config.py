@@ -60,7 +60,10 @@ def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool =
 def _fraction(value: Any) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 1 < value <= 100:
         raise ValueError(f"expected a fraction from 0 to 1 (for {value:g} % write {value / 100:g})")
-    return _number(0.0, 1.0)(value)
+    try:
+        return _number(0.0, 1.0)(value)
+    except ValueError:
+        raise ValueError("expected a fraction from 0 to 1") from None
 
 
 def _boolean(value: Any) -> bool:
@@ -319,7 +322,8 @@ def load(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None
         part = getattr(config, section)
         if getattr(part, high) < getattr(part, low):
             raise ConfigError(f"{section}.{high}: {getattr(part, high):g} is below {section}.{low} "
-                              f"({getattr(part, low):g}); make it at least as large")
+                              f"({getattr(part, low):g}){origin_note(origin, section + '.' + high)}; "
+                              "make it at least as large")
     return config
 
 

@@ -74,7 +74,8 @@ class Window:
             if sys.platform.startswith("linux"):
                 # Qt warns about fonts once per window without this (field notes).
                 os.environ.setdefault("QT_QPA_FONTDIR", "/usr/share/fonts/truetype/dejavu")
-            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+            # GUI_NORMAL: no Qt toolbar, so the picture fills the window at the size asked.
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
             cv2.resizeWindow(self.title, *_fit(image.shape[1], image.shape[0]))
             self._opened = True
         cv2.imshow(self.title, image)

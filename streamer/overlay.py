@@ -22,18 +22,23 @@ def class_colour(name: str) -> tuple[int, int, int]:
     return PALETTE[zlib.crc32(name.encode("utf-8")) % len(PALETTE)]
 
 
-def _label(image: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int], scale: float) -> None:
+def _label(image: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int], scale: float,
+           min_y: int = 0) -> None:
     thickness = max(1, round(scale * 2))
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
-    y_top = max(0, y - th - base - 4)
+    y_top = y - th - base - 4
+    if y_top < min_y:  # no room above the box (or under the status band): go inside it
+        y_top = max(min_y, y)
     cv2.rectangle(image, (x, y_top), (x + tw + 6, y_top + th + base + 4), colour, -1)
     luminance = 0.114 * colour[0] + 0.587 * colour[1] + 0.299 * colour[2]
     ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
     cv2.putText(image, text, (x + 3, y_top + th + 2), FONT, scale, ink, thickness, cv2.LINE_AA)
 
 
-def draw_predictions(image: np.ndarray, predictions: Any) -> np.ndarray:
-    """Draw boxes (centre xywh, in this image's pixels), polygons and keypoints in place."""
+def draw_predictions(image: np.ndarray, predictions: Any, min_y: int = 0) -> np.ndarray:
+    """Draw boxes (centre xywh, in this image's pixels), polygons and keypoints in place.
+
+    Labels stay below ``min_y`` (the status band) so that they are never hidden."""
     scale = max(0.4, min(image.shape[:2]) / 900)
     thickness = max(2, round(scale * 3))
     if isinstance(predictions, dict):  # multi-label classification
@@ -43,7 +48,7 @@ def draw_predictions(image: np.ndarray, predictions: Any) -> np.ndarray:
         colour = class_colour(name)
         text = f"{name} {pred.get('confidence', 0):.2f}"
         if "x" not in pred:  # classification: a list of labels at the top left
-            _label(image, text, 8, 30 + int(i * 34 * scale) + 26, colour, scale)
+            _label(image, text, 8, min_y + int((i + 1) * 34 * scale), colour, scale, min_y)
             continue
         x0, y0 = int(pred["x"] - pred["width"] / 2), int(pred["y"] - pred["height"] / 2)
         x1, y1 = int(pred["x"] + pred["width"] / 2), int(pred["y"] + pred["height"] / 2)
@@ -53,16 +58,25 @@ def draw_predictions(image: np.ndarray, predictions: Any) -> np.ndarray:
         cv2.rectangle(image, (x0, y0), (x1, y1), colour, thickness)
         for point in pred.get("keypoints") or ():
             cv2.circle(image, (int(point["x"]), int(point["y"])), thickness + 2, colour, -1, cv2.LINE_AA)
-        _label(image, text, max(0, x0), max(0, y0), colour, scale)
+        _label(image, text, max(0, x0), max(0, y0), colour, scale, min_y)
     return image
+
+
+def _status_metrics(image: np.ndarray) -> tuple[float, int, int, int]:
+    scale = max(0.45, image.shape[1] / 1800)
+    thickness = max(1, round(scale * 2))
+    (_, th), base = cv2.getTextSize("Ag", FONT, scale, thickness)
+    return scale, thickness, th, th + base + 10
+
+
+def status_band_height(image: np.ndarray) -> int:
+    """Height in pixels of the band ``draw_status`` draws on this image."""
+    return _status_metrics(image)[3]
 
 
 def draw_status(image: np.ndarray, text: str, stale: bool = False) -> np.ndarray:
     """A dark band along the top with the status text; amber when the result is stale."""
-    scale = max(0.45, image.shape[1] / 1800)
-    thickness = max(1, round(scale * 2))
-    (_, th), base = cv2.getTextSize(text, FONT, scale, thickness)
-    band = th + base + 10
+    scale, thickness, th, band = _status_metrics(image)
     region = image[:band]
     region[:] = (region * 0.35).astype(np.uint8)
     colour = (0, 191, 255) if stale else (255, 255, 255)

@@ -19,7 +19,7 @@ from streamer.display import Window
 from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError
 from streamer.frames import DropOldestQueue, Frame, Latest, Result
 from streamer.inference import InferenceSettings, InferenceWorker
-from streamer.overlay import draw_predictions, draw_status
+from streamer.overlay import draw_predictions, draw_status, status_band_height
 from streamer.publish import Recorder, encode_message, result_message
 from streamer.stats import Stats
 
@@ -119,7 +119,7 @@ class Pipeline:
     def _show(self, frame: Frame, result: Result | None, now: float) -> None:
         image = frame.image.copy()  # the capture thread's frame is shared: draw on a copy
         if result is not None:
-            draw_predictions(image, result.predictions)
+            draw_predictions(image, result.predictions, min_y=status_band_height(image))
         draw_status(image, self.status_line(result, now))
         if self.outputs.recorder:
             self.outputs.recorder.write(image)

@@ -116,10 +116,12 @@ class ApiServer:
         self._httpd.serve_forever(poll_interval=0.2)
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        """Stop serving and close the socket; safe before start and when called twice."""
         if self._thread is not None:
+            self._httpd.shutdown()  # waits for serve_forever, so only when it runs
             self._thread.join(2.0)
+            self._thread = None
+        self._httpd.server_close()
 
     def __enter__(self) -> "ApiServer":
         return self.start()

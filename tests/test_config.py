@@ -1,0 +1,143 @@
+"""Configuration: precedence, the reference file, and a table of refused inputs."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamer import config
+from streamer.config import Config, ConfigError, load, resolve_api_key
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_reference_file_is_exactly_the_defaults():
+    assert load(ROOT / "config.yaml", env={}) == Config()
+
+
+def test_reference_file_comments_every_key():
+    """Each key line in config.yaml has a comment line just above it (or above its group)."""
+    lines = (ROOT / "config.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^\s*[a-z_]+:", line) and not line.rstrip().endswith(":"):
+            above = [l.strip() for l in lines[max(0, i - 3):i]]
+            assert any(l.startswith("#") for l in above) or re.match(r"^\s*[a-z_]+:", lines[i - 1]), \
+                f"config.yaml line {i + 1} has no comment: {line!r}"
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_precedence_flags_over_env_over_file_over_defaults(tmp_path):
+    path = _write(tmp_path, "api:\n  api_key: from-file\n  model: a/1\ninference:\n  confidence: 0.5\n")
+    cfg = load(path, env={})
+    assert (cfg.api.api_key, cfg.inference.confidence, cfg.inference.overlap) == ("from-file", 0.5, 0.3)
+    cfg = load(path, env={"ROBOFLOW_API_KEY": "from-env"})
+    assert cfg.api.api_key == "from-env"
+    cfg = load(path, {"api.api_key": "from-flag", "inference.confidence": 0.7}, env={"ROBOFLOW_API_KEY": "e"})
+    assert (cfg.api.api_key, cfg.inference.confidence) == ("from-flag", 0.7)
+
+
+def test_key_file_and_systemd_credential(tmp_path):
+    (tmp_path / "key").write_text("secret-from-file\n")
+    cfg = load(None, {"api.api_key_file": str(tmp_path / "key")}, env={})
+    assert resolve_api_key(cfg, env={}) == "secret-from-file"
+    (tmp_path / "roboflow_api_key").write_text("secret-from-credential")
+    assert resolve_api_key(Config(), env={"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "secret-from-credential"
+    with pytest.raises(ConfigError, match="api.api_key_file: cannot read"):
+        resolve_api_key(load(None, {"api.api_key_file": str(tmp_path / "nope")}, env={}), env={})
+
+
+def test_webcam_index_may_be_written_as_a_number(tmp_path):
+    assert load(_write(tmp_path, "source:\n  uri: 0\n"), env={}).source.uri == "0"
+
+
+BAD = [
+    # (file text, the key path the one-line error must name, a word from the reason)
+    ("inference:\n  confidence: 1.5\n", "inference.confidence", "fraction"),
+    ("inference:\n  confidence: 40\n", "inference.confidence", "0.4"),
+    ("inference:\n  confidence: '0.5'\n", "inference.confidence", "fraction"),
+    ("inference:\n  overlap: -0.1\n", "inference.overlap", "fraction"),
+    ("inference:\n  max_side: 0\n", "inference.max_side", "whole number"),
+    ("inference:\n  max_side: 640.5\n", "inference.max_side", "whole number"),
+    ("inference:\n  jpeg_quality: 101\n", "inference.jpeg_quality", "1 to 100"),
+    ("inference:\n  classes: person\n", "inference.classes", None),  # a string is split: valid
+    ("inference:\n  classes: [1, 2]\n", "inference.classes", "list of class names"),
+    ("inference:\n  confidense: 0.5\n", "inference.confidense", "did you mean inference.confidence"),
+    ("api:\n  url: ftp://example.com\n", "api.url", "http(s) URL"),
+    ("api:\n  url: https://user:pw@example.com\n", "api.url", "no user"),
+    ("api:\n  model: hard-hat-sample\n", "api.model", "PROJECT/VERSION"),
+    ("api:\n  timeout_s: 0\n", "api.timeout_s", "above 0"),
+    ("api:\n  timeout_s: .nan\n", "api.timeout_s", "number"),
+    ("api:\n  backoff_initial_s: 10\n  backoff_max_s: 5\n", "api.backoff_max_s", "below"),
+    ("api: 5\n", "api", "mapping"),
+    ("source:\n  rtsp_transport: http\n", "source.rtsp_transport", "tcp, udp"),
+    ("source:\n  queue_size: 1000\n", "source.queue_size", "1 to 64"),
+    ("source:\n  loop: yes please\n", "source.loop", "true or false"),
+    ("output:\n  zmq: 5555\n", "output.zmq", "ZeroMQ endpoint"),
+    ("output:\n  record: out.mkv\n", "output.record", ".mp4"),
+    ("output:\n  headless: 1\n", "output.headless", "true or false"),
+    ("duration_s: -3\n", "duration_s", "above 0"),
+    ("log_level: loud\n", "log_level", "debug, info"),
+    ("camera: 0\n", "camera", "unknown key"),
+]
+
+
+@pytest.mark.parametrize("text, key, reason", BAD, ids=[row[1] + "-" + str(i) for i, row in enumerate(BAD)])
+def test_bad_values_name_the_key(tmp_path, text, key, reason):
+    path = _write(tmp_path, text)
+    if reason is None:
+        load(path, env={})
+        return
+    with pytest.raises(ConfigError) as info:
+        load(path, env={})
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(key + ":")
+    assert reason in message
+    assert str(path) in message  # says which file
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "empty"),
+    ("source: [unclosed\n", "not valid YAML at line"),
+    ("- a\n- b\n", "mapping"),
+    ("just words\n", "mapping"),
+])
+def test_bad_files(tmp_path, text, reason):
+    with pytest.raises(ConfigError, match=re.escape(reason)):
+        load(_write(tmp_path, text), env={})
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load(tmp_path / "nope.yaml", env={})
+
+
+def test_flag_errors_name_the_flag():
+    with pytest.raises(ConfigError, match=r"^inference\.confidence: .*\(from --confidence\)$"):
+        load(None, {"inference.confidence": 2.0}, env={})
+
+
+def test_key_value_never_shown_in_errors(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(_write(tmp_path, "api:\n  api_key: [sekrit-value]\n"), env={})
+    assert "sekrit-value" not in str(info.value)
+
+
+def test_every_flag_named_in_config_exists_in_the_cli():
+    from streamer.cli import OVERRIDES
+    import dataclasses
+    flags = set()
+    for section in dataclasses.fields(Config):
+        cls = section.default_factory if section.default_factory is not dataclasses.MISSING else None
+        fields = dataclasses.fields(cls) if cls and dataclasses.is_dataclass(cls) else [section]
+        flags |= {f.metadata.get("flag") for f in fields if f.metadata.get("flag")}
+    cli_flags = {"--" + dest.replace("_", "-") for dest in OVERRIDES}
+    assert flags <= cli_flags
+    assert yaml.safe_load((ROOT / "config.yaml").read_text())  # parses
+    assert config.flag_for("inference.max_side") == "--max-side"

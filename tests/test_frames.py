@@ -1,0 +1,102 @@
+"""Queue semantics, backoff, and secret redaction: plain units, no threads needed."""
+
+import logging
+import random
+import threading
+import time
+
+import pytest
+
+from streamer.backoff import Backoff, parse_retry_after
+from streamer.frames import DropOldestQueue, Latest
+from streamer.redact import RedactingFilter, register_secret, scrub, url_for_display
+
+
+def test_drop_oldest_queue_keeps_the_newest_and_counts_drops():
+    q = DropOldestQueue(1)
+    for i in range(5):
+        q.put(i)
+    assert q.dropped == 4 and len(q) == 1
+    assert q.get_newest(0.01) == 4
+    assert q.get_newest(0.01) is None
+
+
+def test_get_newest_drops_older_items_in_a_bigger_queue():
+    q = DropOldestQueue(3)
+    for i in range(3):
+        q.put(i)
+    assert q.get_newest(0.01) == 2 and q.dropped == 2
+
+
+def test_get_waits_at_most_its_timeout():
+    q = DropOldestQueue(1)
+    started = time.monotonic()
+    assert q.get_newest(0.2) is None
+    assert 0.15 <= time.monotonic() - started < 1.0
+
+
+def test_get_wakes_on_put():
+    q = DropOldestQueue(1)
+    threading.Timer(0.05, q.put, args=("x",)).start()
+    assert q.get_newest(5.0) == "x"
+
+
+def test_latest_versions_and_signal():
+    changed = threading.Event()
+    latest = Latest(changed)
+    assert latest.get() == (0, None)
+    latest.set("a")
+    assert latest.get() == (1, "a") and changed.is_set()
+
+
+def test_backoff_doubles_to_the_cap_with_jitter_and_resets():
+    b = Backoff(0.5, 4.0, jitter=0.2, rng=random.Random(1))
+    delays = [b.next_delay() for _ in range(6)]
+    for delay, base in zip(delays, [0.5, 1, 2, 4, 4, 4]):
+        assert base * 0.8 <= delay <= min(4.0, base * 1.2)
+    b.reset()
+    assert b.next_delay() <= 0.6
+
+
+def test_backoff_honours_retry_after_up_to_the_cap():
+    b = Backoff(0.5, 10.0, jitter=0.0)
+    assert b.next_delay(retry_after_s=3) == 3
+    assert b.next_delay(retry_after_s=60) == 10
+
+
+@pytest.mark.parametrize("value, expected", [("2", 2.0), ("0", 0.0), (" 1.5 ", 1.5), ("", None), (None, None),
+                                             ("soon", None), ("-3", 0.0)])
+def test_parse_retry_after(value, expected):
+    assert parse_retry_after(value) == expected
+
+
+def test_parse_retry_after_http_date():
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)
+
+
+def test_scrub_urls_and_registered_secrets():
+    register_secret("canary-KEY-987")
+    assert scrub("rtsp://admin:hunter2@10.0.0.5:554/s") == "rtsp://admin:***@10.0.0.5:554/s"
+    assert scrub("POST http://h/m/1?api_key=abc123&confidence=0.4") == "POST http://h/m/1?api_key=***&confidence=0.4"
+    assert "canary-KEY-987" not in scrub("key canary-KEY-987 here")
+    assert url_for_display("rtsp://u:p@cam/live?token=1") == "rtsp://u:***@cam/live?token=1"
+
+
+def test_logging_filter_scrubs_messages_args_and_tracebacks(caplog):
+    register_secret("canary-log-secret")
+    logger = logging.getLogger("test.redact")
+    handler = logging.Handler()
+    records = []
+    handler.emit = records.append
+    handler.addFilter(RedactingFilter())
+    logger.addHandler(handler)
+    try:
+        logger.warning("url %s", "rtsp://a:pw@x/y")
+        try:
+            raise RuntimeError("boom canary-log-secret")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    text = "\n".join(r.getMessage() for r in records)
+    assert "pw@" not in text and "canary-log-secret" not in text and "RuntimeError" in text

@@ -1,0 +1,72 @@
+"""Resize for upload and scale boxes back: the round trip must land on the original pixels."""
+
+import base64
+
+import cv2
+import numpy as np
+import pytest
+
+from streamer.imaging import (fit_size, iou_xyxy, prepare_upload, resize_for_upload, scale_predictions,
+                              xywh_to_xyxy)
+from streamer.synthetic import SyntheticScene, detect
+
+
+@pytest.mark.parametrize("size, max_side, expected", [
+    ((1280, 720), 640, (640, 360)),
+    ((720, 1280), 640, (360, 640)),  # portrait: the longest side is the height
+    ((1920, 1080), 416, (416, 234)),
+    ((640, 480), 640, (640, 480)),  # already small enough
+    ((320, 240), 640, (320, 240)),  # never upscaled
+    ((4000, 10), 100, (100, 1)),  # never below one pixel
+])
+def test_fit_size(size, max_side, expected):
+    assert fit_size(*size, max_side) == expected
+
+
+def test_resize_keeps_small_frames_untouched():
+    image = np.zeros((240, 320, 3), np.uint8)
+    assert resize_for_upload(image, 640) is image
+
+
+def test_prepare_upload_is_base64_jpeg_of_the_resized_frame():
+    image = SyntheticScene(1280, 720).render(5)
+    upload = prepare_upload(image, 640, 80)
+    decoded = cv2.imdecode(np.frombuffer(base64.b64decode(upload.body, validate=True), np.uint8), 1)
+    assert decoded.shape == (360, 640, 3)
+    assert (upload.sent_width, upload.sent_height) == (640, 360)
+    assert (upload.original_width, upload.original_height) == (1280, 720)
+    assert upload.jpeg_bytes == len(base64.b64decode(upload.body))
+
+
+def test_scale_predictions_maps_boxes_points_and_keypoints():
+    preds = [{"x": 100, "y": 50, "width": 20, "height": 10, "class": "a", "confidence": 0.9,
+              "points": [{"x": 90, "y": 45}, {"x": 110, "y": 55}],
+              "keypoints": [{"x": 100, "y": 50, "confidence": 0.8, "class": "nose", "class_id": 0}],
+              "detection_id": "keep-me"}]
+    out = scale_predictions(preds, 2.0, 3.0)[0]
+    assert (out["x"], out["y"], out["width"], out["height"]) == (200, 150, 40, 30)
+    assert out["points"] == [{"x": 180, "y": 135}, {"x": 220, "y": 165}]
+    assert out["keypoints"][0]["x"] == 200 and out["keypoints"][0]["y"] == 150
+    assert out["keypoints"][0]["class"] == "nose" and out["detection_id"] == "keep-me"
+    assert preds[0]["x"] == 100  # the input is not modified
+
+
+@pytest.mark.parametrize("width, height, max_side", [(1280, 720, 640), (1920, 1080, 416), (640, 480, 320)])
+def test_round_trip_through_jpeg_and_detector_lands_on_truth(width, height, max_side):
+    """Downscale, encode, detect in the small image, scale back: IoU with the truth >= 0.9."""
+    scene = SyntheticScene(width, height)
+    for frame_id in (0, 123, 456):
+        image = scene.render(frame_id)
+        upload = prepare_upload(image, max_side, 80)
+        small = cv2.imdecode(np.frombuffer(base64.b64decode(upload.body), np.uint8), 1)
+        preds = scale_predictions(detect(small), width / upload.sent_width, height / upload.sent_height)
+        truth = dict(scene.boxes(frame_id))
+        assert sorted(p["class"] for p in preds) == sorted(truth)
+        for pred in preds:
+            assert iou_xyxy(xywh_to_xyxy(pred), truth[pred["class"]]) >= 0.9
+
+
+def test_iou():
+    assert iou_xyxy((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou_xyxy((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0
+    assert iou_xyxy((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)

@@ -1,0 +1,147 @@
+"""``streamer run`` end to end, as a subprocess, against real servers on 127.0.0.1."""
+
+import json
+import signal
+import time
+
+import cv2
+import pytest
+
+from conftest import clean_env, free_port
+from streamer.imaging import iou_xyxy, xywh_to_xyxy
+from streamer.server import ApiServer, Fault
+from streamer.synthetic import SyntheticScene
+
+SCENE = SyntheticScene(1280, 720, 30.0)
+
+
+def run_args(api_url, *extra):
+    return ["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", api_url, "--headless", *extra]
+
+
+def assert_matches_truth(message, scene=SCENE):
+    """Every box lands on the synthetic ground truth of its own frame, in original pixels."""
+    truth = dict(scene.boxes(message["frame_id"]))
+    assert sorted(p["class"] for p in message["predictions"]) == sorted(truth)
+    for pred in message["predictions"]:
+        assert iou_xyxy(xywh_to_xyxy(pred), truth[pred["class"]]) >= 0.9, (message["frame_id"], pred)
+
+
+def test_synthetic_to_served_api_to_zmq_subscriber(spawn, subscriber):
+    api_port, zmq_port = free_port(), free_port()
+    server = spawn(["serve", "--port", str(api_port)], name="serve")
+    assert server.wait_for_log("serving", 15), server.stderr
+    endpoint = f"tcp://127.0.0.1:{zmq_port}"
+    sub = subscriber(endpoint)
+    run = spawn(run_args(f"http://127.0.0.1:{api_port}", "--zmq", endpoint, "--duration", "60"))
+    messages = sub.collect(15, timeout_s=30)
+    assert len(messages) == 15, run.stderr
+    previous = -1
+    for topic, payload in messages:
+        assert topic == b"detections"
+        msg = json.loads(payload.decode("utf-8"))
+        assert msg["source"] == "synthetic" and msg["model"] == "synthetic/1"
+        assert msg["image"] == {"width": 1280, "height": 720}  # the frame's size, not the upload's
+        assert msg["frame_id"] > previous  # newest first, never a stale frame
+        previous = msg["frame_id"]
+        assert msg["captured_at"] <= msg["sent_at"] <= msg["received_at"] <= msg["published_at"]
+        assert abs(msg["published_at"] - time.time()) < 5
+        assert_matches_truth(msg)
+    code, seconds = run.terminate(signal.SIGTERM)
+    assert code == 0 and seconds < 3, run.stderr
+    assert "stopped:" in run.stderr
+
+
+def test_sigint_also_exits_cleanly(api_server, spawn):
+    run = spawn(run_args(api_server.url))
+    assert run.wait_for_log("source synthetic open", 15), run.stderr
+    time.sleep(1)
+    code, seconds = run.terminate(signal.SIGINT)
+    assert code == 0 and seconds < 3
+
+
+def test_wrong_key_exits_2_with_one_line_and_no_key(spawn):
+    api_port = free_port()
+    server = spawn(["serve", "--port", str(api_port), "--api-key", "the-right-key"], name="serve")
+    assert server.wait_for_log("serving", 15)
+    canary = "canary-wrong-key-5f2a9"
+    run = spawn(run_args(f"http://127.0.0.1:{api_port}"), env=clean_env(ROBOFLOW_API_KEY=canary))
+    code = run.wait(20)
+    assert code == 2
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "API key was refused" in errors[0] and "401" in errors[0]
+    assert canary not in run.stderr + run.stdout
+
+
+def test_unknown_model_exits_2_naming_it(spawn):
+    with ApiServer("127.0.0.1", 0, models={"synthetic/1"}) as server:
+        run = spawn(["run", "--source", "synthetic", "--model", "nothere/7", "--api-url", server.url, "--headless"])
+        assert run.wait(20) == 2
+    assert "model nothere/7 was not found" in run.stderr
+
+
+def test_a_503_spell_is_survived(api_server, spawn, subscriber):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = subscriber(endpoint)
+    api_server.set_fault(Fault(status=503, message="model loading", retry_after="1"))
+    run = spawn(run_args(api_server.url, "--zmq", endpoint))
+    assert run.wait_for_log("answered 503", 20), run.stderr
+    time.sleep(2.5)
+    assert sub.recv(0.2) is None  # nothing published while the API fails
+    failures = api_server.counts.get(503, 0)
+    assert 2 <= failures <= 6, failures  # backed off (Retry-After 1 s), not hammered
+    api_server.set_fault(None)
+    healed = time.monotonic()
+    first = sub.recv(10)
+    assert first is not None, run.stderr
+    assert time.monotonic() - healed < 5
+    msg = json.loads(first[1])
+    assert msg["captured_at"] > time.time() - 3  # the retry used a fresh frame
+    assert run.wait_for_log("recovered after", 5)
+    assert run.popen.poll() is None
+    code, _ = run.terminate()
+    assert code == 0
+
+
+def test_video_file_source_plays_and_ends_by_itself(api_server, spawn, tmp_path):
+    scene = SyntheticScene(960, 540, 30.0)
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (960, 540))
+    for i in range(60):
+        writer.write(scene.render(i))
+    writer.release()
+    started = time.monotonic()
+    run = spawn(["run", "--source", str(clip), "--model", "synthetic/1", "--api-url", api_server.url,
+                 "--headless", "--jsonl", "out.jsonl", "--record", "annotated.avi"])
+    assert run.wait(30) == 0, run.stderr
+    assert time.monotonic() - started >= 1.8  # 60 frames at 30 fps: played like a camera, not at once
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert len(lines) >= 5
+    for line in lines:
+        msg = json.loads(line)
+        assert msg["source"] == str(clip) and msg["image"] == {"width": 960, "height": 540}
+        assert_matches_truth(msg, scene)
+    recorded = cv2.VideoCapture(str(tmp_path / "annotated.avi"))
+    assert recorded.isOpened() and recorded.get(cv2.CAP_PROP_FRAME_COUNT) >= 30
+    ok, frame = recorded.read()
+    assert ok and frame.shape == (540, 960, 3)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "--source", "no-such-file.mp4", "--model", "a/1"], "no-such-file.mp4' not found"),
+    (["run", "--source", "synthetic"], "api.model: not set"),
+    (["run", "--source", "synthetic", "--model", "a/1", "--confidence", "40"], "for 40 % write 0.4"),
+    (["run", "--source", "synthetic", "--model", "a/1", "--zmq", "5555"], "output.zmq"),
+    (["run", "-c", "missing.yaml"], "missing.yaml: config file not found"),
+])
+def test_usage_errors_exit_2_with_one_line(spawn, args, words):
+    run = spawn(args)
+    assert run.wait(20) == 2
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and words in lines[-1], run.stderr
+
+
+def test_no_webcam_is_a_clear_error(spawn):
+    run = spawn(["run", "--source", "/dev/video57", "--model", "a/1", "--api-url", "http://127.0.0.1:9", "--headless"])
+    assert run.wait(20) == 1
+    assert "error: cannot open webcam /dev/video57" in run.stderr
