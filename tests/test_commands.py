@@ -1,0 +1,110 @@
+"""predict, video and listen, as a user runs them: subprocesses against real local servers."""
+
+import functools
+import json
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import free_port
+from streamer.imaging import iou_xyxy, xywh_to_xyxy
+from streamer.synthetic import SyntheticScene
+
+SCENE = SyntheticScene(1600, 900, 30.0)
+
+
+@pytest.fixture
+def scene_jpg(tmp_path):
+    path = tmp_path / "scene.jpg"
+    cv2.imwrite(str(path), SCENE.render(42), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return path
+
+
+def _check_boxes(data, frame_id=42):
+    truth = dict(SCENE.boxes(frame_id))
+    assert sorted(p["class"] for p in data["predictions"]) == sorted(truth)
+    for pred in data["predictions"]:
+        assert iou_xyxy(xywh_to_xyxy(pred), truth[pred["class"]]) >= 0.9
+
+
+def test_predict_prints_only_json_in_original_pixels(api_server, spawn, scene_jpg, tmp_path):
+    proc = spawn(["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url,
+                  "--save", "boxes.png"])
+    assert proc.wait(30) == 0, proc.stderr
+    data = json.loads(proc.stdout)  # stdout holds the JSON and nothing else
+    assert data["image"] == {"width": 1600, "height": 900}  # the original, though 640 wide was sent
+    _check_boxes(data)
+    assert {"inference_id", "time"} <= set(data)
+    saved = cv2.imread(str(tmp_path / "boxes.png"))
+    assert saved.shape == (900, 1600, 3)
+    assert not np.array_equal(saved, cv2.imread(str(scene_jpg)))  # boxes were drawn
+
+
+def test_predict_url_is_sent_as_image_parameter(api_server, spawn, scene_jpg):
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(scene_jpg.parent))
+    files = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{files.server_address[1]}/{scene_jpg.name}"
+        proc = spawn(["predict", url, "--model", "synthetic/1", "--api-url", api_server.url])
+        assert proc.wait(30) == 0, proc.stderr
+    finally:
+        files.shutdown()
+        files.server_close()
+    data = json.loads(proc.stdout)
+    assert data["image"] == {"width": 1600, "height": 900}
+    _check_boxes(data)
+
+
+def test_predict_format_image_saves_the_servers_drawing(api_server, spawn, scene_jpg, tmp_path):
+    proc = spawn(["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url,
+                  "--format", "image", "--save", "server.jpg"])
+    assert proc.wait(30) == 0, proc.stderr
+    drawn = cv2.imread(str(tmp_path / "server.jpg"))
+    assert drawn is not None and drawn.shape[1] == 640  # the server drew on what it was sent
+    assert proc.stdout == ""
+
+
+def test_predict_missing_file_exits_2(spawn):
+    proc = spawn(["predict", "nope.jpg", "--model", "a/1", "--api-url", "http://127.0.0.1:9"])
+    assert proc.wait(20) == 2 and "error: image file 'nope.jpg' not found" in proc.stderr
+
+
+def test_video_infers_every_frame_in_order(api_server, spawn, tmp_path):
+    scene = SyntheticScene(800, 450, 25.0)
+    src = tmp_path / "in.avi"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (800, 450))
+    for i in range(40):
+        writer.write(scene.render(i))
+    writer.release()
+    proc = spawn(["video", str(src), "-o", "out.mp4", "--jsonl", "det.jsonl", "--model", "synthetic/1",
+                  "--api-url", api_server.url])
+    assert proc.wait(60) == 0, proc.stderr
+    lines = [json.loads(line) for line in (tmp_path / "det.jsonl").read_text().splitlines()]
+    assert [m["frame_id"] for m in lines] == list(range(40))  # all of them, in order
+    for msg in lines:
+        truth = dict(scene.boxes(msg["frame_id"]))
+        for pred in msg["predictions"]:
+            assert iou_xyxy(xywh_to_xyxy(pred), truth[pred["class"]]) >= 0.9
+    out = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert out.get(cv2.CAP_PROP_FRAME_COUNT) == 40
+    assert out.get(cv2.CAP_PROP_FRAME_WIDTH) == 800
+    assert "40/40" in proc.stderr or "wrote 40 frames" in proc.stderr
+
+
+def test_listen_prints_each_message_as_a_json_line(api_server, spawn):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    listener = spawn(["listen", "--connect", endpoint, "--count", "3"], name="listen")
+    run = spawn(["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", api_server.url,
+                 "--headless", "--zmq", endpoint])
+    assert listener.wait(30) == 0, listener.stderr + run.stderr
+    lines = listener.stdout.splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        msg = json.loads(line)
+        assert msg["type"] == "detections" and len(msg["predictions"]) == 3
+    code, _ = run.terminate()
+    assert code == 0
