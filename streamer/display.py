@@ -71,9 +71,7 @@ class Window:
 
     def show(self, image: np.ndarray) -> bool:
         if not self._opened:
-            if sys.platform.startswith("linux"):
-                # Qt warns about fonts once per window without this (field notes).
-                os.environ.setdefault("QT_QPA_FONTDIR", "/usr/share/fonts/truetype/dejavu")
+            _point_qt_at_system_fonts()
             # GUI_NORMAL: no Qt toolbar, so the picture fills the window at the size asked.
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
             cv2.resizeWindow(self.title, *_fit(image.shape[1], image.shape[0]))
@@ -103,6 +101,17 @@ class Window:
                 cv2.waitKey(1)
             except cv2.error:
                 pass
+
+
+def _point_qt_at_system_fonts() -> None:
+    """opencv-python points Qt at a font folder its wheel does not ship (cv2/qt/fonts), and Qt
+    then warns on every window; point it at the system's fonts instead (field notes)."""
+    current = os.environ.get("QT_QPA_FONTDIR")
+    if sys.platform.startswith("linux") and current and not os.path.isdir(current):
+        for folder in ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/TTF", "/usr/share/fonts"):
+            if os.path.isdir(folder):
+                os.environ["QT_QPA_FONTDIR"] = folder
+                return
 
 
 def _fit(width: int, height: int, max_w: int = 1280, max_h: int = 760) -> tuple[int, int]:

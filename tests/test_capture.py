@@ -1,0 +1,83 @@
+"""The capture worker with a fake webcam (the one part that cannot exist here) and the synthetic source."""
+
+import threading
+import time
+
+import numpy as np
+
+import streamer.sources as sources
+from streamer.capture import CaptureWorker
+from streamer.backoff import Backoff
+from streamer.frames import DropOldestQueue, Latest
+from streamer.sources import CvSource, SyntheticSource, source_kind
+from streamer.stats import Stats
+
+
+class FakeWebcam:
+    """Stands in for cv2.VideoCapture(0): delivers frames, then is 'unplugged' for a while."""
+
+    opened = 0
+
+    def __init__(self, index, *args):
+        assert index == 0  # a webcam is opened by its index
+        FakeWebcam.opened += 1
+        self.reads = 0
+        self.unplug_after = 20 if FakeWebcam.opened == 1 else 10**9
+        self.width = 640 if FakeWebcam.opened == 1 else 320  # comes back at another size
+
+    def isOpened(self):
+        return True
+
+    def get(self, prop):
+        return 30.0
+
+    def read(self):
+        self.reads += 1
+        time.sleep(0.005)
+        if self.reads > self.unplug_after:
+            return False, None
+        return True, np.full((self.width * 3 // 4, self.width, 3), self.reads % 255, np.uint8)
+
+    def release(self):
+        pass
+
+
+def test_source_kinds():
+    assert source_kind("synthetic") == "synthetic"
+    assert source_kind("0") == "webcam" and source_kind("/dev/video2") == "webcam"
+    assert source_kind("rtsp://cam/stream") == "stream" and source_kind("https://x/y.mjpg") == "stream"
+    assert source_kind("clip.mp4") == "file"
+
+
+def test_unplugged_webcam_is_reopened_and_frames_resume_at_the_new_size(monkeypatch):
+    FakeWebcam.opened = 0
+    monkeypatch.setattr(sources.cv2, "VideoCapture", FakeWebcam)
+    stop = threading.Event()
+    queue, latest, stats = DropOldestQueue(1), Latest(), Stats()
+    source = CvSource("0", kind="webcam")
+    worker = CaptureWorker(source, queue, latest, stats, stop, backoff=Backoff(0.05, 0.2))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (latest.get()[1] is not None and latest.get()[1].width == 320):
+        time.sleep(0.02)
+    stop.set()
+    assert worker.join(2.0)  # the thread ended
+    frame = latest.get()[1]
+    assert frame.width == 320 and frame.height == 240
+    assert FakeWebcam.opened == 2 and stats.source_reconnects == 1
+    assert frame.frame_id == stats.frames_read - 1  # ids keep increasing across the reconnect
+    assert queue.dropped > 0  # nobody consumed: the queue dropped the oldest and counted them
+
+
+def test_synthetic_source_is_paced_and_ids_follow_the_scene():
+    stop = threading.Event()
+    queue, latest, stats = DropOldestQueue(1), Latest(), Stats()
+    worker = CaptureWorker(SyntheticSource(320, 180, 50.0, stop), queue, latest, stats, stop)
+    worker.start()
+    time.sleep(1.0)
+    stop.set()
+    assert worker.join(2.0)
+    assert 35 <= stats.frames_read <= 60  # about 50 in a second: paced, not as fast as possible
+    frame = latest.get()[1]
+    assert frame.source == "synthetic" and frame.frame_id == stats.frames_read - 1
+    assert frame.captured_mono <= time.monotonic() and abs(frame.captured_at - time.time()) < 2
