@@ -62,9 +62,11 @@ class FaultLog:
     """Logs the first fault of a spell in full, then only a count every ``summary_s``,
     and one line when the spell ends, instead of a line per retry."""
 
-    def __init__(self, logger: logging.Logger, what: str, summary_s: float = 30.0):
+    def __init__(self, logger: logging.Logger, what: str, summary_s: float = 30.0,
+                 action: str = "retrying with backoff"):
         self._log = logger
         self._what = what
+        self._action = action
         self._summary_s = summary_s
         self._count = 0
         self._since = 0.0
@@ -75,7 +77,7 @@ class FaultLog:
         self._count += 1
         if self._count == 1:
             self._since = self._last_summary = now
-            self._log.warning("%s: %s (retrying with backoff)", self._what, message)
+            self._log.warning("%s: %s (%s)", self._what, message, self._action)
         elif now - self._last_summary >= self._summary_s:
             self._last_summary = now
             self._log.warning("%s: still failing, %d failures in %.0f s; last: %s",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from streamer import __version__
 from streamer.config import Config, load
-from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError
+from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError, UsageError
 from streamer.redact import RedactingFilter, register_secret, scrub
 
 log = logging.getLogger("streamer")
@@ -130,7 +130,7 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
         server = ApiServer(args.host, args.port, latency_ms=args.latency_ms, jitter=args.jitter,
                            api_key=args.api_key, models=set(args.model) if args.model else None)
     except OSError as exc:
-        raise StreamerError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
                             "pick another --port") from None
     server.start()
     print(f"serving the stand-in detection API on {server.url} (synthetic shapes only)",
@@ -154,7 +154,8 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
     except zmq.ZMQError as exc:
         sock.close(0)
         ctx.term()
-        raise StreamerError(f"cannot connect to {args.connect}: {exc}") from None
+        raise UsageError(f"--connect: cannot use {args.connect!r}: {exc}; expected an endpoint such as "
+                         "tcp://127.0.0.1:5555") from None
     received = 0
     try:
         while not stop.is_set() and (args.count is None or received < args.count):

@@ -64,7 +64,11 @@ class InferenceWorker:
         self.error: BaseException | None = None
         self.busy = False
         self._faults = FaultLog(log, f"API {client.endpoint}")
-        self._skips = FaultLog(log, "API skipped a frame")
+        self._skips = FaultLog(log, "API refused a frame", action="frame skipped")
+        self._refused_in_row = 0
+        # After this many refused frames in a row the next ones are paced by the backoff:
+        # a 400 that every frame gets (e.g. a missing key) must not hammer the API.
+        self.refusals_before_backoff = 3
         self._thread = threading.Thread(target=self._run, name="streamer.inference", daemon=True)
 
     def start(self) -> None:
@@ -106,19 +110,23 @@ class InferenceWorker:
             # Wait, then the loop takes the newest frame: never a stale retry.
             self.stop.wait(self.backoff.next_delay(exc.retry_after_s))
             return
-        except ApiMalformedResponse as exc:
-            self.stats.malformed += 1
+        except (ApiMalformedResponse, ApiBadRequest) as exc:
+            if isinstance(exc, ApiMalformedResponse):
+                self.stats.malformed += 1
+            else:
+                self.stats.skipped_bad_request += 1
             self._skips.fault(str(exc))
-            return
-        except ApiBadRequest as exc:
-            self.stats.skipped_bad_request += 1
-            self._skips.fault(str(exc))
+            self._refused_in_row += 1
+            if self._refused_in_row >= self.refusals_before_backoff:
+                self.stop.wait(self.backoff.next_delay())
             return
         received_at = time.time()
         result = make_result(frame, parsed, upload, self.client.model, sent_at, received_at, settings.classes)
         self.results.set(result)
         self.stats.results += 1
         self.stats.inference_rate.tick()
+        self._refused_in_row = 0
+        self._skips.recovered()
         if self.backoff.failures:
             self.backoff.reset()
             self._faults.recovered()

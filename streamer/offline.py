@@ -24,6 +24,7 @@ from streamer.errors import ApiBadRequest, ApiMalformedResponse, ApiTransientErr
 from streamer.imaging import prepare_upload
 from streamer.inference import make_result
 from streamer.overlay import draw_predictions
+from streamer.predictions import filter_classes
 from streamer.publish import JsonlWriter, Recorder, encode_message, result_message
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
         if _is_url(args.image):  # the server fetches it: boxes are already in its own pixels
             parsed = client.infer_url(args.image)
             image = _load_image(args.image, config.api.timeout_s) if args.save else None
-            width, height, predictions = parsed.image_width, parsed.image_height, parsed.predictions
+            width, height = parsed.image_width, parsed.image_height
+            predictions = filter_classes(parsed.predictions, list(config.inference.classes))
         else:
             image = _load_image(args.image, config.api.timeout_s)
             upload = prepare_upload(image, config.inference.max_side, config.inference.jpeg_quality)
@@ -150,18 +152,21 @@ class Progress:
 
 
 def _infer_until_done(client: DetectionClient, body: bytes, stop: threading.Event, backoff: Backoff):
-    """Offline every frame counts: retry transient failures (with backoff) until it succeeds."""
+    """Offline every frame counts: retry transient failures (with backoff) until it succeeds.
+
+    Returns (parsed response or None, sent_at, received_at)."""
     while True:
+        sent_at = time.time()
         try:
-            return client.infer(body)
+            return client.infer(body), sent_at, time.time()
         except ApiTransientError as exc:
             delay = backoff.next_delay(exc.retry_after_s)
             log.warning("%s; retrying this frame in %.1f s", exc, delay)
             if stop.wait(delay):
-                return None
+                return None, sent_at, time.time()
         except (ApiBadRequest, ApiMalformedResponse) as exc:
             log.warning("frame skipped: %s", exc)
-            return None
+            return None, sent_at, time.time()
 
 
 def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
@@ -179,7 +184,7 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
     jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
     client = _client(config)
     progress = Progress(total)
-    pending: deque[tuple[int, np.ndarray, object, Future]] = deque()
+    pending: deque[tuple[int, float, np.ndarray, object, Future]] = deque()
     written = skipped = 0
     settings = config.inference
     try:
@@ -192,16 +197,17 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
                     if not ok:
                         reading = False
                         break
+                    read_at = time.time()
                     upload = prepare_upload(image, settings.max_side, settings.jpeg_quality)
                     future = pool.submit(_infer_until_done, client, upload.body, stop,
                                          Backoff(config.api.backoff_initial_s, config.api.backoff_max_s))
-                    pending.append((frame_id, image, upload, future))
+                    pending.append((frame_id, read_at, image, upload, future))
                     frame_id += 1
                 if not pending:
                     break
-                fid, image, upload, future = pending[0]
+                fid, read_at, image, upload, future = pending[0]
                 try:
-                    parsed = future.result(timeout=0.5)
+                    parsed, sent_at, received_at = future.result(timeout=0.5)
                 except FutureTimeout:
                     continue
                 pending.popleft()
@@ -210,8 +216,8 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
                     recorder.write(image)
                 else:
                     from streamer.frames import Frame
-                    frame = Frame(args.input, fid, time.time(), time.monotonic(), image)
-                    result = make_result(frame, parsed, upload, client.model, time.time(), time.time(),
+                    frame = Frame(args.input, fid, read_at, time.monotonic(), image)
+                    result = make_result(frame, parsed, upload, client.model, sent_at, received_at,
                                          tuple(settings.classes))
                     recorder.write(draw_predictions(image.copy(), result.predictions))
                     if jsonl:

@@ -56,6 +56,7 @@ class Pipeline:
         self.inference = InferenceWorker(self.queue, client, self.latest_result, self.stats, stop,
                                          settings, backoff=api_backoff)
         self.user_quit = False
+        self._published_version = 0
 
     def run(self) -> int:
         """Run until stopped (signal, q/Esc, duration, end of file or a fatal error); exit code."""
@@ -65,6 +66,7 @@ class Pipeline:
             self._output_loop()
         finally:
             self.stop.set()
+            self._publish_last()
             self._shutdown()
         return self._exit_code()
 
@@ -78,15 +80,15 @@ class Pipeline:
 
     def _output_loop(self) -> None:
         started = last_status = time.monotonic()
-        shown_frame = published = 0
+        shown_frame = 0
         window = self.outputs.window
         while not self.stop.is_set():
             self._changed.wait(0.02 if window else 0.1)
             self._changed.clear()
             now = time.monotonic()
             version, result = self.latest_result.get()
-            if version != published and result is not None:
-                published = version
+            if version != self._published_version and result is not None:
+                self._published_version = version
                 self._publish(result)
             frame_version, frame = self.latest_frame.get()
             if frame is not None and frame_version != shown_frame:
@@ -107,6 +109,16 @@ class Pipeline:
     def status_line(self, result: Result | None, now: float) -> str:
         age_ms = (now - result.captured_mono) * 1000 if result is not None else None
         return self.stats.line(self.queue.dropped, age_ms)
+
+    def _publish_last(self) -> None:
+        """A result that arrived after the output loop's last pass is still published."""
+        version, result = self.latest_result.get()
+        if version != self._published_version and result is not None:
+            self._published_version = version
+            try:
+                self._publish(result)
+            except Exception:  # a sink failing at exit must not hide the real exit status
+                log.exception("could not publish the last result")
 
     def _publish(self, result: Result) -> None:
         if not self.outputs.sinks:

@@ -37,8 +37,11 @@ def _clean(value: Any) -> Any:
 
 
 def result_message(result: Result, published_at: float | None = None) -> dict[str, Any]:
-    """The message for one result; boxes are centre xywh in original-frame pixels."""
-    return _clean({
+    """The message for one result; boxes are centre xywh in original-frame pixels.
+
+    Other top-level fields the API sent (e.g. a classifier's ``top`` and ``confidence``)
+    are passed on too, unless they would clash with one of ours."""
+    message = {
         "type": MESSAGE_TYPE,
         "source": result.source,
         "frame_id": result.frame_id,
@@ -51,7 +54,10 @@ def result_message(result: Result, published_at: float | None = None) -> dict[st
         "inference_id": result.inference_id,
         "server_time": result.server_time_s,
         "predictions": result.predictions,
-    })
+    }
+    for key, value in result.extra.items():
+        message.setdefault(key, value)
+    return _clean(message)
 
 
 def encode_message(message: dict[str, Any]) -> bytes:

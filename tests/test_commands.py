@@ -51,12 +51,16 @@ def test_predict_url_is_sent_as_image_parameter(api_server, spawn, scene_jpg):
         url = f"http://127.0.0.1:{files.server_address[1]}/{scene_jpg.name}"
         proc = spawn(["predict", url, "--model", "synthetic/1", "--api-url", api_server.url])
         assert proc.wait(30) == 0, proc.stderr
+        only = spawn(["predict", url, "--model", "synthetic/1", "--api-url", api_server.url,
+                      "--classes", "red-square"], name="only")
+        assert only.wait(30) == 0, only.stderr
     finally:
         files.shutdown()
         files.server_close()
     data = json.loads(proc.stdout)
     assert data["image"] == {"width": 1600, "height": 900}
     _check_boxes(data)
+    assert [p["class"] for p in json.loads(only.stdout)["predictions"]] == ["red-square"]
 
 
 def test_predict_format_image_saves_the_servers_drawing(api_server, spawn, scene_jpg, tmp_path):
@@ -86,6 +90,7 @@ def test_video_infers_every_frame_in_order(api_server, spawn, tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "det.jsonl").read_text().splitlines()]
     assert [m["frame_id"] for m in lines] == list(range(40))  # all of them, in order
     for msg in lines:
+        assert msg["captured_at"] <= msg["sent_at"] < msg["received_at"] <= msg["published_at"]
         truth = dict(scene.boxes(msg["frame_id"]))
         for pred in msg["predictions"]:
             assert iou_xyxy(xywh_to_xyxy(pred), truth[pred["class"]]) >= 0.9
@@ -93,6 +98,17 @@ def test_video_infers_every_frame_in_order(api_server, spawn, tmp_path):
     assert out.get(cv2.CAP_PROP_FRAME_COUNT) == 40
     assert out.get(cv2.CAP_PROP_FRAME_WIDTH) == 800
     assert "40/40" in proc.stderr or "wrote 40 frames" in proc.stderr
+
+
+def test_listen_refuses_a_bad_endpoint_with_exit_2(spawn):
+    proc = spawn(["listen", "--connect", "tcp://nowhere"])
+    assert proc.wait(20) == 2 and "error: --connect" in proc.stderr
+
+
+def test_serve_on_a_busy_port_exits_2(api_server, spawn):
+    port = api_server.url.rsplit(":", 1)[1]
+    proc = spawn(["serve", "--port", port])
+    assert proc.wait(20) == 2 and "pick another --port" in proc.stderr
 
 
 def test_listen_prints_each_message_as_a_json_line(api_server, spawn):

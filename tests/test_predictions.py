@@ -75,3 +75,14 @@ def test_filter_classes():
     preds = [{"class": "a"}, {"class": "b"}, {"class": "c"}]
     assert filter_classes(preds, ["a", "c"]) == [{"class": "a"}, {"class": "c"}]
     assert filter_classes(preds, []) is preds
+
+
+def test_message_carries_extra_top_level_fields_without_clobbering_ours():
+    from streamer.frames import Result
+    from streamer.publish import result_message
+    result = Result("cam", 7, 1.0, 1.0, 640, 480, [{"class": "cat", "confidence": 0.9}], "m/1", 2.0, 3.0,
+                    extra={"top": "cat", "confidence": 0.9, "frame_id": 999})
+    msg = result_message(result, published_at=4.0)
+    assert msg["top"] == "cat" and msg["confidence"] == 0.9
+    assert msg["frame_id"] == 7  # ours wins
+    assert (msg["captured_at"], msg["sent_at"], msg["received_at"], msg["published_at"]) == (1.0, 2.0, 3.0, 4.0)

@@ -1,6 +1,7 @@
 """``streamer run`` end to end, as a subprocess, against real servers on 127.0.0.1."""
 
 import json
+import re
 import signal
 import time
 
@@ -80,6 +81,18 @@ def test_unknown_model_exits_2_naming_it(spawn):
     assert "model nothere/7 was not found" in run.stderr
 
 
+def test_frames_refused_with_400_are_skipped_without_hammering_the_api(spawn):
+    with ApiServer("127.0.0.1", 0, api_key="needed") as server:  # no key sent: every frame is a 400
+        run = spawn(run_args(server.url))
+        assert run.wait_for_log("frame skipped", 15), run.stderr
+        time.sleep(3)
+        code, _ = run.terminate()
+        refused = server.counts.get(400, 0)
+    assert code == 0
+    assert 3 <= refused <= 12, refused  # at 30 fps unpaced it would be near 100
+    assert "Missing api_key" in run.stderr
+
+
 def test_a_503_spell_is_survived(api_server, spawn, subscriber):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sub = subscriber(endpoint)
@@ -121,6 +134,8 @@ def test_video_file_source_plays_and_ends_by_itself(api_server, spawn, tmp_path)
         msg = json.loads(line)
         assert msg["source"] == str(clip) and msg["image"] == {"width": 960, "height": 540}
         assert_matches_truth(msg, scene)
+    counts = re.search(r"(\d+) results, (\d+) published", run.stderr)
+    assert counts and counts[1] == counts[2]  # the last result is published too
     recorded = cv2.VideoCapture(str(tmp_path / "annotated.avi"))
     assert recorded.isOpened() and recorded.get(cv2.CAP_PROP_FRAME_COUNT) >= 30
     ok, frame = recorded.read()
