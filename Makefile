@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test sysdeps clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "streamer needs Python 3.10 or newer; set PYTHON=python3.11 (for example)")'
@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/streamer demo
 
-test: $(STAMP)
+# As root with apt-get, installs the Debian packages the system tests need (and python3-venv,
+# which the virtual environment needs on a minimal Debian); otherwise says what is missing.
+sysdeps:
 	@bash scripts/install-system-deps.sh --if-root
+
+test: sysdeps $(STAMP)
 	$(BIN)/python -m pytest
 
 clean:

@@ -12,8 +12,11 @@ class Backoff:
     """Delays that double from ``initial_s`` up to ``max_s``, with +-``jitter`` spread.
 
     ``next_delay`` honours a server's Retry-After by never waiting less than it asks
-    (but no longer than ``max_s``); ``reset`` after a success starts again from the bottom.
+    (up to an hour, a guard against absurd values); ``reset`` after a success starts again
+    from the bottom.
     """
+
+    RETRY_AFTER_LIMIT_S = 3600.0
 
     def __init__(self, initial_s: float = 0.5, max_s: float = 30.0, factor: float = 2.0,
                  jitter: float = 0.2, rng: random.Random | None = None):
@@ -29,10 +32,10 @@ class Backoff:
     def next_delay(self, retry_after_s: float | None = None) -> float:
         base = min(self.max_s, self.initial_s * self.factor ** self.failures)
         self.failures += 1
-        delay = base * (1 + self._rng.uniform(-self.jitter, self.jitter))
+        delay = min(self.max_s, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
         if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, self.max_s))
-        return min(delay, self.max_s)
+            delay = max(delay, min(retry_after_s, self.RETRY_AFTER_LIMIT_S))
+        return delay
 
     def reset(self) -> None:
         self.failures = 0

@@ -67,6 +67,10 @@ def _api_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-side", type=int, metavar="PX", help="longest side of the upload (default 640)")
 
 
+def _log_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+
 def _output_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--headless", action="store_true", default=None, help="never open a window")
@@ -74,7 +78,7 @@ def _output_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--zmq", metavar="ENDPOINT", help="publish detections, e.g. tcp://127.0.0.1:5555")
     g.add_argument("--jsonl", metavar="FILE", help="append each message to FILE, one per line")
     g.add_argument("--record", metavar="FILE", help="write the annotated video (.mp4 or .avi)")
-    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    _log_option(g)
 
 
 OVERRIDES = {  # argparse dest -> config key path
@@ -191,13 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     from streamer import offline  # the one-image and whole-video commands
-    offline.add_commands(sub, _api_options)
+    offline.add_commands(sub, _api_options, _log_option)
 
     p = sub.add_parser("listen", help="subscribe to a feed and print each message as a JSON line")
     p.add_argument("--connect", default="tcp://127.0.0.1:5555", metavar="ENDPOINT")
     p.add_argument("--topic", default="", help="topic prefix to subscribe to (default: all)")
     p.add_argument("--count", type=int, metavar="N", help="exit after N messages")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    _log_option(p)
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("serve", help="a local stand-in for the detection API (synthetic shapes only)")
@@ -207,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jitter", type=float, default=0.0, help="spread of the delay, e.g. 0.1 for +-10%%")
     p.add_argument("--api-key", help="require this key (401 for any other)")
     p.add_argument("--model", action="append", help="serve only this model id (repeatable; default: any)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    _log_option(p)
     p.set_defaults(func=cmd_serve)
     return parser
 

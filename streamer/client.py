@@ -89,7 +89,9 @@ class DetectionClient:
                 content = self._read_capped(response)
         except httpx.TimeoutException as exc:
             raise ApiTransientError(f"{where} did not answer within its timeout ({exc.__class__.__name__})") from None
-        except httpx.TransportError as exc:
+        except httpx.DecodingError as exc:
+            raise ApiMalformedResponse(f"malformed API response: cannot decode the body ({exc.__class__.__name__})") from None
+        except httpx.HTTPError as exc:  # connection refused or reset, protocol errors
             raise ApiTransientError(f"cannot reach {where}: {scrub(str(exc)) or exc.__class__.__name__}") from None
         self._raise_for_status(response, content)
         return content
@@ -124,6 +126,10 @@ class DetectionClient:
                                 "check --model PROJECT/VERSION", status)
         if status == 423:
             raise ApiFatalError(f"API usage is paused for this workspace (423: {message})", status)
+        if 300 <= status < 400:
+            target = url_for_display(response.headers.get("Location", "?"))
+            raise ApiFatalError(f"{where} redirects ({status}) to {target}; set api.url (--api-url) "
+                                "to the address it names", status)
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise ApiTransientError(f"{where} answered {status}: {message}", status, retry_after)

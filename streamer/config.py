@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from streamer.errors import ConfigError
-from streamer.redact import register_secret, url_for_display
+from streamer.redact import register_secret
 
 API_KEY_ENV = "ROBOFLOW_API_KEY"
 CREDENTIAL_NAME = "roboflow_api_key"  # systemd LoadCredential= name
@@ -58,12 +58,14 @@ def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool =
 
 
 def _fraction(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 1 < value <= 100:
-        raise ValueError(f"expected a fraction from 0 to 1 (for {value:g} % write {value / 100:g})")
+    # The API reads any value >= 1 as a percentage (1 means 1 %), so 1 itself is refused.
+    what = "expected a fraction from 0 up to (not including) 1"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 1 <= value <= 100:
+        raise ValueError(f"{what} (for {value:g} % write {value / 100:g})")
     try:
         return _number(0.0, 1.0)(value)
     except ValueError:
-        raise ValueError("expected a fraction from 0 to 1") from None
+        raise ValueError(what) from None
 
 
 def _boolean(value: Any) -> bool:
@@ -98,8 +100,11 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 
 def _string_list(value: Any) -> list[str]:
     if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        if not names:
+            raise ValueError("expected class names separated by commas")
+        value = names
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise ValueError("expected a list of class names")
     return list(value)
 
@@ -351,15 +356,3 @@ def _read_key_file(path: Path, what: str) -> str:
         raise ConfigError(f"{what}: {path} is empty; put the API key in it")
     register_secret(key)
     return key
-
-
-def as_dict(config: Config) -> dict:
-    """The configuration as plain data, with the key masked (for --print-config and logs)."""
-    data = dataclasses.asdict(config)
-    if data["api"]["api_key"]:
-        data["api"]["api_key"] = "***"
-    return data
-
-
-def describe_api(config: Config) -> str:
-    return f"{url_for_display(config.api.url)}/{config.api.model}"

@@ -4,6 +4,7 @@
     ├── UsageError                 exit 2: bad command line or input file
     │   └── ConfigError            exit 2: a config key or value is refused
     ├── SourceError                exit 1: the video source cannot be opened or read
+    ├── Interrupted                exit 130: Ctrl-C/SIGTERM cut a one-shot job (predict, video) short
     └── ApiError                   any failure talking to the detection API
         ├── ApiFatalError          exit 2: 401/402/403/404/423, retrying cannot help
         ├── ApiBadRequest          400 (and other 4xx): skip this frame
@@ -35,6 +36,12 @@ class UsageError(StreamerError):
 
 class ConfigError(UsageError):
     """A configuration key or value is refused; the message names the key path."""
+
+
+class Interrupted(StreamerError):
+    """A one-shot command (predict, video) was stopped by a signal before it finished."""
+
+    exit_code = 130
 
 
 class SourceError(StreamerError):

@@ -47,7 +47,6 @@ class Result:
     received_at: float
     server_time_s: float | None = None
     inference_id: str | None = None
-    upload_bytes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # other top-level response fields
 
 
@@ -61,6 +60,7 @@ class DropOldestQueue(Generic[T]):
         self._maxsize = maxsize
         self._cond = threading.Condition()
         self.dropped = 0
+        self.taken = 0  # items handed to a consumer; with the consumer's own count, tells idle
 
     def put(self, item: T) -> None:
         with self._cond:
@@ -80,6 +80,7 @@ class DropOldestQueue(Generic[T]):
             item = self._items.pop()
             self.dropped += len(self._items)
             self._items.clear()
+            self.taken += 1
             return item
 
     def get(self, timeout: float) -> T | None:
@@ -87,7 +88,15 @@ class DropOldestQueue(Generic[T]):
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
+            if not self._items:
+                return None
+            self.taken += 1
+            return self._items.popleft()
+
+    def pending(self) -> int:
+        """Items still waiting in the queue."""
+        with self._cond:
+            return len(self._items)
 
     def __len__(self) -> int:
         with self._cond:

@@ -39,7 +39,7 @@ def make_result(frame: Frame, parsed: Parsed, upload, model: str, sent_at: float
         captured_mono=frame.captured_mono, width=frame.width, height=frame.height,
         predictions=predictions, model=model, sent_at=sent_at, received_at=received_at,
         server_time_s=parsed.time_s, inference_id=parsed.inference_id,
-        upload_bytes=len(upload.body), extra=parsed.extra,
+        extra=parsed.extra,
     )
 
 
@@ -62,7 +62,7 @@ class InferenceWorker:
         self.settings = settings
         self.backoff = backoff or Backoff(0.5, 30.0)
         self.error: BaseException | None = None
-        self.busy = False
+        self.finished_frames = 0  # frames taken from the queue and fully handled
         self._faults = FaultLog(log, f"API {client.endpoint}")
         self._skips = FaultLog(log, "API refused a frame", action="frame skipped")
         self._refused_in_row = 0
@@ -74,6 +74,10 @@ class InferenceWorker:
     def start(self) -> None:
         self._thread.start()
 
+    def idle(self) -> bool:
+        """No frame waiting and none being handled (the queue counts what it handed out)."""
+        return self.queue.pending() == 0 and self.queue.taken == self.finished_frames
+
     def join(self, timeout: float) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -84,11 +88,10 @@ class InferenceWorker:
                 frame = self.queue.get_newest(timeout=0.2)
                 if frame is None:
                     continue
-                self.busy = True
                 try:
                     self._infer(frame)
                 finally:
-                    self.busy = False
+                    self.finished_frames += 1
         except ApiFatalError as exc:
             self.error = exc
             self.stop.set()

@@ -30,7 +30,7 @@ def make_client(config: Config, api_key: str | None, max_connections: int = 4) -
                            max_connections=max_connections)
 
 
-def _outputs(config: Config, fps: float | None) -> Outputs:
+def _outputs(config: Config, source) -> Outputs:
     out = config.output
     window = None
     if not out.headless:
@@ -45,7 +45,8 @@ def _outputs(config: Config, fps: float | None) -> Outputs:
             sinks.append(ZmqPublisher(out.zmq, out.zmq_topic))
         if out.jsonl:
             sinks.append(JsonlWriter(out.jsonl))
-        recorder = Recorder(out.record, fps or 30.0) if out.record else None
+        # Asked on the first frame: by then the source is open and knows its frame rate.
+        recorder = Recorder(out.record, lambda: getattr(source, "fps", None)) if out.record else None
     except Exception:
         for sink in sinks:
             sink.close()
@@ -61,7 +62,7 @@ def run_pipeline(config: Config, stop: threading.Event) -> int:
     source = make_source(config, stop)
     client = make_client(config, api_key)
     try:
-        outputs = _outputs(config, getattr(source, "fps", None))
+        outputs = _outputs(config, source)
     except Exception:
         client.close()
         raise

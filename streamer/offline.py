@@ -9,9 +9,10 @@ import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, Queue
+from typing import Any, Callable
 
 import cv2
 import httpx
@@ -19,18 +20,23 @@ import numpy as np
 
 from streamer.backoff import Backoff
 from streamer.client import DetectionClient
-from streamer.config import resolve_api_key
-from streamer.errors import ApiBadRequest, ApiMalformedResponse, ApiTransientError, UsageError
-from streamer.imaging import prepare_upload
+from streamer.config import Config, resolve_api_key
+from streamer.errors import (ApiBadRequest, ApiError, ApiMalformedResponse, ApiTransientError, Interrupted,
+                             UsageError)
+from streamer.frames import Frame
+from streamer.imaging import Upload, prepare_upload
 from streamer.inference import make_result
 from streamer.overlay import draw_predictions
-from streamer.predictions import filter_classes
+from streamer.predictions import Parsed, filter_classes
 from streamer.publish import JsonlWriter, Recorder, encode_message, result_message
 
 log = logging.getLogger(__name__)
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+PREDICT_ATTEMPTS = 3
 
-def add_commands(sub, api_options) -> None:
+
+def add_commands(sub, api_options: Callable, log_option: Callable) -> None:
     p = sub.add_parser("predict", help="detect objects in one image file or URL and print the JSON")
     p.add_argument("image", metavar="IMAGE_OR_URL")
     api_options(p)
@@ -38,7 +44,7 @@ def add_commands(sub, api_options) -> None:
                    "server's drawing with --format image)")
     p.add_argument("--format", choices=("json", "image"), default="json",
                    help="json (default) or image: ask the server for its drawn image (needs --save)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    log_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("video", help="annotate a whole video file offline: every frame, in order")
@@ -47,20 +53,24 @@ def add_commands(sub, api_options) -> None:
     p.add_argument("--jsonl", metavar="FILE", help="write the detections, one message per frame")
     p.add_argument("--workers", type=int, default=4, metavar="N", help="requests in flight (default 4)")
     api_options(p)
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    log_option(p)
     p.set_defaults(func=cmd_video)
 
 
-def _config(args):
+def _config(args) -> Config:
     from streamer.cli import config_from_args
 
     return config_from_args(args)
 
 
-def _client(config) -> DetectionClient:
+def _client(config: Config) -> DetectionClient:
     from streamer.live import make_client
 
     return make_client(config, resolve_api_key(config))
+
+
+def _backoff(config: Config) -> Backoff:
+    return Backoff(config.api.backoff_initial_s, config.api.backoff_max_s)
 
 
 def _is_url(text: str) -> bool:
@@ -83,46 +93,94 @@ def _load_image(path_or_url: str, timeout_s: float) -> np.ndarray:
     return image
 
 
+def _check_save_path(path: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse a --save path before any request is made, so no answer is thrown away."""
+    if not path.lower().endswith(suffixes):
+        raise UsageError(f"--save: {path}: expected a file name ending in " + ", ".join(suffixes))
+    if not Path(path).resolve().parent.is_dir():
+        raise UsageError(f"--save: folder {Path(path).resolve().parent} does not exist")
+
+
+def _interruptible(call: Callable[[], Any], stop: threading.Event) -> Any:
+    """Run a blocking call in a helper thread so that Ctrl-C or SIGTERM ends the wait at once."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the waiting thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="streamer.request", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+        if stop.is_set():
+            raise Interrupted("interrupted before the API answered")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _with_retries(call: Callable[[], Any], stop: threading.Event, backoff: Backoff, attempts: int) -> Any:
+    """A few tries for a one-shot request: transient failures wait for the backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _interruptible(call, stop)
+        except ApiTransientError as exc:
+            if attempt == attempts:
+                raise
+            delay = backoff.next_delay(exc.retry_after_s)
+            log.warning("%s; trying again in %.1f s (%d of %d)", exc, delay, attempt + 1, attempts)
+            if stop.wait(delay):
+                raise Interrupted("interrupted while waiting to try again") from None
+
+
 def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
     config = _config(args)
     if args.format == "image" and not args.save:
-        raise UsageError("--format image needs --save FILE to write the server's drawn image to")
-    client = _client(config)
-    with client:
+        raise UsageError("--format image needs --save FILE to write the server's drawing to")
+    if args.save:
+        _check_save_path(args.save, (".jpg", ".jpeg") if args.format == "image" else IMAGE_SUFFIXES)
+    classes = list(config.inference.classes)
+    with _client(config) as client:
+        def send(fn: Callable[..., Any], **kwargs: Any) -> Any:
+            return _with_retries(lambda: fn(**kwargs), stop, _backoff(config), PREDICT_ATTEMPTS)
+
         if args.format == "image":
             if _is_url(args.image):
-                data = client.request(image_url=args.image, fmt="image")
+                data = send(client.request, image_url=args.image, fmt="image")
             else:
-                upload = prepare_upload(_load_image(args.image, config.api.timeout_s),
-                                        config.inference.max_side, config.inference.jpeg_quality)
-                data = client.request(body=upload.body, fmt="image")
+                upload = _upload(_load_image(args.image, config.api.timeout_s), config)
+                data = send(client.request, body=upload.body, fmt="image")
             Path(args.save).write_bytes(data)
             log.info("wrote the server's drawing to %s", args.save)
             return 0
         if _is_url(args.image):  # the server fetches it: boxes are already in its own pixels
-            parsed = client.infer_url(args.image)
+            parsed: Parsed = send(client.infer_url, image_url=args.image)
             image = _load_image(args.image, config.api.timeout_s) if args.save else None
             width, height = parsed.image_width, parsed.image_height
-            predictions = filter_classes(parsed.predictions, list(config.inference.classes))
+            predictions = filter_classes(parsed.predictions, classes)
         else:
             image = _load_image(args.image, config.api.timeout_s)
-            upload = prepare_upload(image, config.inference.max_side, config.inference.jpeg_quality)
-            parsed = client.infer(upload.body)
-            sent_at = received_at = time.time()
-            from streamer.frames import Frame
+            upload = _upload(image, config)
+            sent_at = time.time()
+            parsed = send(client.infer, body=upload.body)
             frame = Frame(args.image, 0, sent_at, time.monotonic(), image)
-            result = make_result(frame, parsed, upload, client.model, sent_at, received_at,
-                                 tuple(config.inference.classes))
+            result = make_result(frame, parsed, upload, client.model, sent_at, time.time(), tuple(classes))
             width, height, predictions = result.width, result.height, result.predictions
     response = {"inference_id": parsed.inference_id, "time": parsed.time_s,
                 "image": {"width": width, "height": height}, "predictions": predictions, **parsed.extra}
-    response = {k: v for k, v in response.items() if v is not None}
-    print(json.dumps(response, indent=2))
+    print(json.dumps({k: v for k, v in response.items() if v is not None}, indent=2))
     if args.save and image is not None:
         if not cv2.imwrite(args.save, draw_predictions(image.copy(), predictions)):
-            raise UsageError(f"--save: cannot write {args.save} (use a .jpg or .png name in an existing folder)")
+            raise UsageError(f"--save: cannot write {args.save}")
         log.info("wrote %s", args.save)
     return 0
+
+
+def _upload(image: np.ndarray, config: Config) -> Upload:
+    return prepare_upload(image, config.inference.max_side, config.inference.jpeg_quality)
 
 
 class Progress:
@@ -151,88 +209,148 @@ class Progress:
             self.stream.write("\n")
 
 
-def _infer_until_done(client: DetectionClient, body: bytes, stop: threading.Event, backoff: Backoff):
-    """Offline every frame counts: retry transient failures (with backoff) until it succeeds.
+@dataclass
+class Job:
+    """One frame of the video on its way through the API."""
 
-    Returns (parsed response or None, sent_at, received_at)."""
-    while True:
-        sent_at = time.time()
-        try:
-            return client.infer(body), sent_at, time.time()
-        except ApiTransientError as exc:
-            delay = backoff.next_delay(exc.retry_after_s)
-            log.warning("%s; retrying this frame in %.1f s", exc, delay)
-            if stop.wait(delay):
-                return None, sent_at, time.time()
-        except (ApiBadRequest, ApiMalformedResponse) as exc:
-            log.warning("frame skipped: %s", exc)
-            return None, sent_at, time.time()
+    frame_id: int
+    read_at: float
+    image: np.ndarray
+    upload: Upload
+    done: threading.Event = field(default_factory=threading.Event)
+    parsed: Parsed | None = None
+    sent_at: float = 0.0
+    received_at: float = 0.0
+
+
+class OrderedInference:
+    """Daemon worker threads that infer submitted frames; the caller collects them in order.
+
+    Offline every frame counts: a transient failure is retried with backoff until it works;
+    a refused frame (400, malformed) is finished without detections; a fatal error is kept
+    in ``error`` and stops all workers.  Daemon threads: an interrupted run does not wait
+    for requests in flight."""
+
+    def __init__(self, client: DetectionClient, workers: int, stop: threading.Event,
+                 backoff: Callable[[], Backoff]):
+        self.client, self.stop, self._backoff = client, stop, backoff
+        self.error: ApiError | None = None
+        self.skipped = 0
+        self.workers = workers
+        self._jobs: Queue[Job] = Queue()
+        self._threads = [threading.Thread(target=self._work, name=f"streamer.video-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: Job) -> None:
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while not self.stop.is_set():
+            try:
+                job = self._jobs.get(timeout=0.2)
+            except Empty:
+                continue
+            try:
+                self._infer(job, self._backoff())
+            except ApiError as exc:  # fatal: 401/402/403/404/423
+                self.error = exc
+                self.stop.set()
+            job.done.set()
+
+    def _infer(self, job: Job, backoff: Backoff) -> None:
+        while not self.stop.is_set():
+            job.sent_at = time.time()
+            try:
+                job.parsed = self.client.infer(job.upload.body)
+                job.received_at = time.time()
+                return
+            except ApiTransientError as exc:
+                delay = backoff.next_delay(exc.retry_after_s)
+                log.warning("frame %d: %s; retrying in %.1f s", job.frame_id, exc, delay)
+                self.stop.wait(delay)
+            except (ApiBadRequest, ApiMalformedResponse) as exc:
+                log.warning("frame %d written without detections: %s", job.frame_id, exc)
+                self.skipped += 1
+                return
+
+    def wait(self, job: Job) -> bool:
+        """Wait for one job (bounded polls); False if stopped first."""
+        while not job.done.wait(0.2):
+            if self.stop.is_set():
+                return False
+        return True
 
 
 def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
     config = _config(args)
     if not Path(args.input).is_file():
         raise UsageError(f"input video {args.input!r} not found")
-    if args.workers < 1 or args.workers > 32:
+    if not 1 <= args.workers <= 32:
         raise UsageError(f"--workers: expected 1 to 32, got {args.workers}")
     cap = cv2.VideoCapture(args.input)
     if not cap.isOpened():
         raise UsageError(f"{args.input}: not a video OpenCV can read")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    recorder = Recorder(args.output, cap.get(cv2.CAP_PROP_FPS) or 30.0, what="-o")
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    recorder = Recorder(args.output, fps)
     jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
     client = _client(config)
     progress = Progress(total)
-    pending: deque[tuple[int, float, np.ndarray, object, Future]] = deque()
-    written = skipped = 0
-    settings = config.inference
+    pool = OrderedInference(client, args.workers, stop, lambda: _backoff(config))
     try:
-        with ThreadPoolExecutor(args.workers, thread_name_prefix="streamer.video") as pool:
-            frame_id = 0
-            reading = True
-            while (reading or pending) and not stop.is_set():
-                while reading and len(pending) < args.workers * 2:
-                    ok, image = cap.read()
-                    if not ok:
-                        reading = False
-                        break
-                    read_at = time.time()
-                    upload = prepare_upload(image, settings.max_side, settings.jpeg_quality)
-                    future = pool.submit(_infer_until_done, client, upload.body, stop,
-                                         Backoff(config.api.backoff_initial_s, config.api.backoff_max_s))
-                    pending.append((frame_id, read_at, image, upload, future))
-                    frame_id += 1
-                if not pending:
-                    break
-                fid, read_at, image, upload, future = pending[0]
-                try:
-                    parsed, sent_at, received_at = future.result(timeout=0.5)
-                except FutureTimeout:
-                    continue
-                pending.popleft()
-                if parsed is None:
-                    skipped += 1
-                    recorder.write(image)
-                else:
-                    from streamer.frames import Frame
-                    frame = Frame(args.input, fid, read_at, time.monotonic(), image)
-                    result = make_result(frame, parsed, upload, client.model, sent_at, received_at,
-                                         tuple(settings.classes))
-                    recorder.write(draw_predictions(image.copy(), result.predictions))
-                    if jsonl:
-                        jsonl.send(encode_message(result_message(result)))
-                written += 1
-                progress.update()
-            if stop.is_set():
-                for *_, future in pending:
-                    future.cancel()
+        written, complete = _annotate(cap, pool, recorder, jsonl, progress, config, args.input)
     finally:
+        stop.set()  # ends the workers
         progress.close()
         cap.release()
         recorder.close()
         client.close()
         if jsonl:
             jsonl.close()
-    log.info("wrote %d frames to %s (%d without detections after API errors)", written, args.output, skipped)
+    if pool.error is not None:
+        raise pool.error
+    if not complete:
+        raise Interrupted(f"interrupted: {args.output} holds the first {written} of {total} frames")
+    log.info("wrote %d frames to %s (%d without detections after the API refused them)",
+             written, args.output, pool.skipped)
     return 0
+
+
+def _annotate(cap, pool: OrderedInference, recorder: Recorder, jsonl: JsonlWriter | None,
+              progress: Progress, config: Config, name: str) -> tuple[int, bool]:
+    """Read, submit (at most 2 per worker ahead) and write back in order.
+
+    Returns the frames written and whether that was the whole file."""
+    pending: deque[Job] = deque()
+    written = frame_id = 0
+    end_of_file = False
+    classes = tuple(config.inference.classes)
+    while not pool.stop.is_set():
+        while not end_of_file and len(pending) < 2 * pool.workers:
+            ok, image = cap.read()
+            if not ok:
+                end_of_file = True
+                break
+            job = Job(frame_id, time.time(), image, _upload(image, config))
+            pool.submit(job)
+            pending.append(job)
+            frame_id += 1
+        if not pending:
+            break
+        job = pending[0]
+        if not pool.wait(job):
+            break
+        pending.popleft()
+        if job.parsed is None:
+            recorder.write(job.image)
+        else:
+            frame = Frame(name, job.frame_id, job.read_at, time.monotonic(), job.image)
+            result = make_result(frame, job.parsed, job.upload, pool.client.model, job.sent_at,
+                                 job.received_at, classes)
+            recorder.write(draw_predictions(job.image.copy(), result.predictions))
+            if jsonl:
+                jsonl.send(encode_message(result_message(result)))
+        written += 1
+        progress.update()
+    return written, end_of_file and not pending

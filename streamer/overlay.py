@@ -22,6 +22,11 @@ def class_colour(name: str) -> tuple[int, int, int]:
     return PALETTE[zlib.crc32(name.encode("utf-8")) % len(PALETTE)]
 
 
+def _px(value: float) -> int:
+    """A pixel coordinate OpenCV accepts: a box far outside the frame is clipped, not fatal."""
+    return int(max(-32768.0, min(32767.0, value)))
+
+
 def _label(image: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int], scale: float,
            min_y: int = 0) -> None:
     thickness = max(1, round(scale * 2))
@@ -50,14 +55,14 @@ def draw_predictions(image: np.ndarray, predictions: Any, min_y: int = 0) -> np.
         if "x" not in pred:  # classification: a list of labels at the top left
             _label(image, text, 8, min_y + int((i + 1) * 34 * scale), colour, scale, min_y)
             continue
-        x0, y0 = int(pred["x"] - pred["width"] / 2), int(pred["y"] - pred["height"] / 2)
-        x1, y1 = int(pred["x"] + pred["width"] / 2), int(pred["y"] + pred["height"] / 2)
+        x0, y0 = _px(pred["x"] - pred["width"] / 2), _px(pred["y"] - pred["height"] / 2)
+        x1, y1 = _px(pred["x"] + pred["width"] / 2), _px(pred["y"] + pred["height"] / 2)
         if pred.get("points"):
-            polygon = np.array([[p["x"], p["y"]] for p in pred["points"]], dtype=np.int32)
+            polygon = np.array([[_px(p["x"]), _px(p["y"])] for p in pred["points"]], dtype=np.int32)
             cv2.polylines(image, [polygon], True, colour, thickness, cv2.LINE_AA)
         cv2.rectangle(image, (x0, y0), (x1, y1), colour, thickness)
         for point in pred.get("keypoints") or ():
-            cv2.circle(image, (int(point["x"]), int(point["y"])), thickness + 2, colour, -1, cv2.LINE_AA)
+            cv2.circle(image, (_px(point["x"]), _px(point["y"])), thickness + 2, colour, -1, cv2.LINE_AA)
         _label(image, text, max(0, x0), max(0, y0), colour, scale, min_y)
     return image
 
@@ -74,11 +79,10 @@ def status_band_height(image: np.ndarray) -> int:
     return _status_metrics(image)[3]
 
 
-def draw_status(image: np.ndarray, text: str, stale: bool = False) -> np.ndarray:
-    """A dark band along the top with the status text; amber when the result is stale."""
+def draw_status(image: np.ndarray, text: str) -> np.ndarray:
+    """A dark band along the top with the status text."""
     scale, thickness, th, band = _status_metrics(image)
     region = image[:band]
     region[:] = (region * 0.35).astype(np.uint8)
-    colour = (0, 191, 255) if stale else (255, 255, 255)
-    cv2.putText(image, text, (8, th + 5), FONT, scale, colour, thickness, cv2.LINE_AA)
+    cv2.putText(image, text, (8, th + 5), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
     return image

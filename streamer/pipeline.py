@@ -100,7 +100,7 @@ class Pipeline:
                 break
             if self.duration_s is not None and now - started >= self.duration_s:
                 break
-            if self.capture.finished.is_set() and not len(self.queue) and not self.inference.busy:
+            if self.capture.finished.is_set() and self.inference.idle():
                 break  # a file has ended and its last frame has been inferred
             if now - last_status >= self.status_interval_s:
                 last_status = now
@@ -154,6 +154,7 @@ class Pipeline:
                 except Exception:  # closing must never stop the others from closing
                     log.exception("error while closing %r", closer)
         s = self.stats
-        log.info("stopped: %d frames read, %d dropped, %d requests, %d results, %d published, "
-                 "%d transient API errors, %d skipped (400), %d malformed", s.frames_read, self.queue.dropped,
-                 s.requests, s.results, s.published, s.transient_errors, s.skipped_bad_request, s.malformed)
+        log.info("stopped: %d frames read, %d dropped, %d source reconnects, %d requests, %d results, "
+                 "%d published, %d transient API errors, %d skipped (400), %d malformed", s.frames_read,
+                 self.queue.dropped, s.source_reconnects, s.requests, s.results, s.published,
+                 s.transient_errors, s.skipped_bad_request, s.malformed)

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any, Callable
 
 import cv2
 import numpy as np
@@ -125,27 +125,34 @@ FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}  # the wheels carry no H.264 encoder (
 
 
 class Recorder:
-    """Writes annotated frames to a video; opened on the first frame, at the source's rate."""
+    """Writes annotated frames to a video; opened on the first frame, at the source's rate.
 
-    def __init__(self, path: str, fps: float):
+    ``fps`` may be a callable: it is asked on the first frame, once the source is open and
+    knows its own rate.  ``what`` names the option in error messages."""
+
+    def __init__(self, path: str, fps: float | Callable[[], float | None], what: str = "output.record"):
         self.path = path
-        self.fps = fps
+        self._fps = fps
+        self.fps: float | None = None
+        self._what = what
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         suffix = Path(path).suffix.lower()
         if suffix not in FOURCC:
-            raise UsageError(f"output.record: {path}: expected a file name ending in .mp4 or .avi")
+            raise UsageError(f"{what}: {path}: expected a file name ending in .mp4 or .avi")
         self._fourcc = cv2.VideoWriter_fourcc(*FOURCC[suffix])
         parent = Path(path).resolve().parent
         if not parent.is_dir():
-            raise UsageError(f"output.record: folder {parent} does not exist")
+            raise UsageError(f"{what}: folder {parent} does not exist")
 
     def write(self, image: np.ndarray) -> None:
         size = (image.shape[1], image.shape[0])
         if self._writer is None:
+            fps = self._fps() if callable(self._fps) else self._fps
+            self.fps = fps if fps and fps > 0 else 30.0
             self._writer = cv2.VideoWriter(self.path, self._fourcc, self.fps, size)
             if not self._writer.isOpened():
-                raise UsageError(f"output.record: cannot write video {self.path}")
+                raise UsageError(f"{self._what}: cannot write video {self.path}")
             self._size = size
         elif size != self._size:  # the source changed size (e.g. after a reconnect)
             image = cv2.resize(image, self._size)

@@ -36,7 +36,8 @@ def scrub(text: str) -> str:
 
 
 def url_for_display(url: str) -> str:
-    """A URL fit for a log line: password and query string masked."""
+    """A URL fit for a log line: the password and every query value masked (cheap IP
+    cameras take credentials as ?user=...&pwd=...), the names of the query keys kept."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -45,7 +46,9 @@ def url_for_display(url: str) -> str:
     if parts.password is not None:
         host = netloc.rsplit("@", 1)[1]
         netloc = f"{parts.username}:{MASK}@{host}"
-    return scrub(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
+    query = "&".join(f"{item.split('=', 1)[0]}={MASK}" if "=" in item else item
+                     for item in parts.query.split("&")) if parts.query else ""
+    return scrub(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
 
 
 class RedactingFilter(logging.Filter):

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -50,6 +50,7 @@ class Fault:
     hang_s: float = 0.0
     raw_body: bytes | None = None  # sent as is, e.g. an HTML page
     remaining: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def threshold(params: dict[str, list[str]], name: str, default: float) -> float:
@@ -111,9 +112,6 @@ class ApiServer:
                                         name="streamer.server", daemon=True)
         self._thread.start()
         return self
-
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever(poll_interval=0.2)
 
     def stop(self) -> None:
         """Stop serving and close the socket; safe before start and when called twice."""
@@ -246,7 +244,9 @@ def _handler(server: ApiServer):
         def _fault(self, fault: Fault) -> None:
             if fault.hang_s:
                 time.sleep(fault.hang_s)
-            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            extra = dict(fault.headers)
+            if fault.retry_after is not None:
+                extra["Retry-After"] = fault.retry_after
             if fault.raw_body is not None:
                 ctype = "text/html" if fault.raw_body.lstrip().startswith(b"<") else "application/json"
                 return self._send(fault.status, ctype, fault.raw_body, extra)

@@ -78,7 +78,7 @@ class SyntheticScene:
 
     def render(self, frame_id: int) -> np.ndarray:
         image = self._background.copy()
-        for shape, (name, (x0, y0, x1, y1)) in zip(SHAPES, self.boxes(frame_id)):
+        for shape, (_, (x0, y0, x1, y1)) in zip(SHAPES, self.boxes(frame_id)):
             if shape.kind == "circle":
                 r = (x1 - x0) // 2
                 cv2.circle(image, (x0 + r, y0 + r), r, shape.bgr, -1, cv2.LINE_8)

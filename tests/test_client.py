@@ -42,6 +42,12 @@ def test_transient_statuses_carry_retry_after(api_server, status, retry_after, e
     assert info.value.status == status and info.value.retry_after_s == expected
 
 
+def test_a_redirect_is_a_configuration_error_naming_the_target(api_server):
+    api_server.set_fault(Fault(status=301, headers={"Location": "https://elsewhere.example/synthetic/1"}))
+    with client_for(api_server) as client, pytest.raises(ApiFatalError, match="redirects .301. to https://elsewhere"):
+        client.infer(UPLOAD.body)
+
+
 def test_400_is_a_bad_request(api_server):
     with client_for(api_server) as client, pytest.raises(ApiBadRequest):
         client.infer(b"not base64 at all !!!")

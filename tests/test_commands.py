@@ -72,6 +72,68 @@ def test_predict_format_image_saves_the_servers_drawing(api_server, spawn, scene
     assert proc.stdout == ""
 
 
+def test_predict_retries_a_passing_503(api_server, spawn, scene_jpg):
+    from streamer.server import Fault
+    api_server.set_fault(Fault(status=503, retry_after="1", remaining=1))
+    proc = spawn(["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url])
+    assert proc.wait(30) == 0, proc.stderr
+    assert "trying again" in proc.stderr and len(json.loads(proc.stdout)["predictions"]) == 3
+
+
+def test_predict_refuses_a_bad_save_path_before_asking_the_api(api_server, spawn, scene_jpg):
+    proc = spawn(["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url,
+                  "--save", "/no/such/folder/x.png"])
+    assert proc.wait(20) == 2 and proc.stdout == ""
+    assert "--save: folder /no/such/folder does not exist" in proc.stderr
+    assert api_server.counts == {}
+
+
+@pytest.mark.parametrize("command", ["predict", "video"])
+def test_ctrl_c_ends_a_one_shot_command_at_once(spawn, scene_jpg, tmp_path, command):
+    import signal
+    import time
+    from streamer.server import ApiServer
+    with ApiServer("127.0.0.1", 0, latency_ms=20000) as slow:
+        if command == "predict":
+            args = ["predict", str(scene_jpg)]
+        else:
+            src = tmp_path / "in.avi"
+            writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (640, 360))
+            for i in range(10):
+                writer.write(SyntheticScene(640, 360).render(i))
+            writer.release()
+            args = ["video", str(src), "-o", "out.avi"]
+        proc = spawn([*args, "--model", "synthetic/1", "--api-url", slow.url])
+        time.sleep(2.0)
+        code, seconds = proc.terminate(signal.SIGINT)
+    assert code == 130 and seconds < 2, proc.stderr
+    assert "error: interrupted" in proc.stderr
+
+
+def test_video_stops_sending_after_a_fatal_answer(spawn, tmp_path):
+    from streamer.server import ApiServer
+    src = tmp_path / "in.avi"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (640, 360))
+    for i in range(30):
+        writer.write(SyntheticScene(640, 360).render(i))
+    writer.release()
+    with ApiServer("127.0.0.1", 0, api_key="other") as server:
+        proc = spawn(["video", str(src), "-o", "out.avi", "--model", "synthetic/1", "--api-url", server.url,
+                      "--api-key", "wrong-one"])
+        assert proc.wait(20) == 2
+        assert "API key was refused" in proc.stderr
+        assert server.counts.get(401, 0) <= 8  # no more than the requests already in flight
+
+
+def test_video_names_the_o_option_in_errors(spawn, tmp_path):
+    src = tmp_path / "in.avi"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 64))
+    writer.write(np.zeros((64, 64, 3), np.uint8))
+    writer.release()
+    proc = spawn(["video", str(src), "-o", "out.mkv", "--model", "a/1", "--api-url", "http://127.0.0.1:9"])
+    assert proc.wait(20) == 2 and "error: -o: out.mkv: expected a file name ending in .mp4 or .avi" in proc.stderr
+
+
 def test_predict_missing_file_exits_2(spawn):
     proc = spawn(["predict", "nope.jpg", "--model", "a/1", "--api-url", "http://127.0.0.1:9"])
     assert proc.wait(20) == 2 and "error: image file 'nope.jpg' not found" in proc.stderr

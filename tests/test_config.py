@@ -60,6 +60,8 @@ BAD = [
     # (file text, the key path the one-line error must name, a word from the reason)
     ("inference:\n  confidence: 1.5\n", "inference.confidence", "fraction"),
     ("inference:\n  confidence: 40\n", "inference.confidence", "0.4"),
+    ("inference:\n  confidence: 1\n", "inference.confidence", "for 1 % write 0.01"),  # the API reads 1 as 1 %
+    ("inference:\n  classes: ',,'\n", "inference.classes", "class names"),
     ("inference:\n  confidence: '0.5'\n", "inference.confidence", "fraction"),
     ("inference:\n  overlap: -0.1\n", "inference.overlap", "fraction"),
     ("inference:\n  max_side: 0\n", "inference.max_side", "whole number"),

@@ -58,10 +58,11 @@ def test_backoff_doubles_to_the_cap_with_jitter_and_resets():
     assert b.next_delay() <= 0.6
 
 
-def test_backoff_honours_retry_after_up_to_the_cap():
+def test_backoff_honours_retry_after_even_beyond_its_own_cap():
     b = Backoff(0.5, 10.0, jitter=0.0)
     assert b.next_delay(retry_after_s=3) == 3
-    assert b.next_delay(retry_after_s=60) == 10
+    assert b.next_delay(retry_after_s=120) == 120  # the server knows when it will take us again
+    assert b.next_delay(retry_after_s=10**6) == 3600  # but not an absurd value
 
 
 @pytest.mark.parametrize("value, expected", [("2", 2.0), ("0", 0.0), (" 1.5 ", 1.5), ("", None), (None, None),
@@ -79,7 +80,9 @@ def test_scrub_urls_and_registered_secrets():
     assert scrub("rtsp://admin:hunter2@10.0.0.5:554/s") == "rtsp://admin:***@10.0.0.5:554/s"
     assert scrub("POST http://h/m/1?api_key=abc123&confidence=0.4") == "POST http://h/m/1?api_key=***&confidence=0.4"
     assert "canary-KEY-987" not in scrub("key canary-KEY-987 here")
-    assert url_for_display("rtsp://u:p@cam/live?token=1") == "rtsp://u:***@cam/live?token=1"
+    assert url_for_display("rtsp://u:p@cam/live?token=1") == "rtsp://u:***@cam/live?token=***"
+    assert url_for_display("http://10.0.0.9/videostream.cgi?user=admin&pwd=canaryPW") == \
+        "http://10.0.0.9/videostream.cgi?user=***&pwd=***"
 
 
 def test_logging_filter_scrubs_messages_args_and_tracebacks(caplog):

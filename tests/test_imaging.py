@@ -70,3 +70,12 @@ def test_iou():
     assert iou_xyxy((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert iou_xyxy((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0
     assert iou_xyxy((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+
+
+def test_overlay_survives_absurd_boxes_and_draws_sane_ones():
+    from streamer.overlay import draw_predictions
+    image = np.zeros((100, 200, 3), np.uint8)
+    draw_predictions(image, [{"x": 1e300, "y": -1e300, "width": 1e300, "height": 1e300, "class": "a",
+                              "confidence": 0.5, "points": [{"x": 1e300, "y": 0}]}])
+    draw_predictions(image, [{"x": 100, "y": 50, "width": 40, "height": 20, "class": "b", "confidence": 0.9}])
+    assert image.any()
