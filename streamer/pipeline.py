@@ -25,7 +25,7 @@ from streamer.stats import Stats
 
 log = logging.getLogger(__name__)
 
-JOIN_DEADLINE_S = 2.0
+JOIN_DEADLINE_S = 1.5  # well inside the 3 s a service manager or a user waits
 
 
 @dataclass

@@ -61,6 +61,15 @@ def test_sigint_also_exits_cleanly(api_server, spawn):
     assert code == 0 and seconds < 3
 
 
+def test_sigterm_with_a_request_in_flight_exits_within_3_s(spawn):
+    with ApiServer("127.0.0.1", 0, latency_ms=20000) as never_answers:
+        run = spawn(run_args(never_answers.url))
+        assert run.wait_for_log("source synthetic open", 15), run.stderr
+        time.sleep(1.5)  # the first request is now waiting for its answer
+        code, seconds = run.terminate(signal.SIGTERM)
+    assert code == 0 and seconds < 3, (code, seconds, run.stderr)
+
+
 def test_wrong_key_exits_2_with_one_line_and_no_key(spawn):
     api_port = free_port()
     server = spawn(["serve", "--port", str(api_port), "--api-key", "the-right-key"], name="serve")
