@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -30,7 +31,7 @@ def _server_message(response: httpx.Response, body: bytes) -> str:
     try:
         data = json.loads(body)
         message = data.get("message") if isinstance(data, dict) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         message = None
     if not isinstance(message, str) or not message:
         message = f"HTTP {response.status_code} {response.reason_phrase}".strip()
@@ -127,18 +128,27 @@ class DetectionClient:
         if status == 423:
             raise ApiFatalError(f"API usage is paused for this workspace (423: {message})", status)
         if 300 <= status < 400:
-            target = url_for_display(response.headers.get("Location", "?"))
-            raise ApiFatalError(f"{where} redirects ({status}) to {target}; set api.url (--api-url) "
-                                "to the address it names", status)
+            target = self._redirect_base(response.headers.get("Location", ""))
+            raise ApiFatalError(f"{where} redirects ({status}) elsewhere: set --api-url (api.url) to {target}",
+                                status)
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise ApiTransientError(f"{where} answered {status}: {message}", status, retry_after)
         raise ApiBadRequest(f"{where} refused the request ({status}: {message})", status)
 
+    def _redirect_base(self, location: str) -> str:
+        """The API base URL a redirect points to: its origin and path prefix, without the
+        model id and the query (which would carry the key)."""
+        target = urlsplit(urljoin(self.endpoint, location))
+        path = target.path
+        if path.rstrip("/").endswith("/" + self.model):
+            path = path.rstrip("/")[: -len(self.model) - 1]
+        return url_for_display(urlunsplit((target.scheme, target.netloc, path, "", ""))) or "?"
+
     def _parse(self, content: bytes) -> Parsed:
         try:
             data = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             snippet = scrub(content[:60].decode("utf-8", "replace"))
             raise ApiMalformedResponse(f"malformed API response: not JSON (starts {snippet!r})") from None
         return parse_response(data)

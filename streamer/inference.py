@@ -63,6 +63,7 @@ class InferenceWorker:
         self.backoff = backoff or Backoff(0.5, 30.0)
         self.error: BaseException | None = None
         self.finished_frames = 0  # frames taken from the queue and fully handled
+        self.pause_until = 0.0  # monotonic end of a backoff pause in progress, else 0
         self._faults = FaultLog(log, f"API {client.endpoint}")
         self._skips = FaultLog(log, "API refused a frame", action="frame skipped")
         self._refused_in_row = 0
@@ -78,6 +79,10 @@ class InferenceWorker:
         """No frame waiting and none being handled (the queue counts what it handed out)."""
         return self.queue.pending() == 0 and self.queue.taken == self.finished_frames
 
+    def paused_beyond_backoff(self) -> bool:
+        """Pausing longer than our own backoff cap: a server's long Retry-After."""
+        return self.pause_until - time.monotonic() > self.backoff.max_s
+
     def join(self, timeout: float) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -89,9 +94,14 @@ class InferenceWorker:
                 if frame is None:
                     continue
                 try:
-                    self._infer(frame)
+                    pause_s = self._infer(frame)
                 finally:
                     self.finished_frames += 1
+                if pause_s:
+                    # The next frame taken after the pause is the newest one.
+                    self.pause_until = time.monotonic() + pause_s
+                    self.stop.wait(pause_s)
+                    self.pause_until = 0.0
         except ApiFatalError as exc:
             self.error = exc
             self.stop.set()
@@ -100,7 +110,8 @@ class InferenceWorker:
             self.error = exc
             self.stop.set()
 
-    def _infer(self, frame: Frame) -> None:
+    def _infer(self, frame: Frame) -> float:
+        """Handle one frame; the seconds to pause before the next (0 after a success)."""
         settings = self.settings
         upload = prepare_upload(frame.image, settings.max_side, settings.jpeg_quality)
         sent_at = time.time()
@@ -110,9 +121,10 @@ class InferenceWorker:
         except ApiTransientError as exc:
             self.stats.transient_errors += 1
             self._faults.fault(str(exc))
-            # Wait, then the loop takes the newest frame: never a stale retry.
-            self.stop.wait(self.backoff.next_delay(exc.retry_after_s))
-            return
+            delay = self.backoff.next_delay(exc.retry_after_s)
+            if delay > self.backoff.max_s:
+                log.warning("API asks to wait %.0f s before the next request (Retry-After)", delay)
+            return delay
         except (ApiMalformedResponse, ApiBadRequest) as exc:
             if isinstance(exc, ApiMalformedResponse):
                 self.stats.malformed += 1
@@ -121,8 +133,8 @@ class InferenceWorker:
             self._skips.fault(str(exc))
             self._refused_in_row += 1
             if self._refused_in_row >= self.refusals_before_backoff:
-                self.stop.wait(self.backoff.next_delay())
-            return
+                return self.backoff.next_delay()
+            return 0.0
         received_at = time.time()
         result = make_result(frame, parsed, upload, self.client.model, sent_at, received_at, settings.classes)
         self.results.set(result)
@@ -133,3 +145,4 @@ class InferenceWorker:
         if self.backoff.failures:
             self.backoff.reset()
             self._faults.recovered()
+        return 0.0

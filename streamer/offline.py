@@ -50,7 +50,8 @@ def add_commands(sub, api_options: Callable, log_option: Callable) -> None:
     p = sub.add_parser("video", help="annotate a whole video file offline: every frame, in order")
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="annotated video (.mp4 or .avi)")
-    p.add_argument("--jsonl", metavar="FILE", help="write the detections, one message per frame")
+    p.add_argument("--jsonl", metavar="FILE", help="write the detections, one message per frame the API "
+                   "answered (frames it refused are written to the video without boxes)")
     p.add_argument("--workers", type=int, default=4, metavar="N", help="requests in flight (default 4)")
     api_options(p)
     log_option(p)
@@ -130,6 +131,9 @@ def _with_retries(call: Callable[[], Any], stop: threading.Event, backoff: Backo
         except ApiTransientError as exc:
             if attempt == attempts:
                 raise
+            if exc.retry_after_s is not None and exc.retry_after_s > backoff.max_s:
+                raise ApiTransientError(f"{exc}; the API asks to wait {exc.retry_after_s:.0f} s "
+                                        "(Retry-After): try again later", exc.status) from None
             delay = backoff.next_delay(exc.retry_after_s)
             log.warning("%s; trying again in %.1f s (%d of %d)", exc, delay, attempt + 1, attempts)
             if stop.wait(delay):
@@ -234,7 +238,7 @@ class OrderedInference:
     def __init__(self, client: DetectionClient, workers: int, stop: threading.Event,
                  backoff: Callable[[], Backoff]):
         self.client, self.stop, self._backoff = client, stop, backoff
-        self.error: ApiError | None = None
+        self.error: BaseException | None = None
         self.skipped = 0
         self.workers = workers
         self._jobs: Queue[Job] = Queue()
@@ -254,10 +258,13 @@ class OrderedInference:
                 continue
             try:
                 self._infer(job, self._backoff())
-            except ApiError as exc:  # fatal: 401/402/403/404/423
+            except BaseException as exc:  # fatal (401/402/403/404/423) or unexpected: stop all
+                if not isinstance(exc, ApiError):
+                    log.exception("video worker stopped by an unexpected error")
                 self.error = exc
                 self.stop.set()
-            job.done.set()
+            finally:
+                job.done.set()
 
     def _infer(self, job: Job, backoff: Backoff) -> None:
         while not self.stop.is_set():
@@ -294,7 +301,7 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
         raise UsageError(f"{args.input}: not a video OpenCV can read")
     recorder = Recorder(args.output, cap.get(cv2.CAP_PROP_FPS) or 30.0, what="-o")
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
+    jsonl = JsonlWriter(args.jsonl, append=False) if args.jsonl else None  # one file per video
     client = _client(config)
     progress = Progress(total)
     pool = OrderedInference(client, args.workers, stop, lambda: _backoff(config))
@@ -339,7 +346,7 @@ def _annotate(cap, pool: OrderedInference, recorder: Recorder, jsonl: JsonlWrite
         if not pending:
             break
         job = pending[0]
-        if not pool.wait(job):
+        if not pool.wait(job) or pool.error is not None:
             break
         pending.popleft()
         if job.parsed is None:

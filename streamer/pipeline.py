@@ -100,11 +100,22 @@ class Pipeline:
                 break
             if self.duration_s is not None and now - started >= self.duration_s:
                 break
-            if self.capture.finished.is_set() and self.inference.idle():
-                break  # a file has ended and its last frame has been inferred
+            if self.capture.finished.is_set() and self._nothing_left_to_infer():
+                break
             if now - last_status >= self.status_interval_s:
                 last_status = now
                 log.info("%s", self.status_line(result, now))
+
+    def _nothing_left_to_infer(self) -> bool:
+        """Once a file has ended: its last frame was inferred, or the API asked for a wait
+        longer than our backoff cap (Retry-After), which a finished file does not sit out."""
+        if self.inference.idle():
+            return True
+        if self.inference.paused_beyond_backoff():
+            log.warning("the source has ended and the API asks for a long wait: stopping without "
+                        "the last %d frame(s)", self.queue.pending())
+            return True
+        return False
 
     def status_line(self, result: Result | None, now: float) -> str:
         age_ms = (now - result.captured_mono) * 1000 if result is not None else None
@@ -134,7 +145,7 @@ class Pipeline:
             draw_predictions(image, result.predictions, min_y=status_band_height(image))
         draw_status(image, self.status_line(result, now))
         if self.outputs.recorder:
-            self.outputs.recorder.write(image)
+            self.outputs.recorder.write(image, frame.captured_mono)
         if self.outputs.window and not self.outputs.window.show(image):
             self.user_quit = True
             self.stop.set()

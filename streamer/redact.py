@@ -35,9 +35,21 @@ def scrub(text: str) -> str:
     return text
 
 
+# Keys whose values are credentials when a camera takes them in the URL, e.g.
+# ?user=admin&pwd=... or /user=admin&password=...&channel=1 (a common DVR form).
+_SECRET_KEY = re.compile(r"(?i)^(user(name)?|usr|login|pass(word|wd)?|pwd|psw|loginpas\w*|token|"
+                         r"(api_?)?key|auth\w*|sig(nature)?|secret|session\w*|credentials?)$")
+_KEY_VALUE = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)=(?P<value>[^&;/?#]*)")
+
+
+def _mask_secret_values(text: str) -> str:
+    return _KEY_VALUE.sub(lambda m: f"{m['key']}={MASK}" if _SECRET_KEY.match(m["key"]) else m[0], text)
+
+
 def url_for_display(url: str) -> str:
-    """A URL fit for a log line: the password and every query value masked (cheap IP
-    cameras take credentials as ?user=...&pwd=...), the names of the query keys kept."""
+    """A URL fit for a log line: the password masked, and the values of credential-like
+    keys (user, pwd, token ...) in the path or query; other values (channel=2) are kept
+    so that two cameras can still be told apart."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -46,9 +58,8 @@ def url_for_display(url: str) -> str:
     if parts.password is not None:
         host = netloc.rsplit("@", 1)[1]
         netloc = f"{parts.username}:{MASK}@{host}"
-    query = "&".join(f"{item.split('=', 1)[0]}={MASK}" if "=" in item else item
-                     for item in parts.query.split("&")) if parts.query else ""
-    return scrub(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
+    path, query = _mask_secret_values(parts.path), _mask_secret_values(parts.query)
+    return scrub(urlunsplit((parts.scheme, netloc, path, query, "")))
 
 
 class RedactingFilter(logging.Filter):

@@ -110,6 +110,37 @@ def test_ctrl_c_ends_a_one_shot_command_at_once(spawn, scene_jpg, tmp_path, comm
     assert "error: interrupted" in proc.stderr
 
 
+def _clip(path, frames, size=(640, 360), fps=25.0):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for i in range(frames):
+        writer.write(SyntheticScene(*size).render(i))
+    writer.release()
+    return path
+
+
+def test_video_survives_a_body_too_deep_to_parse_and_rewrites_its_jsonl(api_server, spawn, tmp_path):
+    from streamer.server import Fault
+    src = _clip(tmp_path / "in.avi", 6)
+    api_server.set_fault(Fault(status=200, raw_body=b"[" * 200000, remaining=1))
+    args = ["video", str(src), "-o", "out.avi", "--jsonl", "d.jsonl", "--model", "synthetic/1",
+            "--api-url", api_server.url, "--workers", "1"]
+    first = spawn(args, name="first")
+    assert first.wait(30) == 0, first.stderr
+    assert "1 without detections" in first.stderr
+    assert len((tmp_path / "d.jsonl").read_text().splitlines()) == 5
+    second = spawn(args, name="second")
+    assert second.wait(30) == 0, second.stderr
+    assert len((tmp_path / "d.jsonl").read_text().splitlines()) == 6  # rewritten, not appended
+
+
+def test_predict_reports_a_long_retry_after_instead_of_sleeping(api_server, spawn, scene_jpg):
+    from streamer.server import Fault
+    api_server.set_fault(Fault(status=429, retry_after="3600"))
+    proc = spawn(["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url])
+    assert proc.wait(20) == 1
+    assert "asks to wait 3600 s" in proc.stderr
+
+
 def test_video_stops_sending_after_a_fatal_answer(spawn, tmp_path):
     from streamer.server import ApiServer
     src = tmp_path / "in.avi"

@@ -83,6 +83,12 @@ def test_scrub_urls_and_registered_secrets():
     assert url_for_display("rtsp://u:p@cam/live?token=1") == "rtsp://u:***@cam/live?token=***"
     assert url_for_display("http://10.0.0.9/videostream.cgi?user=admin&pwd=canaryPW") == \
         "http://10.0.0.9/videostream.cgi?user=***&pwd=***"
+    # credentials in the path (a common DVR form); the channel still tells cameras apart
+    assert url_for_display("rtsp://10.0.0.7:554/user=admin&password=canary&channel=2&stream=0.sdp?") == \
+        "rtsp://10.0.0.7:554/user=***&password=***&channel=2&stream=0.sdp"
+    assert url_for_display("rtsp://a:b@nvr/cam/realmonitor?channel=1&subtype=0") == \
+        "rtsp://a:***@nvr/cam/realmonitor?channel=1&subtype=0"
+    assert url_for_display("rtsp://u:p%40ss@[::1]:554/x") == "rtsp://u:***@[::1]:554/x"
 
 
 def test_logging_filter_scrubs_messages_args_and_tracebacks(caplog):

@@ -79,3 +79,15 @@ def test_overlay_survives_absurd_boxes_and_draws_sane_ones():
                               "confidence": 0.5, "points": [{"x": 1e300, "y": 0}]}])
     draw_predictions(image, [{"x": 100, "y": 50, "width": 40, "height": 20, "class": "b", "confidence": 0.9}])
     assert image.any()
+
+
+def test_recorder_keeps_real_time_when_frames_were_missed_or_early(tmp_path):
+    from streamer.publish import Recorder
+    recorder = Recorder(str(tmp_path / "r.avi"), lambda: 10.0)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for t in (100.0, 100.5, 100.52, 101.0):  # 0.5 s gap (4 frames missed), one early frame
+        recorder.write(frame, t)
+    recorder.close()
+    video = cv2.VideoCapture(str(tmp_path / "r.avi"))
+    assert video.get(cv2.CAP_PROP_FPS) == 10.0
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 11  # 1 s of video at 10 fps, plus the first frame

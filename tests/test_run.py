@@ -152,6 +152,18 @@ def test_video_file_source_plays_and_ends_by_itself(api_server, spawn, tmp_path)
     assert ok and frame.shape == (540, 960, 3)
 
 
+def test_a_file_ends_cleanly_even_during_a_long_retry_after(api_server, spawn, tmp_path):
+    clip = tmp_path / "short.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (640, 360))
+    for i in range(12):
+        writer.write(SyntheticScene(640, 360).render(i))
+    writer.release()
+    api_server.set_fault(Fault(status=429, retry_after="3600", remaining=1))
+    run = spawn(["run", "--source", str(clip), "--model", "synthetic/1", "--api-url", api_server.url, "--headless"])
+    assert run.wait(15) == 0, run.stderr
+    assert "asks to wait 3600 s" in run.stderr
+
+
 @pytest.mark.parametrize("args, words", [
     (["run", "--source", "no-such-file.mp4", "--model", "a/1"], "no-such-file.mp4' not found"),
     (["run", "--source", "synthetic"], "api.model: not set"),
