@@ -15,6 +15,7 @@ import pytest
 import zmq
 
 from streamer.server import ApiServer
+from streamer.synthetic import SyntheticScene
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -39,6 +40,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_clip(path: Path, scene: SyntheticScene, frames: int) -> Path:
+    """An MJPG .avi of the scene's first frames, at its size and frame rate (frame n = scene frame n)."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), scene.fps, (scene.width, scene.height))
+    for i in range(frames):
+        writer.write(scene.render(i))
+    writer.release()
+    return path
 
 
 @pytest.fixture

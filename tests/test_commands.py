@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import free_port
+from conftest import free_port, write_clip
 from streamer.imaging import iou_xyxy, xywh_to_xyxy
 from streamer.synthetic import SyntheticScene
 
@@ -97,11 +97,7 @@ def test_ctrl_c_ends_a_one_shot_command_at_once(spawn, scene_jpg, tmp_path, comm
         if command == "predict":
             args = ["predict", str(scene_jpg)]
         else:
-            src = tmp_path / "in.avi"
-            writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (640, 360))
-            for i in range(10):
-                writer.write(SyntheticScene(640, 360).render(i))
-            writer.release()
+            src = write_clip(tmp_path / "in.avi", SyntheticScene(640, 360, 25.0), 10)
             args = ["video", str(src), "-o", "out.avi"]
         proc = spawn([*args, "--model", "synthetic/1", "--api-url", slow.url])
         time.sleep(2.0)
@@ -110,17 +106,9 @@ def test_ctrl_c_ends_a_one_shot_command_at_once(spawn, scene_jpg, tmp_path, comm
     assert "error: interrupted" in proc.stderr
 
 
-def _clip(path, frames, size=(640, 360), fps=25.0):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-    for i in range(frames):
-        writer.write(SyntheticScene(*size).render(i))
-    writer.release()
-    return path
-
-
 def test_video_survives_a_body_too_deep_to_parse_and_rewrites_its_jsonl(api_server, spawn, tmp_path):
     from streamer.server import Fault
-    src = _clip(tmp_path / "in.avi", 6)
+    src = write_clip(tmp_path / "in.avi", SyntheticScene(640, 360, 25.0), 6)
     api_server.set_fault(Fault(status=200, raw_body=b"[" * 200000, remaining=1))
     args = ["video", str(src), "-o", "out.avi", "--jsonl", "d.jsonl", "--model", "synthetic/1",
             "--api-url", api_server.url, "--workers", "1"]
@@ -143,11 +131,7 @@ def test_predict_reports_a_long_retry_after_instead_of_sleeping(api_server, spaw
 
 def test_video_stops_sending_after_a_fatal_answer(spawn, tmp_path):
     from streamer.server import ApiServer
-    src = tmp_path / "in.avi"
-    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (640, 360))
-    for i in range(30):
-        writer.write(SyntheticScene(640, 360).render(i))
-    writer.release()
+    src = write_clip(tmp_path / "in.avi", SyntheticScene(640, 360, 25.0), 30)
     with ApiServer("127.0.0.1", 0, api_key="other") as server:
         proc = spawn(["video", str(src), "-o", "out.avi", "--model", "synthetic/1", "--api-url", server.url,
                       "--api-key", "wrong-one"])
@@ -157,10 +141,7 @@ def test_video_stops_sending_after_a_fatal_answer(spawn, tmp_path):
 
 
 def test_video_names_the_o_option_in_errors(spawn, tmp_path):
-    src = tmp_path / "in.avi"
-    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 64))
-    writer.write(np.zeros((64, 64, 3), np.uint8))
-    writer.release()
+    src = write_clip(tmp_path / "in.avi", SyntheticScene(64, 64, 25.0), 1)
     proc = spawn(["video", str(src), "-o", "out.mkv", "--model", "a/1", "--api-url", "http://127.0.0.1:9"])
     assert proc.wait(20) == 2 and "error: -o: out.mkv: expected a file name ending in .mp4 or .avi" in proc.stderr
 
@@ -172,11 +153,7 @@ def test_predict_missing_file_exits_2(spawn):
 
 def test_video_infers_every_frame_in_order(api_server, spawn, tmp_path):
     scene = SyntheticScene(800, 450, 25.0)
-    src = tmp_path / "in.avi"
-    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (800, 450))
-    for i in range(40):
-        writer.write(scene.render(i))
-    writer.release()
+    src = write_clip(tmp_path / "in.avi", scene, 40)
     proc = spawn(["video", str(src), "-o", "out.mp4", "--jsonl", "det.jsonl", "--model", "synthetic/1",
                   "--api-url", api_server.url])
     assert proc.wait(60) == 0, proc.stderr

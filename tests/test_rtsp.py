@@ -4,10 +4,9 @@ import json
 import signal
 import time
 
-import cv2
 import pytest
 
-from conftest import need, need_tool
+from conftest import need, need_tool, write_clip
 from streamer.imaging import iou_xyxy, xywh_to_xyxy
 from streamer.synthetic import SyntheticScene
 from support.rtsp import RtspServer, encode_h264, rtsp_server_available
@@ -22,11 +21,7 @@ def camera_clip(tmp_path_factory):
     ok, why = rtsp_server_available()
     need(ok, why)
     folder = tmp_path_factory.mktemp("rtsp")
-    raw = folder / "raw.avi"
-    writer = cv2.VideoWriter(str(raw), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (1280, 720))
-    for i in range(90):
-        writer.write(SCENE.render(i))
-    writer.release()
+    raw = write_clip(folder / "raw.avi", SCENE, 90)
     return encode_h264(raw, folder / "camera.mp4", fps=30)
 
 

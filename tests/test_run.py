@@ -8,7 +8,7 @@ import time
 import cv2
 import pytest
 
-from conftest import clean_env, free_port
+from conftest import clean_env, free_port, write_clip
 from streamer.imaging import iou_xyxy, xywh_to_xyxy
 from streamer.server import ApiServer, Fault
 from streamer.synthetic import SyntheticScene
@@ -127,11 +127,7 @@ def test_a_503_spell_is_survived(api_server, spawn, subscriber):
 
 def test_video_file_source_plays_and_ends_by_itself(api_server, spawn, tmp_path):
     scene = SyntheticScene(960, 540, 20.0)
-    clip = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20.0, (960, 540))
-    for i in range(60):
-        writer.write(scene.render(i))
-    writer.release()
+    clip = write_clip(tmp_path / "clip.avi", scene, 60)
     started = time.monotonic()
     run = spawn(["run", "--source", str(clip), "--model", "synthetic/1", "--api-url", api_server.url,
                  "--headless", "--jsonl", "out.jsonl", "--record", "annotated.avi"])
@@ -153,11 +149,7 @@ def test_video_file_source_plays_and_ends_by_itself(api_server, spawn, tmp_path)
 
 
 def test_a_file_ends_cleanly_even_during_a_long_retry_after(api_server, spawn, tmp_path):
-    clip = tmp_path / "short.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (640, 360))
-    for i in range(12):
-        writer.write(SyntheticScene(640, 360).render(i))
-    writer.release()
+    clip = write_clip(tmp_path / "short.avi", SyntheticScene(640, 360, 10.0), 12)
     api_server.set_fault(Fault(status=429, retry_after="3600", remaining=1))
     run = spawn(["run", "--source", str(clip), "--model", "synthetic/1", "--api-url", api_server.url, "--headless"])
     assert run.wait(15) == 0, run.stderr
