@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -25,6 +26,26 @@ log = logging.getLogger(__name__)
 # The API reads the raw body as base64 whatever this says, but 400s without one.
 BODY_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+READ_CHUNK_BYTES = 64 * 1024
+INFLATE_STEP_BYTES = 1024 * 1024  # zlib builds its output twice over: keep each step small
+ACCEPT_ENCODING = "gzip, deflate"  # the ones _read_capped inflates itself
+
+
+def _inflater(content_encoding: str):
+    """A zlib decompressor for the body's Content-Encoding; None for an uncompressed body."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(zlib.MAX_WBITS | 32)  # +32: zlib or gzip header, detected
+    raise ApiMalformedResponse(f"malformed API response: Content-Encoding {content_encoding[:40]!r} was not "
+                               f"asked for (we accept {ACCEPT_ENCODING})")
+
+
+def _snippet(content: bytes) -> str:
+    """The start of a body, fit for a one-line message: control characters as '?'."""
+    text = content[:60].decode("utf-8", "replace")
+    return scrub("".join(c if c.isprintable() else "?" for c in text))
 
 
 def _server_message(response: httpx.Response, body: bytes) -> str:
@@ -55,7 +76,7 @@ class DetectionClient:
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            headers={"User-Agent": f"streamer/{__version__}"},
+            headers={"User-Agent": f"streamer/{__version__}", "Accept-Encoding": ACCEPT_ENCODING},
             transport=transport,
         )
         self._closed = False
@@ -89,7 +110,8 @@ class DetectionClient:
             with self._http.stream("POST", self.endpoint, params=params, content=body, headers=headers) as response:
                 content = self._read_capped(response)
         except httpx.TimeoutException as exc:
-            raise ApiTransientError(f"{where} did not answer within its timeout ({exc.__class__.__name__})") from None
+            raise ApiTransientError(f"{where} did not answer within its timeout ({exc.__class__.__name__})",
+                                    kind="timeout") from None
         except httpx.DecodingError as exc:
             raise ApiMalformedResponse(f"malformed API response: cannot decode the body ({exc.__class__.__name__})") from None
         except httpx.HTTPError as exc:  # connection refused or reset, protocol errors
@@ -98,13 +120,33 @@ class DetectionClient:
         return content
 
     def _read_capped(self, response: httpx.Response) -> bytes:
+        """The body, refused as soon as it is known to pass the cap: at once when the
+        Content-Length says so, else as the decoded bytes reach it.
+
+        We inflate gzip/deflate ourselves, with a limit on each step: httpx inflates each
+        64 KiB read whole, and 64 KiB of gzip can hold 64 MiB (a gzip bomb)."""
+        too_large = ApiMalformedResponse(f"response from {url_for_display(self.endpoint)} is larger than "
+                                         f"{MAX_RESPONSE_BYTES // 2**20} MiB; skipped")
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise too_large
+        inflater = _inflater(response.headers.get("Content-Encoding", ""))
         chunks, size = [], 0
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > MAX_RESPONSE_BYTES:
-                raise ApiMalformedResponse(f"response from {url_for_display(self.endpoint)} is larger than "
-                                           f"{MAX_RESPONSE_BYTES // 2**20} MiB; skipped")
-            chunks.append(chunk)
+        for raw in response.iter_raw(READ_CHUNK_BYTES):
+            while raw:
+                if inflater is None:
+                    chunk, raw = raw, b""
+                else:
+                    try:  # at most one byte past the cap: enough to know it is passed
+                        chunk = inflater.decompress(raw, min(INFLATE_STEP_BYTES, MAX_RESPONSE_BYTES - size + 1))
+                    except zlib.error as exc:
+                        raise ApiMalformedResponse(f"malformed API response: cannot decode the body "
+                                                   f"({exc})") from None
+                    raw = inflater.unconsumed_tail
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise too_large
+                chunks.append(chunk)
         return b"".join(chunks)
 
     def _raise_for_status(self, response: httpx.Response, content: bytes) -> None:
@@ -146,11 +188,23 @@ class DetectionClient:
         return url_for_display(urlunsplit((target.scheme, target.netloc, path, "", ""))) or "?"
 
     def _parse(self, content: bytes) -> Parsed:
+        if not content or content.isspace():
+            raise ApiMalformedResponse("malformed API response: the body is empty")
         try:
             data = json.loads(content)
-        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-            snippet = scrub(content[:60].decode("utf-8", "replace"))
-            raise ApiMalformedResponse(f"malformed API response: not JSON (starts {snippet!r})") from None
+        except RecursionError:  # a few hundred thousand "[" are enough
+            raise ApiMalformedResponse("malformed API response: JSON nested too deeply to read") from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of 4300+ digits
+            snippet = _snippet(content)
+            if content.lstrip()[:1] == b"<":  # a proxy's or captive portal's page, mostly
+                raise ApiMalformedResponse(f"malformed API response: an HTML page, not JSON (the body "
+                                           f"starts {snippet!r})") from None
+            if isinstance(exc, json.JSONDecodeError):
+                reason = f"{exc.msg.removesuffix(' at')} at character {exc.pos}"
+            else:
+                reason = str(exc).split(";")[0][:100]
+            raise ApiMalformedResponse(f"malformed API response: not JSON ({reason}; the body starts "
+                                       f"{snippet!r})") from None
         return parse_response(data)
 
     def close(self) -> None:

@@ -296,6 +296,9 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
         raise UsageError(f"input video {args.input!r} not found")
     if not 1 <= args.workers <= 32:
         raise UsageError(f"--workers: expected 1 to 32, got {args.workers}")
+    from streamer.sources import quiet_ffmpeg
+
+    quiet_ffmpeg()
     cap = cv2.VideoCapture(args.input)
     if not cap.isOpened():
         raise UsageError(f"{args.input}: not a video OpenCV can read")
@@ -319,6 +322,12 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
         raise pool.error
     if not complete:
         raise Interrupted(f"interrupted: {args.output} holds the first {written} of {total} frames")
+    if written == 0:
+        raise UsageError(f"{args.input}: no frame could be decoded (a header without video data: "
+                         "the file is cut off or corrupt)")
+    if written < total:  # a cut-off download or copy: say so rather than end quietly short
+        log.warning("%s ended after %d of the %d frames its header announces: the file may be truncated",
+                    args.input, written, total)
     log.info("wrote %d frames to %s (%d without detections after the API refused them)",
              written, args.output, pool.skipped)
     return 0

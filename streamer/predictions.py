@@ -9,6 +9,12 @@ from typing import Any
 from streamer.errors import ApiMalformedResponse
 
 KNOWN_TOP_LEVEL = {"predictions", "image", "time", "inference_id"}
+BOX_KEYS = ("x", "y", "width", "height")
+# No image is a million pixels wide: a coordinate or size past this is nonsense, and once
+# scaled to the frame it could overflow to inf, which no JSON consumer can read.
+MAX_COORDINATE_PX = 1_000_000
+_JSON_TYPES = {str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null", list: "a list", dict: "an object"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +29,18 @@ class Parsed:
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number usable as a float: not NaN/inf, and not an integer too long for a
+    float (json reads 1e400 as inf but 1 followed by 400 zeros as an int)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def _bad(reason: str) -> ApiMalformedResponse:
@@ -39,14 +56,18 @@ def _check_points(pred: dict, key: str, index: int) -> None:
     for point in points:
         if not isinstance(point, dict) or not (_finite(point.get("x")) and _finite(point.get("y"))):
             raise _bad(f"predictions[{index}].{key} holds a point without numeric x and y")
+        if max(abs(point["x"]), abs(point["y"])) > MAX_COORDINATE_PX:
+            raise _bad(f"predictions[{index}].{key} holds a point beyond {MAX_COORDINATE_PX} px")
 
 
 def _check_detection(pred: Any, index: int) -> None:
     if not isinstance(pred, dict):
-        raise _bad(f"predictions[{index}] is not an object")
-    for key in ("x", "y", "width", "height"):
+        raise _bad(f"predictions[{index}] is {_json_type(pred)}, not an object")
+    for key in BOX_KEYS:
         if not _finite(pred.get(key)):
             raise _bad(f"predictions[{index}].{key} is not a finite number")
+        if abs(pred[key]) > MAX_COORDINATE_PX:
+            raise _bad(f"predictions[{index}].{key} is {pred[key]:g}, beyond {MAX_COORDINATE_PX} px")
     if pred["width"] < 0 or pred["height"] < 0:
         raise _bad(f"predictions[{index}] has a negative size")
     _check_label(pred, index)
@@ -64,27 +85,28 @@ def _check_label(pred: dict, index: int) -> None:
 def parse_response(data: Any) -> Parsed:
     """Check the shape of a decoded JSON response; raise ApiMalformedResponse if it is off."""
     if not isinstance(data, dict):
-        raise _bad(f"expected a JSON object, got {type(data).__name__}")
+        raise _bad(f"expected a JSON object, got {_json_type(data)}")
     if "predictions" not in data:
         raise _bad("no 'predictions' field")
     preds = data["predictions"]
     if isinstance(preds, dict):  # multi-label classification: {class: {confidence, class_id}}
         for name, value in preds.items():
             if not isinstance(value, dict) or not _finite(value.get("confidence")):
-                raise _bad(f"predictions[{name!r}] has no numeric confidence")
+                raise _bad(f"predictions[{name[:40]!r}] has no numeric confidence")
         kind = "classification"
     elif isinstance(preds, list):
-        is_boxes = any(isinstance(p, dict) and "x" in p for p in preds)
+        # A box with a key missing is a broken box, not a classification label.
+        is_boxes = any(isinstance(p, dict) and any(k in p for k in BOX_KEYS) for p in preds)
         for i, pred in enumerate(preds):
             if is_boxes:
                 _check_detection(pred, i)
             elif not isinstance(pred, dict):
-                raise _bad(f"predictions[{i}] is not an object")
+                raise _bad(f"predictions[{i}] is {_json_type(pred)}, not an object")
             else:
                 _check_label(pred, i)
         kind = "detection" if is_boxes or not preds else "classification"
     else:
-        raise _bad(f"'predictions' is a {type(preds).__name__}, not a list")
+        raise _bad(f"'predictions' is {_json_type(preds)}, not a list")
 
     width = height = None
     image = data.get("image")

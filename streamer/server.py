@@ -14,6 +14,8 @@ import email.parser
 import json
 import logging
 import random
+import socket
+import sys
 import threading
 import time
 import uuid
@@ -34,6 +36,15 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 20 * 1024 * 1024  # serverless limit
 
 
+class _HttpServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up (reset, broken pipe) is routine, not a traceback on stderr."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            log.debug("client %s hung up: %s", client_address[0], sys.exc_info()[1])
+            return
+        super().handle_error(request, client_address)
+
+
 class HttpError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -51,6 +62,7 @@ class Fault:
     raw_body: bytes | None = None  # sent as is, e.g. an HTML page
     remaining: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    label: str = "fault"  # what fault_counts counts it under
 
 
 def threshold(params: dict[str, list[str]], name: str, default: float) -> float:
@@ -79,9 +91,11 @@ class ApiServer:
         self.api_key = api_key
         self.models = models
         self.counts: dict[int, int] = {}
+        self.fault_counts: dict[str, int] = {}  # faults served, by label (a hang counts once answered)
+        self._connections: set = set()  # open client sockets, closed by stop() like a dying server
         self._fault: Fault | None = None
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), _handler(self))
+        self._httpd = _HttpServer((host, port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -119,6 +133,13 @@ class ApiServer:
             self._httpd.shutdown()  # waits for serve_forever, so only when it runs
             self._thread.join(2.0)
             self._thread = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:  # keep-alive connections would otherwise go on being served
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._httpd.server_close()
 
     def __enter__(self) -> "ApiServer":
@@ -215,6 +236,16 @@ def _handler(server: ApiServer):
         protocol_version = "HTTP/1.1"  # keep-alive, as the hosted API does
         server_version = "streamer-serve"
 
+        def setup(self) -> None:
+            super().setup()
+            with server._lock:
+                server._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with server._lock:
+                server._connections.discard(self.connection)
+            super().finish()
+
         def log_message(self, fmt: str, *args) -> None:
             log.debug("%s %s", self.address_string(), fmt % args)
 
@@ -244,11 +275,14 @@ def _handler(server: ApiServer):
         def _fault(self, fault: Fault) -> None:
             if fault.hang_s:
                 time.sleep(fault.hang_s)
+            with server._lock:
+                server.fault_counts[fault.label] = server.fault_counts.get(fault.label, 0) + 1
             extra = dict(fault.headers)
             if fault.retry_after is not None:
                 extra["Retry-After"] = fault.retry_after
             if fault.raw_body is not None:
-                ctype = "text/html" if fault.raw_body.lstrip().startswith(b"<") else "application/json"
+                guessed = "text/html" if fault.raw_body.lstrip().startswith(b"<") else "application/json"
+                ctype = extra.pop("Content-Type", guessed)  # a test may send a wrong one on purpose
                 return self._send(fault.status, ctype, fault.raw_body, extra)
             self._error(fault.status, fault.message, extra)
 
