@@ -1,0 +1,71 @@
+"""A circuit breaker for the detection API: stop sending every frame to an API that is down.
+
+    closed --(N failures in a row)--> open --(a probe succeeds)--> closed
+
+While closed, a failure only waits for what the server asked (Retry-After) and the next
+frame is tried.  Once ``failures_to_open`` requests in a row have failed, the breaker opens:
+one request (a probe, on the newest frame) is sent per backoff interval, the interval
+doubling up to its cap, until one succeeds.  So an API that heals is used again within one
+backoff interval, and an API that stays down costs one request per interval, not one per
+frame.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from streamer.backoff import Backoff
+
+CLOSED, OPEN = "closed", "open"
+
+
+class CircuitBreaker:
+    """Counts consecutive failures and says how long to pause before the next request."""
+
+    def __init__(self, backoff: Backoff, failures_to_open: int = 3,
+                 clock: Callable[[], float] = time.monotonic):
+        if failures_to_open < 1:
+            raise ValueError(f"failures_to_open must be at least 1, got {failures_to_open}")
+        self.backoff = backoff
+        self.failures_to_open = failures_to_open
+        self._clock = clock
+        self.state = CLOSED
+        self.failures_in_row = 0
+        self.opened_at: float | None = None  # clock time the breaker last opened
+        self.times_opened = 0
+        self.probes = 0  # requests sent while open
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == OPEN
+
+    def before_request(self) -> None:
+        if self.state == OPEN:
+            self.probes += 1
+
+    def failure(self, retry_after_s: float | None = None) -> float:
+        """Record a failed request; the seconds to wait before the next one."""
+        self.failures_in_row += 1
+        if self.state == CLOSED and self.failures_in_row >= self.failures_to_open:
+            self.state = OPEN
+            self.opened_at = self._clock()
+            self.times_opened += 1
+        if self.state == OPEN:
+            return self.backoff.next_delay(retry_after_s)
+        return min(retry_after_s or 0.0, Backoff.RETRY_AFTER_LIMIT_S)
+
+    def success(self) -> float | None:
+        """Record a success; if it closed an open breaker, how long it had been open (s)."""
+        was_open_for = self._clock() - self.opened_at if self.state == OPEN and self.opened_at else None
+        self.state = CLOSED
+        self.failures_in_row = 0
+        self.opened_at = None
+        self.backoff.reset()
+        return was_open_for
+
+    def open_for_s(self) -> float | None:
+        """How long the breaker has been open, or None while closed."""
+        if self.state != OPEN or self.opened_at is None:
+            return None
+        return self._clock() - self.opened_at
