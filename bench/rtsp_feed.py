@@ -19,12 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.rtsp import RtspServer, encode_h264, free_port  # noqa: E402
+from support.clips import camera_clip  # noqa: E402
+from support.rtsp import RtspServer, free_port  # noqa: E402
 
 from streamer.imaging import iou_xyxy, xywh_to_xyxy  # noqa: E402
 from streamer.synthetic import SyntheticScene  # noqa: E402
@@ -39,17 +39,14 @@ def main() -> int:
     scene = SyntheticScene(1280, 720, 30.0, moving=False)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        writer = cv2.VideoWriter(str(tmp_path / "raw.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (1280, 720))
-        for i in range(90):
-            writer.write(scene.render(i))
-        writer.release()
-        clip = encode_h264(tmp_path / "raw.avi", tmp_path / "cam.mp4", fps=30)
+        clip = camera_clip(tmp_path, scene, 90)
         api_port, zmq_port = free_port(), free_port()
         endpoint = f"tcp://127.0.0.1:{zmq_port}"
         with RtspServer(clip=clip) as camera:
             serve = subprocess.Popen([*streamer, "serve", "--port", str(api_port), "--latency-ms",
                                       str(args.latency_ms)], stderr=subprocess.DEVNULL)
-            listen = subprocess.Popen([*streamer, "listen", "--connect", endpoint, "--count", str(args.messages)],
+            listen = subprocess.Popen([*streamer, "listen", "--connect", endpoint, "--topic", "detections",
+                                       "--count", str(args.messages)],
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             run = subprocess.Popen([*streamer, "run", "--source", camera.url, "--model", "synthetic/1", "--api-url",
                                     f"http://127.0.0.1:{api_port}", "--headless", "--zmq", endpoint],

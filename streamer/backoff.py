@@ -63,7 +63,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 class FaultLog:
     """Logs the first fault of a spell in full, then only a count every ``summary_s``,
-    and one line when the spell ends, instead of a line per retry."""
+    and one line when the spell ends, instead of a line per retry.
+
+    Faults that come and go (every other answer broken) would still make two lines each;
+    so a spell that starts within ``summary_s`` of the last warning is not logged on its
+    own: it is counted, and the count goes into the next warning."""
 
     def __init__(self, logger: logging.Logger, what: str, summary_s: float = 30.0,
                  action: str = "retrying with backoff"):
@@ -71,23 +75,43 @@ class FaultLog:
         self._what = what
         self._action = action
         self._summary_s = summary_s
-        self._count = 0
+        self._count = 0  # faults in the current spell
         self._since = 0.0
-        self._last_summary = 0.0
+        self._last_warning = float("-inf")
+        self._reported = False  # whether the current spell's start was logged
+        self._unreported = 0  # faults in short spells since the last warning
+
+    @property
+    def failing(self) -> bool:
+        """Whether a spell of faults is in progress."""
+        return self._count > 0
 
     def fault(self, message: str) -> None:
         now = time.monotonic()
         self._count += 1
         if self._count == 1:
-            self._since = self._last_summary = now
-            self._log.warning("%s: %s (%s)", self._what, message, self._action)
-        elif now - self._last_summary >= self._summary_s:
-            self._last_summary = now
-            self._log.warning("%s: still failing, %d failures in %.0f s; last: %s",
-                              self._what, self._count, now - self._since, message)
+            self._since = now
+            self._reported = now - self._last_warning >= self._summary_s
+            if self._reported:
+                self._warn(now, f"{self._what}: {message} ({self._action})")
+                return
+        if now - self._last_warning >= self._summary_s:
+            self._reported = True
+            self._warn(now, f"{self._what}: still failing, {self._count} failures in {now - self._since:.0f} s; "
+                            f"last: {message}")
+        elif not self._reported:
+            self._unreported += 1
+
+    def _warn(self, now: float, text: str) -> None:
+        if self._unreported:
+            text += f" (and {self._unreported} more in short spells since the last report)"
+            self._unreported = 0
+        self._last_warning = now
+        self._log.warning("%s", text)
 
     def recovered(self) -> None:
-        if self._count:
+        if self._count and self._reported:
             self._log.info("%s: recovered after %d failures in %.1f s",
                            self._what, self._count, time.monotonic() - self._since)
         self._count = 0
+        self._reported = False

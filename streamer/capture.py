@@ -7,7 +7,7 @@ import threading
 import time
 
 from streamer.backoff import Backoff, FaultLog
-from streamer.errors import SourceError
+from streamer.errors import SourceError, StreamerError, UsageError
 from streamer.frames import DropOldestQueue, Frame, Latest
 from streamer.stats import Stats
 
@@ -19,10 +19,16 @@ class CaptureWorker:
 
     The queue (for inference) drops its oldest frame when full and counts it; ``latest``
     always holds the newest frame for the preview.  Reading is the only per-frame work here.
+
+    A read or open that stays blocked past ``stall_timeout_s`` (a frozen camera that the
+    read timeout does not catch, opencv#22677) is abandoned by ``check_stall``, which the
+    pipeline calls: the blocked thread is left to finish its call and exit on its own, and
+    a new thread reads from a fresh copy of the source.
     """
 
     def __init__(self, source, queue: DropOldestQueue[Frame], latest: Latest[Frame], stats: Stats,
-                 stop: threading.Event, *, loop: bool = False, backoff: Backoff | None = None):
+                 stop: threading.Event, *, loop: bool = False, backoff: Backoff | None = None,
+                 stall_timeout_s: float = 10.0, open_timeout_s: float = 5.0):
         self.source = source
         self.queue = queue
         self.latest = latest
@@ -30,70 +36,134 @@ class CaptureWorker:
         self.stop = stop
         self.loop = loop
         self.backoff = backoff or Backoff(0.5, 30.0)
+        self.stall_timeout_s = stall_timeout_s
+        self.open_limit_s = max(stall_timeout_s, 2 * open_timeout_s)  # an open is slow by nature
         self.finished = threading.Event()  # set when a file has ended (and loop is off)
         self.error: BaseException | None = None
         self._faults = FaultLog(log, f"source {source.name}")
         self._next_id = 0
-        self._thread = threading.Thread(target=self._run, name="streamer.capture", daemon=True)
+        self._frames_at_open = 0
+        self._generation = 0
+        self._busy: tuple[str, float] | None = None  # ("read" | "open", monotonic start) of a call
+        self._threads: list[threading.Thread] = []
+        self._thread = self._new_thread()
+
+    def _new_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, args=(self._generation, self.source),
+                                  name="streamer.capture", daemon=True)
+        self._threads.append(thread)
+        return thread
 
     def start(self) -> None:
         self._thread.start()
 
     def join(self, timeout: float) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Wait for the reading thread (and any abandoned one) to end; whether all have."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = [t for t in self._threads if t.is_alive()]
+        return not self._threads
 
-    def _run(self) -> None:
+    def check_stall(self, now: float | None = None) -> bool:
+        """Called by the supervisor: abandon a read or open blocked for too long and
+        start reading from a fresh source.  Returns whether it did."""
+        busy = self._busy
+        if busy is None or self.stop.is_set() or not self._thread.is_alive():
+            return False
+        what, since = busy
+        now = time.monotonic() if now is None else now
+        limit = self.open_limit_s if what == "open" else self.stall_timeout_s
+        if now - since < limit:
+            return False
+        self.stats.source_stalls += 1
+        self.stats.source_state = "stalled"
+        self._faults.fault(f"no frame for {now - since:.0f} s (a {what} is blocked); "
+                           "abandoning it and reopening")
+        self._generation += 1
+        self._busy = None
+        fresh = getattr(self.source, "fresh", None)
+        self.source = fresh() if fresh else self.source
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._thread = self._new_thread()
+        self._thread.start()
+        return True
+
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation and not self.stop.is_set()
+
+    def _call(self, generation: int, what: str, func):
+        self._busy = (what, time.monotonic())
         try:
-            self._loop()
-        except SourceError as exc:
-            self.error = exc
-            self.stop.set()
-        except BaseException as exc:  # fail fast: record, stop everything
-            log.exception("capture stopped by an unexpected error")
-            self.error = exc
-            self.stop.set()
+            return func()
         finally:
-            self.source.close()
+            if generation == self._generation:
+                self._busy = None
 
-    def _open(self, first: bool) -> bool:
+    def _run(self, generation: int, source) -> None:
         try:
-            self.source.open()
+            self._loop(generation, source)
+        except StreamerError as exc:  # said in one line by the CLI
+            if generation == self._generation:
+                self.error = exc
+                self.stop.set()
+        except BaseException as exc:  # fail fast: record, stop everything
+            if generation == self._generation:
+                log.exception("capture stopped by an unexpected error")
+                self.error = exc
+                self.stop.set()
+        finally:
+            source.close()
+
+    def _open(self, generation: int, source, first: bool) -> bool:
+        try:
+            self._call(generation, "open", source.open)
         except SourceError as exc:
-            if first and getattr(self.source, "kind", None) != "stream":
-                raise  # a missing webcam or unreadable file: say so and stop
+            if first and source.is_file:  # the user named a file OpenCV cannot read
+                raise UsageError(f"source.uri: {exc}: not a video OpenCV can read; check the file "
+                                 "(ffprobe FILE) or convert it (ffmpeg -i FILE out.mp4)") from None
+            if first and getattr(source, "kind", None) != "stream":
+                raise  # a missing webcam: say so and stop (exit 1, so a service retries)
             self.stats.source_state = "reconnecting"
             self._faults.fault(str(exc))
             self.stop.wait(self.backoff.next_delay())
             return False
+        if not self._current(generation):
+            return False
+        self._frames_at_open = self._next_id
         self.stats.source_state = "open"
-        log.info("source %s open%s", self.source.name,
-                 f" at {self.source.fps:g} fps" if getattr(self.source, "fps", None) else "")
+        log.info("source %s open%s", source.name,
+                 f" at {source.fps:g} fps" if getattr(source, "fps", None) else "")
         return True
 
-    def _loop(self) -> None:
-        opened, first = False, True
-        while not self.stop.is_set():
+    def _loop(self, generation: int, source) -> None:
+        opened, first = False, generation == 0
+        while self._current(generation):
             if not opened:
-                opened = self._open(first)
+                opened = self._open(generation, source, first)
                 first = False
                 continue
-            image = self.source.read()
+            image = self._call(generation, "read", source.read)
+            if not self._current(generation):
+                return  # abandoned by the stall watchdog while blocked, or stopping
             if image is None:
-                opened = self._after_failed_read()
+                opened = self._after_failed_read(generation, source)
                 if self.finished.is_set():
                     return
                 continue
-            self._publish(image)
+            self._publish(source, image)
 
-    def _after_failed_read(self) -> bool:
+    def _after_failed_read(self, generation: int, source) -> bool:
         """Decide what a failed read means; returns whether the source is still open."""
-        self.source.close()
-        if self.source.is_file:
+        source.close()
+        if source.is_file:
+            if self._next_id == self._frames_at_open:  # opened, but not one frame decoded
+                raise UsageError(f"source.uri: {source.name}: no frame could be decoded; the file is "
+                                 "empty or damaged (check it with ffprobe)")
             if self.loop:
-                log.info("source %s ended; looping", self.source.name)
-                return self._open(first=False)
-            log.info("source %s ended after %d frames", self.source.name, self._next_id)
+                log.info("source %s ended; looping", source.name)
+                return self._open(generation, source, first=False)
+            log.info("source %s ended after %d frames", source.name, self._next_id)
             self.stats.source_state = "ended"
             self.finished.set()
             return False
@@ -104,14 +174,15 @@ class CaptureWorker:
         self.stop.wait(self.backoff.next_delay())
         return False
 
-    def _publish(self, image) -> None:
+    def _publish(self, source, image) -> None:
         now_mono, now_wall = time.monotonic(), time.time()
-        frame = Frame(self.source.name, self._next_id, now_wall, now_mono, image)
+        frame = Frame(source.name, self._next_id, now_wall, now_mono, image)
         self._next_id += 1
         self.queue.put(frame)
         self.latest.set(frame)
         self.stats.frames_read += 1
+        self.stats.last_frame_mono = now_mono
         self.stats.capture_rate.tick(now_mono)
-        if self.backoff.failures:
+        if self.backoff.failures or self._faults.failing:
             self.backoff.reset()
             self._faults.recovered()

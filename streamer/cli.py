@@ -1,4 +1,4 @@
-"""The command line: ``streamer run | demo | predict | video | listen | serve``.
+"""The command line: ``streamer run | demo | predict | video | listen | serve | keygen``.
 
 Exit codes: 0 clean exit, 1 runtime failure, 2 usage, configuration or authorisation
 error.  Data goes to stdout; logs and the one-line ``error: ...`` go to stderr.
@@ -75,7 +75,8 @@ def _output_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--headless", action="store_true", default=None, help="never open a window")
     g.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
-    g.add_argument("--zmq", metavar="ENDPOINT", help="publish detections, e.g. tcp://127.0.0.1:5555")
+    g.add_argument("--zmq", metavar="ENDPOINT", help="publish detections on a ZeroMQ endpoint, e.g. "
+                   "tcp://127.0.0.1:5555, or just a port (5555: this machine only)")
     g.add_argument("--jsonl", metavar="FILE", help="append each message to FILE, one per line")
     g.add_argument("--record", metavar="FILE", help="write the annotated video (.mp4 or .avi)")
     _log_option(g)
@@ -147,23 +148,47 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
 
 def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
     import zmq
+    from zmq.utils.monitor import recv_monitor_message
+
+    from streamer.curve import HANDSHAKE_FAILURES, client_keys, handshake_hint
 
     setup_logging(args.log_level or "info")
+    keys = client_keys(args.server_key, args.client_key)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SUBSCRIBE, args.topic.encode())
+    if keys:
+        sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = keys
+    monitor = sock.get_monitor_socket(HANDSHAKE_FAILURES)  # a failed handshake is otherwise silent
+    monitor.setsockopt(zmq.LINGER, 0)
+
+    def close() -> None:
+        sock.disable_monitor()
+        monitor.close(0)
+        sock.close(0)
+        ctx.term()
+
     try:
         sock.connect(args.connect)
     except zmq.ZMQError as exc:
-        sock.close(0)
-        ctx.term()
+        close()
         raise UsageError(f"--connect: cannot use {args.connect!r}: {exc}; expected an endpoint such as "
                          "tcp://127.0.0.1:5555") from None
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(monitor, zmq.POLLIN)
+    told: set[str] = set()
     received = 0
     try:
         while not stop.is_set() and (args.count is None or received < args.count):
-            if not sock.poll(200):
+            ready = dict(poller.poll(200))
+            if monitor in ready:
+                hint = handshake_hint(recv_monitor_message(monitor)["event"], keys is not None)
+                if hint and hint not in told:  # the handshake is retried: say it once
+                    told.add(hint)
+                    log.warning("no messages from %s: %s", args.connect, hint)
+            if sock not in ready:
                 continue
             frames = sock.recv_multipart()
             payload = frames[-1].decode("utf-8", "replace")
@@ -171,8 +196,25 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
             sys.stdout.flush()
             received += 1
     finally:
-        sock.close(0)
-        ctx.term()
+        close()
+    return EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace, stop: threading.Event) -> int:
+    from streamer.curve import create_pair
+
+    public, secret = create_pair(args.dir, args.name)
+    print(f"""wrote a CURVE certificate pair:
+  {public}  public: give it to the other side
+  {secret}  secret: keep it here, never copy it (mode 600)
+As the publisher's pair, in its config file:
+  output:
+    zmq_curve_secret_key_file: {secret}
+  then copy {public.name} to each subscriber, which runs
+  streamer listen --connect tcp://HOST:5555 --server-key {public.name}
+As a subscriber's pair, for a publisher with output.zmq_curve_clients_dir:
+  copy {public.name} into that folder on the publisher, restart it, then run
+  streamer listen --connect tcp://HOST:5555 --server-key SERVER.key --client-key {secret}""")
     return EXIT_OK
 
 
@@ -201,8 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect", default="tcp://127.0.0.1:5555", metavar="ENDPOINT")
     p.add_argument("--topic", default="", help="topic prefix to subscribe to (default: all)")
     p.add_argument("--count", type=int, metavar="N", help="exit after N messages")
+    p.add_argument("--server-key", metavar="FILE", help="the publisher's public certificate (.key): read a "
+                   "feed encrypted with CURVE")
+    p.add_argument("--client-key", metavar="FILE", help="this subscriber's secret certificate (.key_secret), "
+                   "for a publisher that admits only listed clients (default: a throwaway key pair)")
     _log_option(p)
     p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("keygen", help="write a CURVE certificate pair for an encrypted feed")
+    p.add_argument("dir", metavar="DIR", help="folder to write NAME.key and NAME.key_secret into")
+    p.add_argument("--name", default="server", help="file name of the pair (default: server)")
+    p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("serve", help="a local stand-in for the detection API (synthetic shapes only)")
     p.add_argument("--host", default="127.0.0.1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from streamer.errors import ConfigError
-from streamer.redact import register_secret
+from streamer.redact import register_secret, register_url_secrets
 
 API_KEY_ENV = "ROBOFLOW_API_KEY"
 CREDENTIAL_NAME = "roboflow_api_key"  # systemd LoadCredential= name
@@ -120,6 +121,20 @@ def _api_url(value: Any) -> str:
     return value.rstrip("/")
 
 
+def _source_uri(value: Any) -> str:
+    value = _text()(value)
+    parts = urlsplit(value)
+    # udp:// and tcp:// may name only a port to listen on (udp://@:1234); these must name a host.
+    if parts.scheme.lower() in ("rtsp", "rtsps", "rtmp", "http", "https") and "://" in value:
+        try:
+            _ = parts.port  # urllib checks the port only when asked
+        except ValueError:
+            raise ValueError("expected a stream URL whose port is a number") from None
+        if not parts.hostname:
+            raise ValueError("expected a stream URL with a host, e.g. rtsp://user:pass@192.168.1.10:554/stream")
+    return value
+
+
 def _model(value: Any) -> str | None:
     if value is None:
         return None
@@ -131,17 +146,41 @@ def _model(value: Any) -> str | None:
 def _zmq_endpoint(value: Any) -> str | None:
     if value is None:
         return None
+    what = ("expected a port (5555 means tcp://127.0.0.1:5555) or a ZeroMQ endpoint such as "
+            "tcp://127.0.0.1:5555 or ipc:///tmp/streamer")
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value.strip()):
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= 65535:
+            raise ValueError(what)
+        return f"tcp://127.0.0.1:{value}"  # a bare port stays on this machine
     if not isinstance(value, str) or not re.match(r"^(tcp://[^\s:]+:[0-9]+|ipc://\S+)$", value):
-        raise ValueError("expected a ZeroMQ endpoint such as tcp://127.0.0.1:5555 or ipc:///tmp/streamer")
+        raise ValueError(what)
     return value
 
 
-def _path(suffixes: tuple[str, ...] = ()) -> Callable[[Any], Any]:
+def zmq_endpoint_is_local(endpoint: str) -> bool:
+    """True if only this machine can connect: ipc://, or tcp:// on localhost or 127.0.0.0/8.
+
+    Anything else (0.0.0.0, *, a LAN address, an interface or host name) may be reachable
+    from the network."""
+    if endpoint.startswith("ipc://"):
+        return True
+    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _path(suffixes: tuple[str, ...] = (), what: str = "a file path") -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if value is None:
             return None
         if not isinstance(value, str) or not value.strip():
-            raise ValueError("expected a file path (or null)")
+            raise ValueError(f"expected {what} (or null)")
         if suffixes and not value.lower().endswith(suffixes):
             raise ValueError("expected a file name ending in " + " or ".join(suffixes))
         return value
@@ -160,14 +199,15 @@ def opt(default: Any, check: Callable[[Any], Any], flag: str | None = None) -> A
 
 @dataclass(frozen=True)
 class SourceConfig:
-    uri: str = opt("0", _text(), "--source")
+    uri: str = opt("0", _source_uri, "--source")
     rtsp_transport: str = opt("tcp", _choice("tcp", "udp"))
     open_timeout_s: float = opt(5.0, _number(0, 120, lo_open=True))
     read_timeout_s: float = opt(2.0, _number(0, 120, lo_open=True))
     queue_size: int = opt(1, _number(1, 64, integer=True))
     loop: bool = opt(False, _boolean)
     reconnect_initial_s: float = opt(0.5, _number(0, 60, lo_open=True))
-    reconnect_max_s: float = opt(30.0, _number(0, 3600, lo_open=True))
+    reconnect_max_s: float = opt(5.0, _number(0, 3600, lo_open=True))
+    stall_timeout_s: float = opt(10.0, _number(0, 3600, lo_open=True))
 
 
 @dataclass(frozen=True)
@@ -187,6 +227,7 @@ class ApiConfig:
     timeout_s: float = opt(10.0, _number(0, 600, lo_open=True))
     backoff_initial_s: float = opt(0.5, _number(0, 60, lo_open=True))
     backoff_max_s: float = opt(30.0, _number(0, 3600, lo_open=True))
+    probe_after_failures: int = opt(3, _number(1, 1000, integer=True))
 
 
 @dataclass(frozen=True)
@@ -204,9 +245,14 @@ class OutputConfig:
     window_title: str = opt("streamer", _text())
     zmq: str | None = opt(None, _zmq_endpoint, "--zmq")
     zmq_topic: str = opt("detections", _text())
+    zmq_allow_remote: bool = opt(False, _boolean)
+    zmq_curve_secret_key_file: str | None = opt(None, _path())
+    zmq_curve_clients_dir: str | None = opt(None, _path(what="a folder path"))
     jsonl: str | None = opt(None, _path(), "--jsonl")
     record: str | None = opt(None, _path((".mp4", ".avi")), "--record")
     status_interval_s: float = opt(5.0, _number(0, 3600, lo_open=True))
+    heartbeat_s: float = opt(2.0, _number(0, 3600, lo_open=True))
+    zmq_status_topic: str = opt("status", _text())
 
 
 @dataclass(frozen=True)
@@ -322,6 +368,7 @@ def load(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None
         origin[dotted] = flag_for(dotted) or dotted
     config = _build(Config, data, "", origin)
     register_secret(config.api.api_key)
+    register_url_secrets(config.source.uri)  # a camera password, wherever it turns up
     for section, low, high in (("source", "reconnect_initial_s", "reconnect_max_s"),
                                ("api", "backoff_initial_s", "backoff_max_s")):
         part = getattr(config, section)
@@ -329,7 +376,20 @@ def load(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"{section}.{high}: {getattr(part, high):g} is below {section}.{low} "
                               f"({getattr(part, low):g}){origin_note(origin, section + '.' + high)}; "
                               "make it at least as large")
+    _check_zmq(config.output, origin)
     return config
+
+
+def _check_zmq(out: OutputConfig, origin: dict[str, str]) -> None:
+    """A feed other machines can reach must be asked for; the key files are read when it binds."""
+    if out.zmq and not out.zmq_allow_remote and not zmq_endpoint_is_local(out.zmq):
+        raise ConfigError(f"output.zmq: {out.zmq} can be reached from other machines{origin_note(origin, 'output.zmq')}"
+                          "; bind tcp://127.0.0.1:PORT, or set output.zmq_allow_remote: true to publish to the "
+                          "network (and output.zmq_curve_secret_key_file to encrypt the feed with CURVE)")
+    if out.zmq_curve_clients_dir and not out.zmq_curve_secret_key_file:
+        raise ConfigError("output.zmq_curve_clients_dir: needs output.zmq_curve_secret_key_file (the publisher's "
+                          f"own .key_secret){origin_note(origin, 'output.zmq_curve_clients_dir')}; "
+                          "'streamer keygen DIR' writes one")
 
 
 def resolve_api_key(config: Config, env: dict[str, str] | None = None) -> str | None:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from streamer.backoff import Backoff, FaultLog
+from streamer.breaker import CircuitBreaker
 from streamer.client import DetectionClient
 from streamer.errors import ApiBadRequest, ApiFatalError, ApiMalformedResponse, ApiTransientError
 from streamer.frames import DropOldestQueue, Frame, Latest, Result
@@ -46,14 +47,15 @@ def make_result(frame: Frame, parsed: Parsed, upload, model: str, sent_at: float
 class InferenceWorker:
     """Thread ``streamer.inference``: one request at a time, always on the newest frame.
 
-    400s and malformed answers skip the frame; 429/5xx/timeouts back off (honouring
-    Retry-After) and retry with whatever frame is newest then; 401/402/403/404/423
-    record a fatal error and set the stop event.
+    400s and malformed answers skip the frame; 429/5xx/timeouts/refused connections go
+    through a circuit breaker (see ``breaker``): Retry-After is always honoured, and after
+    a few failures in a row one probe is sent per backoff interval until the API answers.
+    401/402/403/404/423 record a fatal error and set the stop event.
     """
 
     def __init__(self, queue: DropOldestQueue[Frame], client: DetectionClient, results: Latest[Result],
                  stats: Stats, stop: threading.Event, settings: InferenceSettings,
-                 backoff: Backoff | None = None):
+                 backoff: Backoff | None = None, failures_to_open: int = 3):
         self.queue = queue
         self.client = client
         self.results = results
@@ -61,6 +63,8 @@ class InferenceWorker:
         self.stop = stop
         self.settings = settings
         self.backoff = backoff or Backoff(0.5, 30.0)
+        self.breaker = CircuitBreaker(self.backoff, failures_to_open)
+        self._refusal_backoff = Backoff(self.backoff.initial_s, self.backoff.max_s)
         self.error: BaseException | None = None
         self.finished_frames = 0  # frames taken from the queue and fully handled
         self.pause_until = 0.0  # monotonic end of a backoff pause in progress, else 0
@@ -116,33 +120,64 @@ class InferenceWorker:
         upload = prepare_upload(frame.image, settings.max_side, settings.jpeg_quality)
         sent_at = time.time()
         self.stats.requests += 1
+        self.breaker.before_request()
         try:
             parsed = self.client.infer(upload.body)
         except ApiTransientError as exc:
-            self.stats.transient_errors += 1
-            self._faults.fault(str(exc))
-            delay = self.backoff.next_delay(exc.retry_after_s)
-            if delay > self.backoff.max_s:
-                log.warning("API asks to wait %.0f s before the next request (Retry-After)", delay)
-            return delay
+            return self._transient(exc)
         except (ApiMalformedResponse, ApiBadRequest) as exc:
-            if isinstance(exc, ApiMalformedResponse):
-                self.stats.malformed += 1
-            else:
-                self.stats.skipped_bad_request += 1
-            self._skips.fault(str(exc))
-            self._refused_in_row += 1
-            if self._refused_in_row >= self.refusals_before_backoff:
-                return self.backoff.next_delay()
-            return 0.0
+            return self._refused(exc)
         received_at = time.time()
+        self.stats.last_api_answer_mono = time.monotonic()
         result = make_result(frame, parsed, upload, self.client.model, sent_at, received_at, settings.classes)
         self.results.set(result)
         self.stats.results += 1
         self.stats.inference_rate.tick()
         self._refused_in_row = 0
+        self._refusal_backoff.reset()
         self._skips.recovered()
-        if self.backoff.failures:
-            self.backoff.reset()
-            self._faults.recovered()
+        down_for = self.breaker.success()
+        if down_for is not None:
+            log.info("API %s answers again after %.1f s down", self.client.endpoint, down_for)
+        self.stats.api_state, self.stats.api_down_since = "ok", None
+        self._faults.recovered()
+        return 0.0
+
+    def _transient(self, exc: ApiTransientError) -> float:
+        """429, 5xx, a timeout or no connection: count it and ask the breaker how long to wait."""
+        self.stats.transient_errors += 1
+        self.stats.count_failure(exc.kind)
+        self._faults.fault(str(exc))
+        was_open = self.breaker.is_open
+        delay = self.breaker.failure(exc.retry_after_s)
+        if exc.status is not None:  # it answered, if only with an error
+            now = time.monotonic()
+            self.stats.last_api_answer_mono = now
+            if exc.retry_after_s:  # and said when to come back: quiet until then is not a fault
+                self.stats.api_quiet_until = now + delay
+        if self.breaker.is_open:
+            self.stats.api_state, self.stats.api_down_since = "down", self.breaker.opened_at
+            if not was_open:
+                log.warning("API %s: %d requests in a row failed; sending one probe every %.1f-%.0f s "
+                            "(doubling) until it answers", self.client.endpoint, self.breaker.failures_in_row,
+                            self.backoff.initial_s, self.backoff.max_s)
+        else:
+            self.stats.api_state = "failing"
+        if delay > self.backoff.max_s:
+            log.warning("API asks to wait %.0f s before the next request (Retry-After)", delay)
+        return delay
+
+    def _refused(self, exc: ApiMalformedResponse | ApiBadRequest) -> float:
+        """A 400 or an answer that is not a valid response: skip this frame."""
+        self.stats.last_api_answer_mono = time.monotonic()
+        if isinstance(exc, ApiMalformedResponse):
+            self.stats.malformed += 1
+            self.stats.count_failure("malformed")
+        else:
+            self.stats.skipped_bad_request += 1
+            self.stats.count_failure(f"http {exc.status}" if exc.status else "bad request")
+        self._skips.fault(str(exc))
+        self._refused_in_row += 1
+        if self._refused_in_row >= self.refusals_before_backoff:
+            return self._refusal_backoff.next_delay()
         return 0.0

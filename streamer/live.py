@@ -12,7 +12,8 @@ from streamer.config import Config, resolve_api_key
 from streamer.display import Window, display_available
 from streamer.errors import ConfigError
 from streamer.inference import InferenceSettings
-from streamer.pipeline import Outputs, Pipeline
+from streamer.notify import SystemdNotifier
+from streamer.pipeline import Outputs, Pipeline, Supervision
 from streamer.publish import JsonlWriter, Recorder, ZmqPublisher
 from streamer.redact import url_for_display
 from streamer.sources import make_source
@@ -42,7 +43,8 @@ def _outputs(config: Config, source) -> Outputs:
     sinks = []
     try:
         if out.zmq:
-            sinks.append(ZmqPublisher(out.zmq, out.zmq_topic))
+            sinks.append(ZmqPublisher(out.zmq, out.zmq_topic, curve_secret_key_file=out.zmq_curve_secret_key_file,
+                                      curve_clients_dir=out.zmq_curve_clients_dir))
         if out.jsonl:
             sinks.append(JsonlWriter(out.jsonl))
         # Asked on the first frame: by then the source is open and knows its frame rate.
@@ -73,9 +75,14 @@ def run_pipeline(config: Config, stop: threading.Event) -> int:
     pipeline = Pipeline(
         source, client, outputs, settings, stop,
         queue_size=config.source.queue_size, loop=config.source.loop, duration_s=config.duration_s,
-        status_interval_s=config.output.status_interval_s,
+        supervision=Supervision(
+            stall_timeout_s=config.source.stall_timeout_s, open_timeout_s=config.source.open_timeout_s,
+            probe_after_failures=config.api.probe_after_failures,
+            status_interval_s=config.output.status_interval_s, heartbeat_s=config.output.heartbeat_s,
+            status_topic=config.output.zmq_status_topic),
         source_backoff=Backoff(config.source.reconnect_initial_s, config.source.reconnect_max_s),
         api_backoff=Backoff(config.api.backoff_initial_s, config.api.backoff_max_s),
+        notifier=SystemdNotifier.from_env(),
     )
     try:
         return pipeline.run()

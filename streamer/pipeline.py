@@ -18,14 +18,29 @@ from streamer.client import DetectionClient
 from streamer.display import Window
 from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError
 from streamer.frames import DropOldestQueue, Frame, Latest, Result
+from streamer.imaging import scale_predictions
 from streamer.inference import InferenceSettings, InferenceWorker
-from streamer.overlay import draw_predictions, draw_status, status_band_height
-from streamer.publish import Recorder, encode_message, result_message
+from streamer.notify import SystemdNotifier
+from streamer.overlay import draw_notice, draw_predictions, draw_status, status_band_height
+from streamer.publish import Recorder, ZmqPublisher, encode_message, result_message, status_message
 from streamer.stats import Stats
 
 log = logging.getLogger(__name__)
 
 JOIN_DEADLINE_S = 1.5  # well inside the 3 s a service manager or a user waits
+STALE_AFTER_S = 3.0  # a result older than this is marked stale on the preview
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """How the pipeline watches its workers and tells the outside world."""
+
+    stall_timeout_s: float = 10.0
+    open_timeout_s: float = 5.0
+    probe_after_failures: int = 3
+    status_interval_s: float = 5.0
+    heartbeat_s: float = 2.0
+    status_topic: str = "status"
 
 
 @dataclass
@@ -40,23 +55,29 @@ class Outputs:
 class Pipeline:
     def __init__(self, source, client: DetectionClient, outputs: Outputs, settings: InferenceSettings,
                  stop: threading.Event, *, queue_size: int = 1, loop: bool = False,
-                 duration_s: float | None = None, status_interval_s: float = 5.0,
-                 source_backoff: Backoff | None = None, api_backoff: Backoff | None = None):
+                 duration_s: float | None = None, supervision: Supervision | None = None,
+                 source_backoff: Backoff | None = None, api_backoff: Backoff | None = None,
+                 notifier: SystemdNotifier | None = None):
         self.stop = stop
         self.stats = Stats()
         self.outputs = outputs
         self.duration_s = duration_s
-        self.status_interval_s = status_interval_s
+        self.supervision = sup = supervision or Supervision()
+        self.notifier = notifier
+        self.source_name = source.name
         self._changed = threading.Event()  # set on every new frame or result
         self.queue: DropOldestQueue[Frame] = DropOldestQueue(queue_size)
         self.latest_frame: Latest[Frame] = Latest(self._changed)
         self.latest_result: Latest[Result] = Latest(self._changed)
         self.capture = CaptureWorker(source, self.queue, self.latest_frame, self.stats, stop,
-                                     loop=loop, backoff=source_backoff)
+                                     loop=loop, backoff=source_backoff, stall_timeout_s=sup.stall_timeout_s,
+                                     open_timeout_s=sup.open_timeout_s)
         self.inference = InferenceWorker(self.queue, client, self.latest_result, self.stats, stop,
-                                         settings, backoff=api_backoff)
+                                         settings, backoff=api_backoff,
+                                         failures_to_open=sup.probe_after_failures)
         self.user_quit = False
         self._published_version = 0
+        self._last_heartbeat = self._last_watchdog = float("-inf")
 
     def run(self) -> int:
         """Run until stopped (signal, q/Esc, duration, end of file or a fatal error); exit code."""
@@ -102,9 +123,48 @@ class Pipeline:
                 break
             if self.capture.finished.is_set() and self._nothing_left_to_infer():
                 break
-            if now - last_status >= self.status_interval_s:
+            self.capture.check_stall(now)
+            self._tell_outside(result, now)
+            if now - last_status >= self.supervision.status_interval_s:
                 last_status = now
-                log.info("%s", self.status_line(result, now))
+                line = self.status_line(result, now)
+                log.info("%s", line)
+                if self.notifier is not None:
+                    self.notifier.status(line)
+
+    def _tell_outside(self, result: Result | None, now: float) -> None:
+        """Heartbeats on the feed, and systemd's READY=1 and watchdog pings."""
+        if now - self._last_heartbeat >= self.supervision.heartbeat_s:
+            self._last_heartbeat = now
+            self._heartbeat("running", result, now)
+        notifier = self.notifier
+        if notifier is None or not notifier.enabled:
+            return
+        s = self.stats
+        if not notifier.is_ready and s.last_frame_mono is not None and s.last_api_answer_mono is not None:
+            notifier.ready(self.status_line(result, now))
+        window = notifier.watchdog_interval_s
+        if window and notifier.is_ready and now - self._last_watchdog >= window / 4 and self.healthy(now, window):
+            self._last_watchdog = now
+            notifier.watchdog()
+
+    def healthy(self, now: float, window_s: float) -> bool:
+        """Frames are flowing and the API answered within the window (or is inside a wait
+        it asked for with Retry-After: sitting that out is not a fault)."""
+        s = self.stats
+        frames_ok = s.last_frame_mono is not None and now - s.last_frame_mono < window_s
+        api_ok = s.last_api_answer_mono is not None and (
+            now - s.last_api_answer_mono < window_s or now < s.api_quiet_until + window_s)
+        return frames_ok and api_ok
+
+    def _heartbeat(self, state: str, result: Result | None, now: float) -> None:
+        sinks = [sink for sink in self.outputs.sinks if isinstance(sink, ZmqPublisher)]
+        if not sinks:
+            return
+        payload = encode_message(status_message(self.source_name, state, self.stats, self.queue.dropped,
+                                                now, result))
+        for sink in sinks:
+            sink.send(payload, topic=self.supervision.status_topic)
 
     def _nothing_left_to_infer(self) -> bool:
         """Once a file has ended: its last frame was inferred, or the API asked for a wait
@@ -141,8 +201,19 @@ class Pipeline:
 
     def _show(self, frame: Frame, result: Result | None, now: float) -> None:
         image = frame.image.copy()  # the capture thread's frame is shared: draw on a copy
+        band = status_band_height(image)
         if result is not None:
-            draw_predictions(image, result.predictions, min_y=status_band_height(image))
+            predictions = result.predictions
+            if (result.width, result.height) != (frame.width, frame.height) and isinstance(predictions, list):
+                # The source changed size (a camera reconnected at another resolution).
+                predictions = scale_predictions(predictions, frame.width / result.width,
+                                                frame.height / result.height)
+            draw_predictions(image, predictions, min_y=band)
+            age_s = now - result.captured_mono
+            if self.stats.api_state == "down" or age_s > STALE_AFTER_S:
+                why = f": {self.stats.api_text(now)} ({self.stats.failures_text()})" \
+                    if self.stats.api_state == "down" else ""
+                draw_notice(image, f"STALE: last result {age_s:.1f} s old{why}", band)
         draw_status(image, self.status_line(result, now))
         if self.outputs.recorder:
             self.outputs.recorder.write(image, frame.captured_mono)
@@ -151,6 +222,8 @@ class Pipeline:
             self.stop.set()
 
     def _shutdown(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stopping()
         deadline = time.monotonic() + JOIN_DEADLINE_S
         stragglers = [name for name, worker in (("capture", self.capture), ("inference", self.inference))
                       if not worker.join(max(0.0, deadline - time.monotonic()))]
@@ -158,14 +231,19 @@ class Pipeline:
             # They are daemon threads blocked in a bounded call (HTTP or camera timeout);
             # the process exits without waiting for them.
             log.debug("threads still finishing a bounded call at exit: %s", ", ".join(stragglers))
-        for closer in (self.outputs.window, self.outputs.recorder, *self.outputs.sinks):
+        try:
+            self._heartbeat("stopped", self.latest_result.get()[1], time.monotonic())
+        except Exception:  # a sink failing at exit must not hide the real exit status
+            log.exception("could not send the last heartbeat")
+        for closer in (self.outputs.window, self.outputs.recorder, *self.outputs.sinks, self.notifier):
             if closer is not None:
                 try:
                     closer.close()
                 except Exception:  # closing must never stop the others from closing
                     log.exception("error while closing %r", closer)
         s = self.stats
-        log.info("stopped: %d frames read, %d dropped, %d source reconnects, %d requests, %d results, "
-                 "%d published, %d transient API errors, %d skipped (400), %d malformed", s.frames_read,
-                 self.queue.dropped, s.source_reconnects, s.requests, s.results, s.published,
-                 s.transient_errors, s.skipped_bad_request, s.malformed)
+        log.info("stopped: %d frames read, %d dropped, %d source reconnects, %d stalls, %d requests, "
+                 "%d results, %d published, %d transient API errors, %d skipped (400), %d malformed%s",
+                 s.frames_read, self.queue.dropped, s.source_reconnects, s.source_stalls, s.requests,
+                 s.results, s.published, s.transient_errors, s.skipped_bad_request, s.malformed,
+                 f" ({s.failures_text()})" if s.api_failures else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 MASK = "***"
 
@@ -39,11 +39,30 @@ def scrub(text: str) -> str:
 # ?user=admin&pwd=... or /user=admin&password=...&channel=1 (a common DVR form).
 _SECRET_KEY = re.compile(r"(?i)^(user(name)?|usr|login|pass(word|wd)?|pwd|psw|loginpas\w*|token|"
                          r"(api_?)?key|auth\w*|sig(nature)?|secret|session\w*|credentials?)$")
+_USER_KEY = re.compile(r"(?i)^(user(name)?|usr|login)$")  # masked in URLs, but a name, not a secret
 _KEY_VALUE = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)=(?P<value>[^&;/?#]*)")
 
 
 def _mask_secret_values(text: str) -> str:
     return _KEY_VALUE.sub(lambda m: f"{m['key']}={MASK}" if _SECRET_KEY.match(m["key"]) else m[0], text)
+
+
+def register_url_secrets(url: str) -> None:
+    """Register the password of a URL, and the values of its credential-like keys, as
+    secrets: they are then masked wherever they appear, not only inside the URL."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return
+    if password:
+        register_secret(password)
+        register_secret(unquote(password))
+    for text in (parts.path, parts.query):
+        for match in _KEY_VALUE.finditer(text):
+            if _SECRET_KEY.match(match["key"]) and not _USER_KEY.match(match["key"]):
+                register_secret(match["value"])
+                register_secret(unquote(match["value"]))
 
 
 def url_for_display(url: str) -> str:

@@ -27,6 +27,17 @@ log = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"
+
+
+def quiet_ffmpeg() -> None:
+    """Silence FFmpeg's own log lines unless streamer logs at debug level.
+
+    They ("moov atom not found", "[tcp @ 0x...] Connection refused") go straight to stderr,
+    past streamer's log and its secret masking.  OpenCV reads the variable when its FFmpeg
+    backend starts, so this must run before the first VideoCapture or VideoWriter."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        os.environ.setdefault(FFMPEG_LOGLEVEL_ENV, "-8")
 
 
 class Pacer:
@@ -91,8 +102,15 @@ class CvSource:
         self._cap: cv2.VideoCapture | None = None
         self._pacer: Pacer | None = None
 
+    def fresh(self) -> "CvSource":
+        """An unopened copy with its own capture, for when this one is stuck in a call."""
+        return CvSource(self.uri, kind=self.kind, open_timeout_s=self._open_timeout_ms / 1000,
+                        read_timeout_s=self._read_timeout_ms / 1000, rtsp_transport=self._rtsp_transport,
+                        stop=self._stop)
+
     def open(self) -> None:
         self.close()
+        quiet_ffmpeg()
         if self.kind == "stream":
             # Must be in the environment before the first open (field notes; opencv#21558).
             os.environ.setdefault(FFMPEG_OPTIONS_ENV, f"rtsp_transport;{self._rtsp_transport}")
@@ -127,9 +145,9 @@ class CvSource:
         return image
 
     def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
 
 
 def source_kind(uri: str) -> str:

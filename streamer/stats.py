@@ -39,20 +39,57 @@ class Stats:
     """Plain counters (each written by one thread) and the rates of capture and inference."""
 
     def __init__(self) -> None:
+        self.started_mono = time.monotonic()
         self.capture_rate = RateMeter()
         self.inference_rate = RateMeter()
         self.frames_read = 0
         self.source_reconnects = 0
-        self.source_state = "starting"  # starting, open, reconnecting, ended
+        self.source_stalls = 0  # reads or opens the watchdog gave up on
+        self.source_state = "starting"  # starting, open, reconnecting, stalled, ended
+        self.last_frame_mono: float | None = None
         self.requests = 0
         self.results = 0
         self.skipped_bad_request = 0
         self.malformed = 0
         self.transient_errors = 0
+        self.api_failures: dict[str, int] = {}  # what failed: "http 503", "timeout", "malformed" ...
+        self.api_state = "starting"  # starting, ok, failing (retrying), down (breaker open)
+        self.api_down_since: float | None = None  # monotonic time the breaker opened
+        self.last_api_answer_mono: float | None = None  # any HTTP answer, even an error status
+        self.api_quiet_until = 0.0  # monotonic end of a wait the API asked for (Retry-After)
         self.published = 0
+
+    def count_failure(self, kind: str) -> None:
+        self.api_failures[kind] = self.api_failures.get(kind, 0) + 1
+
+    def failures_text(self) -> str:
+        """e.g. "http 503 x4, timeout x2", most frequent first."""
+        ranked = sorted(self.api_failures.items(), key=lambda item: (-item[1], item[0]))
+        return ", ".join(f"{kind} x{count}" for kind, count in ranked)
+
+    def api_text(self, now: float | None = None) -> str:
+        if self.api_state == "down" and self.api_down_since is not None:
+            now = time.monotonic() if now is None else now
+            return f"API down {now - self.api_down_since:.0f} s"
+        return f"API {self.api_state}"
 
     def line(self, dropped: int, age_ms: float | None) -> str:
         age = "-" if age_ms is None else f"{age_ms:.0f} ms"
         failed = self.transient_errors + self.skipped_bad_request + self.malformed
-        return (f"capture {self.capture_rate.rate():.1f} fps | inference {self.inference_rate.rate():.1f} fps"
+        text = (f"capture {self.capture_rate.rate():.1f} fps | inference {self.inference_rate.rate():.1f} fps"
                 f" | result age {age} | dropped {dropped} | failed {failed}")
+        if self.source_state not in ("open", "ended"):
+            text += f" | source {self.source_state}"
+        if self.api_state in ("failing", "down"):
+            text += f" | {self.api_text()} ({self.failures_text()})"
+        return text
+
+    def snapshot(self, dropped: int) -> dict:
+        """The counters as a JSON-ready mapping (heartbeat messages, the stop summary)."""
+        return {
+            "frames_read": self.frames_read, "frames_dropped": dropped,
+            "source_reconnects": self.source_reconnects, "source_stalls": self.source_stalls,
+            "requests": self.requests, "results": self.results, "published": self.published,
+            "api_transient_errors": self.transient_errors, "api_skipped_bad_request": self.skipped_bad_request,
+            "api_malformed": self.malformed, "api_failures": dict(self.api_failures),
+        }

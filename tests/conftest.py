@@ -15,6 +15,7 @@ import pytest
 import zmq
 
 from streamer.server import ApiServer
+from support.clips import write_clip  # noqa: F401  (re-exported for the tests)
 from streamer.synthetic import SyntheticScene
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,15 +43,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_clip(path: Path, scene: SyntheticScene, frames: int) -> Path:
-    """An MJPG .avi of the scene's first frames, at its size and frame rate (frame n = scene frame n)."""
-    import cv2
+def rtsp_clip(tmp_path_factory, scene: SyntheticScene, frames: int = 90) -> Path:
+    """An H.264 clip of the scene, for the real RTSP server; skips (fails under CI) without one."""
+    from support.clips import camera_clip
+    from support.rtsp import rtsp_server_available
 
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), scene.fps, (scene.width, scene.height))
-    for i in range(frames):
-        writer.write(scene.render(i))
-    writer.release()
-    return path
+    need_tool("ffmpeg")
+    ok, why = rtsp_server_available()
+    need(ok, why)
+    return camera_clip(tmp_path_factory.mktemp("clip"), scene, frames)
 
 
 @pytest.fixture
@@ -135,10 +136,13 @@ def spawn(tmp_path):
 class Subscriber:
     """A real ZeroMQ SUB socket for tests; every receive has a deadline."""
 
-    def __init__(self, endpoint: str, topic: bytes = b""):
+    def __init__(self, endpoint: str, topic: bytes = b"detections", curve: tuple[bytes, bytes, bytes] | None = None):
+        """``curve``: (server public, client public, client secret) keys to read a CURVE feed."""
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve:
+            self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = curve
         self.sock.setsockopt(zmq.SUBSCRIBE, topic)
         self.sock.connect(endpoint)
 
@@ -165,8 +169,8 @@ class Subscriber:
 def subscriber():
     subs: list[Subscriber] = []
 
-    def make(endpoint: str, topic: bytes = b"") -> Subscriber:
-        sub = Subscriber(endpoint, topic)
+    def make(endpoint: str, topic: bytes = b"detections", curve: tuple[bytes, bytes, bytes] | None = None) -> Subscriber:
+        sub = Subscriber(endpoint, topic, curve)
         subs.append(sub)
         return sub
 

@@ -109,3 +109,41 @@ def test_logging_filter_scrubs_messages_args_and_tracebacks(caplog):
         logger.removeHandler(handler)
     text = "\n".join(r.getMessage() for r in records)
     assert "pw@" not in text and "canary-log-secret" not in text and "RuntimeError" in text
+
+
+def test_url_secrets_are_masked_wherever_they_appear_later():
+    from streamer.redact import register_url_secrets, scrub
+
+    register_url_secrets("rtsp://admin:pw%21Secret9@cam/user=admin&password=dvrPass42&channel=1?token=tok123456")
+    text = scrub("ffmpeg says: auth failed for admin with pw!Secret9 / pw%21Secret9, dvrPass42, tok123456")
+    assert "Secret9" not in text and "dvrPass42" not in text and "tok123456" not in text
+    assert "admin" in text  # a user name is not a secret
+
+
+def test_fault_log_reports_a_spell_once_and_folds_short_spells_into_the_next_warning(caplog, monkeypatch):
+    import logging
+
+    import streamer.backoff as backoff_module
+    from streamer.backoff import FaultLog
+
+    clock = [1000.0]
+    monkeypatch.setattr(backoff_module.time, "monotonic", lambda: clock[0])
+    log = logging.getLogger("test.faultlog")
+    faults = FaultLog(log, "API", summary_s=30.0)
+    with caplog.at_level(logging.INFO, logger="test.faultlog"):
+        for _ in range(20):  # every other answer broken, one a second
+            faults.fault("bad body")
+            clock[0] += 0.5
+            faults.recovered()
+            clock[0] += 0.5
+        assert [r.getMessage() for r in caplog.records] == [
+            "API: bad body (retrying with backoff)", "API: recovered after 1 failures in 0.5 s"]
+        clock[0] += 30
+        faults.fault("bad body")  # the first fault after a quiet half minute is reported again
+    assert caplog.records[-1].getMessage() == (
+        "API: bad body (retrying with backoff) (and 19 more in short spells since the last report)")
+    faults.fault("still bad")
+    clock[0] += 31
+    with caplog.at_level(logging.INFO, logger="test.faultlog"):
+        faults.fault("still bad")
+    assert caplog.records[-1].getMessage().startswith("API: still failing, 3 failures in 31 s")

@@ -160,7 +160,8 @@ def test_a_file_ends_cleanly_even_during_a_long_retry_after(api_server, spawn, t
     (["run", "--source", "no-such-file.mp4", "--model", "a/1"], "no-such-file.mp4' not found"),
     (["run", "--source", "synthetic"], "api.model: not set"),
     (["run", "--source", "synthetic", "--model", "a/1", "--confidence", "40"], "for 40 % write 0.4"),
-    (["run", "--source", "synthetic", "--model", "a/1", "--zmq", "5555"], "output.zmq"),
+    (["run", "--source", "synthetic", "--model", "a/1", "--zmq", "tcp://0.0.0.0:5555"],
+     "output.zmq: tcp://0.0.0.0:5555 can be reached from other machines (from --zmq)"),
     (["run", "-c", "missing.yaml"], "missing.yaml: config file not found"),
 ])
 def test_usage_errors_exit_2_with_one_line(spawn, args, words):
