@@ -30,7 +30,8 @@ class Backoff:
         self.failures = 0
 
     def next_delay(self, retry_after_s: float | None = None) -> float:
-        base = min(self.max_s, self.initial_s * self.factor ** self.failures)
+        # The exponent is capped: after a day of failures, factor ** failures would overflow.
+        base = min(self.max_s, self.initial_s * self.factor ** min(self.failures, 64))
         self.failures += 1
         delay = min(self.max_s, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
         if retry_after_s is not None:

@@ -26,6 +26,8 @@ class CaptureWorker:
     a new thread reads from a fresh copy of the source.
     """
 
+    MAX_ABANDONED = 2  # blocked threads left behind before giving up
+
     def __init__(self, source, queue: DropOldestQueue[Frame], latest: Latest[Frame], stats: Stats,
                  stop: threading.Event, *, loop: bool = False, backoff: Backoff | None = None,
                  stall_timeout_s: float = 10.0, open_timeout_s: float = 5.0):
@@ -43,8 +45,10 @@ class CaptureWorker:
         self._faults = FaultLog(log, f"source {source.name}")
         self._next_id = 0
         self._frames_at_open = 0
+        self._cpu_mark = 0.0  # thread CPU time at the last frame, for stats.capture_cpu_s
         self._generation = 0
-        self._busy: tuple[str, float] | None = None  # ("read" | "open", monotonic start) of a call
+        self._busy: tuple[str, float, int] | None = None  # (read|open, monotonic start, generation)
+        self._state = threading.Lock()  # guards _busy, _generation, _thread and _threads
         self._threads: list[threading.Thread] = []
         self._thread = self._new_thread()
 
@@ -68,39 +72,53 @@ class CaptureWorker:
     def check_stall(self, now: float | None = None) -> bool:
         """Called by the supervisor: abandon a read or open blocked for too long and
         start reading from a fresh source.  Returns whether it did."""
-        busy = self._busy
-        if busy is None or self.stop.is_set() or not self._thread.is_alive():
-            return False
-        what, since = busy
         now = time.monotonic() if now is None else now
-        limit = self.open_limit_s if what == "open" else self.stall_timeout_s
-        if now - since < limit:
-            return False
-        self.stats.source_stalls += 1
-        self.stats.source_state = "stalled"
-        self._faults.fault(f"no frame for {now - since:.0f} s (a {what} is blocked); "
-                           "abandoning it and reopening")
-        self._generation += 1
-        self._busy = None
-        fresh = getattr(self.source, "fresh", None)
-        self.source = fresh() if fresh else self.source
-        self._threads = [t for t in self._threads if t.is_alive()]
-        self._thread = self._new_thread()
-        self._thread.start()
-        return True
+        with self._state:
+            busy = self._busy
+            if busy is None or self.stop.is_set() or not self._thread.is_alive():
+                return False
+            what, since, _ = busy
+            limit = self.open_limit_s if what == "open" else self.stall_timeout_s
+            if now - since < limit:
+                return False
+            self.stats.source_stalls += 1
+            self.stats.source_state = "stalled"
+            self._generation += 1
+            self._busy = None
+            self._threads = [t for t in self._threads if t.is_alive()]
+            if len(self._threads) > self.MAX_ABANDONED:
+                # Calls that never return (opencv#22677) each keep a thread and a capture
+                # alive: rather than pile them up, stop; a service manager restarts us.
+                self.error = SourceError(
+                    f"source {self.source.name}: {len(self._threads)} reads or opens are blocked and never "
+                    f"returned (no frame for {now - since:.0f} s); stopping so that the process can be "
+                    "restarted")
+                self.stop.set()
+                return True
+            self._faults.fault(f"no frame for {now - since:.0f} s (a {what} is blocked); "
+                               "abandoning it and reopening")
+            fresh = getattr(self.source, "fresh", None)
+            self.source = fresh() if fresh else self.source
+            self._thread = self._new_thread()
+            self._thread.start()
+            return True
 
     def _current(self, generation: int) -> bool:
         return generation == self._generation and not self.stop.is_set()
 
     def _call(self, generation: int, what: str, func):
-        self._busy = (what, time.monotonic())
+        with self._state:
+            if generation == self._generation:
+                self._busy = (what, time.monotonic(), generation)
         try:
             return func()
         finally:
-            if generation == self._generation:
-                self._busy = None
+            with self._state:
+                if self._busy is not None and self._busy[2] == generation:
+                    self._busy = None
 
     def _run(self, generation: int, source) -> None:
+        self._cpu_mark = time.thread_time()
         try:
             self._loop(generation, source)
         except StreamerError as exc:  # said in one line by the CLI
@@ -176,6 +194,8 @@ class CaptureWorker:
 
     def _publish(self, source, image) -> None:
         now_mono, now_wall = time.monotonic(), time.time()
+        self.stats.capture_cpu_s += time.thread_time() - self._cpu_mark  # since the last frame
+        self._cpu_mark = time.thread_time()
         frame = Frame(source.name, self._next_id, now_wall, now_mono, image)
         self._next_id += 1
         self.queue.put(frame)

@@ -15,6 +15,9 @@ _secrets: set[str] = set()
 # user:password@ in any URL-looking text, and api_key=... in query strings.
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
 _KEY_PARAM = re.compile(r"(?P<name>api_key=)[^&\s\"']+")
+# user:password@host without a scheme in front (a mistyped "rtsp//user:pw@cam"), after a
+# separator, so that "12:30@" in running text is not taken for one.
+_BARE_USERINFO = re.compile(r"(?P<pre>^|[\s'\"(/=])(?P<user>[\w.%+-]+):(?P<pw>[^@/\s:'\"]+)@(?=[\w\[])")
 
 
 def register_secret(secret: str | None) -> None:
@@ -27,6 +30,7 @@ def register_secret(secret: str | None) -> None:
 def scrub(text: str) -> str:
     """Return text with registered secrets, URL passwords and api_key values masked."""
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _BARE_USERINFO.sub(lambda m: f"{m['pre']}{m['user']}:{MASK}@", text)
     text = _KEY_PARAM.sub(lambda m: f"{m['name']}{MASK}", text)
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
@@ -55,6 +59,9 @@ def register_url_secrets(url: str) -> None:
         password = parts.password
     except ValueError:
         return
+    if not password:  # no scheme, or a mistyped one: look for user:password@ anyway
+        bare = _BARE_USERINFO.search(url)
+        password = bare["pw"] if bare else None
     if password:
         register_secret(password)
         register_secret(unquote(password))

@@ -170,7 +170,7 @@ def make_source(config: Config, stop: threading.Event | None = None):
         syn = config.synthetic
         return SyntheticSource(syn.width, syn.height, syn.fps, stop)
     if kind == "file" and not Path(uri).is_file():
-        raise UsageError(f"source.uri: video file {uri!r} not found; pass a file, a webcam index (0), "
+        raise UsageError(f"source.uri: video file {url_for_display(uri)!r} not found; pass a file, a webcam index (0), "
                          "an rtsp:// URL or 'synthetic' to --source")
     return CvSource(uri, kind=kind, open_timeout_s=config.source.open_timeout_s,
                     read_timeout_s=config.source.read_timeout_s,

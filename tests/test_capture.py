@@ -81,3 +81,64 @@ def test_synthetic_source_is_paced_and_ids_follow_the_scene():
     frame = latest.get()[1]
     assert frame.source == "synthetic" and frame.frame_id == stats.frames_read - 1
     assert frame.captured_mono <= time.monotonic() and abs(frame.captured_at - time.time()) < 2
+
+
+class HangingCamera:
+    """A camera whose reads, after a few frames, block until released (opencv#22677)."""
+
+    kind, is_file, is_live, fps = "stream", False, True, 30.0
+
+    def __init__(self, release: threading.Event, made: list):
+        self.name = "rtsp://cam/stream"
+        self._release = release
+        self._reads = 0
+        made.append(self)
+        self._made = made
+        self.closed = False
+
+    def fresh(self):
+        return HangingCamera(self._release, self._made)
+
+    def open(self):
+        pass
+
+    def read(self):
+        self._reads += 1
+        if self._reads > 3:
+            self._release.wait(30)  # bounded, so a broken test cannot hang for ever
+            return None
+        time.sleep(0.01)
+        return np.zeros((36, 64, 3), np.uint8)
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_stall_watchdog_reopens_a_fresh_source_and_gives_up_when_reads_never_return():
+    release, made, stop = threading.Event(), [], threading.Event()
+    stats = Stats()
+    worker = CaptureWorker(HangingCamera(release, made), DropOldestQueue(1), Latest(), stats, stop,
+                           stall_timeout_s=1.0)
+    worker.start()
+    try:
+        for expected in (1, 2):
+            assert _wait(lambda: stats.frames_read >= 3 * expected and worker._busy is not None)
+            assert not worker.check_stall(time.monotonic())  # blocked, but not for long yet
+            assert worker.check_stall(time.monotonic() + 5)  # abandoned: a fresh camera is read
+            assert stats.source_stalls == expected and len(made) == expected + 1
+        assert _wait(lambda: stats.frames_read >= 9 and worker._busy is not None)
+        assert worker.check_stall(time.monotonic() + 5)  # a third blocked thread: give up
+        assert stop.is_set() and "never returned" in str(worker.error)
+        assert len(made) == 3 and stats.source_stalls == 3
+    finally:
+        stop.set()
+        release.set()
+    assert worker.join(3.0)  # once the reads return, every thread ends (none reads on)
+    assert all(camera.closed for camera in made)
+
+
+def _wait(condition, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.01)
+    return condition()

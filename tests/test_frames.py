@@ -147,3 +147,11 @@ def test_fault_log_reports_a_spell_once_and_folds_short_spells_into_the_next_war
     with caplog.at_level(logging.INFO, logger="test.faultlog"):
         faults.fault("still bad")
     assert caplog.records[-1].getMessage().startswith("API: still failing, 3 failures in 31 s")
+
+
+def test_backoff_survives_days_of_failures_without_overflowing():
+    from streamer.backoff import Backoff
+
+    backoff = Backoff(0.5, 5.0, jitter=0.0)
+    delays = [backoff.next_delay() for _ in range(5000)]  # > 1024 failures overflowed 2.0 ** n
+    assert delays[-1] == 5.0 and max(delays) == 5.0

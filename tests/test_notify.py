@@ -224,10 +224,9 @@ def test_streamer_run_tells_systemd_ready_pings_only_while_healthy_and_says_stop
 
     receiver = Receiver(str(tmp_path / "notify.sock"))
     port = free_port()
-    api = ApiServer("127.0.0.1", port).start()
     env = clean_env(NOTIFY_SOCKET=receiver.env_value, WATCHDOG_USEC="2000000")  # a 2 s window
-    run = spawn(["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", api.url, "--headless"],
-                env=env)
+    run = spawn(["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", f"http://127.0.0.1:{port}",
+                 "--headless", "--max-fps", "10"], env=env)
     seen: list[tuple[float, str]] = []
 
     def collect(seconds: float) -> None:
@@ -238,7 +237,13 @@ def test_streamer_run_tells_systemd_ready_pings_only_while_healthy_and_says_stop
             except TimeoutError:
                 pass
 
+    api = None
     try:
+        collect(3)  # frames flow, but the API is not there yet: not ready, no pings
+        assert not any(m.startswith(("READY=1", "WATCHDOG=1")) for _, m in seen), seen
+        assert run.popen.poll() is None, run.stderr
+        api = ApiServer("127.0.0.1", port).start()
+        seen.clear()
         collect(6)
         ready = [m for _, m in seen if m.startswith("READY=1")]
         assert len(ready) == 1, (seen, run.stderr)
@@ -260,6 +265,7 @@ def test_streamer_run_tells_systemd_ready_pings_only_while_healthy_and_says_stop
         code, _ = run.terminate()
         collect(0.3)
     finally:
-        api.stop()
+        if api is not None:
+            api.stop()
     assert code == 0
     assert any(m == "STOPPING=1" for _, m in seen), seen

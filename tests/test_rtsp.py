@@ -94,13 +94,11 @@ def test_camera_killed_and_restarted_five_times_frames_resume_within_3_s(
     from conftest import free_port
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sub = subscriber(endpoint)
-    config = tmp_path / "flap.yaml"
-    # A reconnect cap of 1 s: with the default (5 s) a camera that comes back is retried
-    # within 5 s; this test holds frames to 3 s after each return.
-    config.write_text("source:\n  reconnect_max_s: 1.0\n")
     recoveries = []
     with RtspServer(clip=camera_clip) as camera:
-        run = spawn(["run", "-c", str(config), "--source", camera.url, "--model", "synthetic/1",
+        # The default reconnect backoff (0.5 s doubling to 1 s); --max-fps 30 so that the first
+        # frame back is sent at once rather than at the next of 2 call slots a second.
+        run = spawn(["run", "--source", camera.url, "--model", "synthetic/1", "--max-fps", "30",
                      "--api-url", api_server.url, "--headless", "--zmq", endpoint])
         assert first_message_after(sub, 0, 30) is not None, run.stderr
         for i in range(5):
@@ -137,10 +135,10 @@ def test_a_frozen_camera_is_detected_within_the_stall_timeout_and_shutdown_still
         camera.freeze()
         frozen = time.monotonic()
         # Defaults: read timeout 2 s, stall timeout 10 s.
-        assert run.wait_for_log("read failed", 10), run.stderr
+        assert run.wait_for_log("read failed", 20), run.stderr
         detected_s = time.monotonic() - frozen
         code, seconds = run.terminate()  # while the camera is still frozen
-    assert detected_s <= 10, detected_s
+    assert detected_s <= 10, detected_s  # the stall timeout
     assert code == 0 and seconds < 3, (code, seconds)
 
 
