@@ -67,6 +67,17 @@ def _api_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-side", type=int, metavar="PX", help="longest side of the upload (default 640)")
 
 
+def _rate_options(p: argparse.ArgumentParser, demo: bool = False) -> None:
+    g = p.add_argument_group("request rate")
+    g.add_argument("--max-in-flight", type=int, metavar="N",
+                   help="requests in flight at once (default " + ("4 in the demo)" if demo else "2)"))
+    g.add_argument("--max-fps", type=float, metavar="CALLS",
+                   help="at most this many API calls a second; 0: no cap (default "
+                   + ("30 in the demo)" if demo else "2)"))
+    g.add_argument("--min-change", type=float, metavar="0-1",
+                   help="skip the call when the frame changed less than this (default 0: off)")
+
+
 def _log_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
@@ -87,6 +98,8 @@ OVERRIDES = {  # argparse dest -> config key path
     "confidence": "inference.confidence", "overlap": "inference.overlap", "classes": "inference.classes",
     "max_side": "inference.max_side", "headless": "output.headless", "duration": "duration_s",
     "zmq": "output.zmq", "jsonl": "output.jsonl", "record": "output.record", "log_level": "log_level",
+    "max_in_flight": "inference.max_in_flight", "max_fps": "inference.max_fps",
+    "min_change": "inference.min_change",
 }
 
 
@@ -118,9 +131,14 @@ def cmd_demo(args: argparse.Namespace, stop: threading.Event) -> int:
     from streamer.server import ApiServer
 
     with ApiServer("127.0.0.1", 0, latency_ms=args.latency_ms, jitter=0.1) as server:
-        config = config_from_args(args, {"source.uri": "synthetic", "api.url": server.url,
-                                         "api.model": "synthetic/1", "output.window_title": "streamer demo"},
-                                  use_file=False)
+        demo = {"source.uri": "synthetic", "api.url": server.url, "api.model": "synthetic/1",
+                "output.window_title": "streamer demo"}
+        # The local API costs nothing: a faster pace than the pay-per-call defaults, unless asked.
+        if args.max_fps is None:
+            demo["inference.max_fps"] = 30.0
+        if args.max_in_flight is None:
+            demo["inference.max_in_flight"] = 4
+        config = config_from_args(args, demo, use_file=False)
         log.info("demo: synthetic scene -> local stand-in API at %s (press q or Esc in the window, "
                  "or Ctrl-C, to quit)", server.url)
         return run_pipeline(config, stop)
@@ -228,10 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", metavar="SRC", help="webcam index (0), /dev/videoN, rtsp:// or http(s):// "
                    "URL, video file, or 'synthetic'")
     _api_options(p)
+    _rate_options(p)
     _output_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the synthetic scene through an in-process local API (no camera, no key)")
+    _rate_options(p, demo=True)
     _output_options(p)
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay the local API's answers")
     p.set_defaults(func=cmd_demo)

@@ -65,7 +65,8 @@ class DetectionClient:
 
     def __init__(self, api_url: str, model: str, api_key: str | None, *, confidence: float = 0.4,
                  overlap: float = 0.3, connect_timeout_s: float = 5.0, timeout_s: float = 10.0,
-                 max_connections: int = 4, transport: httpx.BaseTransport | None = None):
+                 max_connections: int = 4, transport: httpx.BaseTransport | None = None,
+                 http2: bool = False):
         register_secret(api_key)
         self.api_url = api_url.rstrip("/")
         self.model = model
@@ -76,6 +77,7 @@ class DetectionClient:
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            http2=http2,
             headers={"User-Agent": f"streamer/{__version__}", "Accept-Encoding": ACCEPT_ENCODING},
             transport=transport,
         )

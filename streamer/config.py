@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from streamer.errors import ConfigError
-from streamer.redact import register_secret, register_url_secrets
+from streamer.redact import register_secret, register_url_secrets, url_for_display
 
 API_KEY_ENV = "ROBOFLOW_API_KEY"
 CREDENTIAL_NAME = "roboflow_api_key"  # systemd LoadCredential= name
@@ -206,7 +206,7 @@ class SourceConfig:
     queue_size: int = opt(1, _number(1, 64, integer=True))
     loop: bool = opt(False, _boolean)
     reconnect_initial_s: float = opt(0.5, _number(0, 60, lo_open=True))
-    reconnect_max_s: float = opt(5.0, _number(0, 3600, lo_open=True))
+    reconnect_max_s: float = opt(1.0, _number(0, 3600, lo_open=True))
     stall_timeout_s: float = opt(10.0, _number(0, 3600, lo_open=True))
 
 
@@ -227,6 +227,7 @@ class ApiConfig:
     timeout_s: float = opt(10.0, _number(0, 600, lo_open=True))
     backoff_initial_s: float = opt(0.5, _number(0, 60, lo_open=True))
     backoff_max_s: float = opt(30.0, _number(0, 3600, lo_open=True))
+    http2: bool = opt(False, _boolean)
     probe_after_failures: int = opt(3, _number(1, 1000, integer=True))
 
 
@@ -236,7 +237,12 @@ class InferenceConfig:
     overlap: float = opt(0.3, _fraction, "--overlap")
     classes: list = opt([], _string_list, "--classes")
     max_side: int = opt(640, _number(32, 8192, integer=True), "--max-side")
-    jpeg_quality: int = opt(80, _number(1, 100, integer=True))
+    jpeg_quality: int = opt(75, _number(1, 100, integer=True))
+    max_in_flight: int = opt(2, _number(1, 16, integer=True), "--max-in-flight")
+    max_fps: float | None = opt(2.0, _number(0, 1000, optional=True), "--max-fps")
+    min_change: float = opt(0.0, _number(0, 1), "--min-change")
+    budget_calls: int | None = opt(None, _number(1, 10**9, integer=True, optional=True))
+    budget_period: str = opt("hour", _choice("hour", "day"))
 
 
 @dataclass(frozen=True)
@@ -294,7 +300,13 @@ def _build(cls: type, data: dict, prefix: str, origin: dict[str, str]) -> Any:
             try:
                 values[name] = f.metadata["check"](data[name])
             except ValueError as exc:
-                shown = "***" if "api_key" in name and name != "api_key_file" else _show(data[name])
+                value = data[name]
+                if "api_key" in name and name != "api_key_file":
+                    shown = "***"
+                elif name == "uri" and isinstance(value, str):  # a camera URL may carry a password
+                    shown = _show(url_for_display(value))
+                else:
+                    shown = _show(value)
                 raise ConfigError(f"{path}: {exc}, got {shown}{origin_note(origin, path)}") from None
     return cls(**values)
 
@@ -366,9 +378,18 @@ def load(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None
             continue
         _set_path(data, dotted, value)
         origin[dotted] = flag_for(dotted) or dotted
+    source = data.get("source")
+    if isinstance(source, dict) and isinstance(source.get("uri"), str):
+        register_url_secrets(source["uri"])  # before checking it: an error may quote it
     config = _build(Config, data, "", origin)
     register_secret(config.api.api_key)
     register_url_secrets(config.source.uri)  # a camera password, wherever it turns up
+    out = config.output
+    if out.zmq_topic.startswith(out.zmq_status_topic) or out.zmq_status_topic.startswith(out.zmq_topic):
+        # ZeroMQ subscriptions match by prefix: one topic inside the other mixes the two feeds.
+        raise ConfigError(f"output.zmq_status_topic: {out.zmq_status_topic!r} and output.zmq_topic "
+                          f"{out.zmq_topic!r} must not be prefixes of each other (subscribers match topics "
+                          f"by prefix){origin_note(origin, 'output.zmq_status_topic')}; pick distinct names")
     for section, low, high in (("source", "reconnect_initial_s", "reconnect_max_s"),
                                ("api", "backoff_initial_s", "backoff_max_s")):
         part = getattr(config, section)

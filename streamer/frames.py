@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class Result:
     server_time_s: float | None = None
     inference_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # other top-level response fields
+    reused: bool = False  # the motion gate skipped the call: an earlier frame's predictions
 
 
 class DropOldestQueue(Generic[T]):
@@ -122,3 +124,66 @@ class Latest(Generic[T]):
     def get(self) -> tuple[int, T | None]:
         with self._lock:
             return self._version, self._value
+
+
+class NewestResults:
+    """Where request workers hand in results, newest wins.
+
+    A result may be held until a release time (its request's send time plus the usual
+    latency): with several requests in flight, answers that come back early then wait a
+    moment, so that results go out evenly spaced instead of with the network's jitter.
+    When a result is released, one for a frame older than (or the same as) the last one
+    released arrived late: it is counted, not kept.
+
+    The output loop takes released results in order with ``drain`` (a bounded backlog, so
+    nothing is lost between two of its passes) and the newest with ``latest``."""
+
+    def __init__(self, changed: threading.Event | None = None, backlog: int = 64):
+        self._lock = threading.Lock()
+        self._held: list = []  # heap of (release_at, seq, result)
+        self._seq = 0
+        self._backlog = backlog
+        self._latest = None
+        self._last_frame_id = -1
+        self._changed = changed
+        self.accepted = 0
+        self.late = 0
+
+    def offer(self, result, release_at: float = 0.0) -> bool:
+        """Hand in a result, to be released at ``release_at`` (monotonic; 0: at once).
+        False if it is already older than the last one released."""
+        with self._lock:
+            if result.frame_id <= self._last_frame_id:
+                self.late += 1
+                return False
+            self._seq += 1
+            heapq.heappush(self._held, (release_at, self._seq, result))
+            if len(self._held) > self._backlog:  # nobody is draining: keep the newest
+                self._held = heapq.nlargest(self._backlog, self._held, key=lambda item: item[2].frame_id)
+                heapq.heapify(self._held)
+        if self._changed is not None:
+            self._changed.set()
+        return True
+
+    def next_release(self) -> float | None:
+        with self._lock:
+            return self._held[0][0] if self._held else None
+
+    def drain(self, now: float = float("inf")) -> list:
+        """The results due by ``now``, in release order, newest-wins applied."""
+        out = []
+        with self._lock:
+            while self._held and self._held[0][0] <= now:
+                _, _, result = heapq.heappop(self._held)
+                if result.frame_id <= self._last_frame_id:
+                    self.late += 1
+                    continue
+                self._last_frame_id = result.frame_id
+                self._latest = result
+                self.accepted += 1
+                out.append(result)
+        return out
+
+    def latest(self):
+        with self._lock:
+            return self._latest

@@ -1,8 +1,16 @@
-"""The inference worker: newest frame -> resize, encode, POST -> result in original pixels."""
+"""The inference worker: newest frame -> resize, encode, POST -> result in original pixels.
+
+A dispatcher thread decides when the next request goes out (pacing by latency, max_fps,
+the circuit breaker, Retry-After, the call budget and the motion gate) and takes the newest
+frame at that moment; request threads, up to max_in_flight of them busy at once, do the
+work and hand results in to ``NewestResults``, where a late one is counted and dropped.
+"""
 
 from __future__ import annotations
 
 import logging
+import dataclasses
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -11,8 +19,9 @@ from streamer.backoff import Backoff, FaultLog
 from streamer.breaker import CircuitBreaker
 from streamer.client import DetectionClient
 from streamer.errors import ApiBadRequest, ApiFatalError, ApiMalformedResponse, ApiTransientError
-from streamer.frames import DropOldestQueue, Frame, Latest, Result
+from streamer.frames import DropOldestQueue, Frame, NewestResults, Result
 from streamer.imaging import prepare_upload, scale_predictions
+from streamer.pacing import CallBudget, MotionGate, Pacing
 from streamer.predictions import Parsed, filter_classes
 from streamer.stats import Stats
 
@@ -22,8 +31,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class InferenceSettings:
     max_side: int = 640
-    jpeg_quality: int = 80
+    jpeg_quality: int = 75
     classes: tuple[str, ...] = ()
+    max_in_flight: int = 1
+    max_fps: float | None = None  # None: no cap
+    min_change: float = 0.0  # 0: the motion gate is off
+    budget_calls: int | None = None
+    budget_period: str = "hour"
 
 
 def make_result(frame: Frame, parsed: Parsed, upload, model: str, sent_at: float,
@@ -45,18 +59,19 @@ def make_result(frame: Frame, parsed: Parsed, upload, model: str, sent_at: float
 
 
 class InferenceWorker:
-    """Thread ``streamer.inference``: one request at a time, always on the newest frame.
+    """Threads ``streamer.inference`` (the dispatcher) and ``streamer.request-N``.
 
+    Each request takes the newest frame at the moment it is sent, never one already sent.
     400s and malformed answers skip the frame; 429/5xx/timeouts/refused connections go
     through a circuit breaker (see ``breaker``): Retry-After is always honoured, and after
-    a few failures in a row one probe is sent per backoff interval until the API answers.
-    401/402/403/404/423 record a fatal error and set the stop event.
+    a few failures in a row one probe at a time is sent per backoff interval until the API
+    answers.  401/402/403/404/423 record a fatal error and set the stop event.
     """
 
-    def __init__(self, queue: DropOldestQueue[Frame], client: DetectionClient, results: Latest[Result],
+    def __init__(self, queue_: DropOldestQueue[Frame], client: DetectionClient, results: NewestResults,
                  stats: Stats, stop: threading.Event, settings: InferenceSettings,
                  backoff: Backoff | None = None, failures_to_open: int = 3):
-        self.queue = queue
+        self.queue = queue_
         self.client = client
         self.results = results
         self.stats = stats
@@ -64,75 +79,183 @@ class InferenceWorker:
         self.settings = settings
         self.backoff = backoff or Backoff(0.5, 30.0)
         self.breaker = CircuitBreaker(self.backoff, failures_to_open)
+        self.pacing = Pacing(settings.max_in_flight, settings.max_fps)
+        self.budget = CallBudget(settings.budget_calls, settings.budget_period)
+        self.gate = MotionGate(settings.min_change)
         self._refusal_backoff = Backoff(self.backoff.initial_s, self.backoff.max_s)
         self.error: BaseException | None = None
         self.finished_frames = 0  # frames taken from the queue and fully handled
-        self.pause_until = 0.0  # monotonic end of a backoff pause in progress, else 0
+        self.pause_until = 0.0  # monotonic end of a pause (backoff, Retry-After), else 0
         self._faults = FaultLog(log, f"API {client.endpoint}")
         self._skips = FaultLog(log, "API refused a frame", action="frame skipped")
         self._refused_in_row = 0
         # After this many refused frames in a row the next ones are paced by the backoff:
         # a 400 that every frame gets (e.g. a missing key) must not hammer the API.
         self.refusals_before_backoff = 3
-        self._thread = threading.Thread(target=self._run, name="streamer.inference", daemon=True)
+        self._lock = threading.Condition()  # guards the counts below and the breaker
+        self._in_flight = 0
+        self._last_result: Result | None = None
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._dispatch, name="streamer.inference", daemon=True)]
+        self._threads += [threading.Thread(target=self._serve, name=f"streamer.request-{i + 1}", daemon=True)
+                          for i in range(settings.max_in_flight)]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def idle(self) -> bool:
         """No frame waiting and none being handled (the queue counts what it handed out)."""
-        return self.queue.pending() == 0 and self.queue.taken == self.finished_frames
+        with self._lock:
+            return self.queue.pending() == 0 and self.queue.taken == self.finished_frames
 
     def paused_beyond_backoff(self) -> bool:
         """Pausing longer than our own backoff cap: a server's long Retry-After."""
         return self.pause_until - time.monotonic() > self.backoff.max_s
 
     def join(self, timeout: float) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
-    def _run(self) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        if not isinstance(exc, ApiFatalError):
+            log.error("inference stopped by an unexpected error", exc_info=exc)
+        if self.error is None:
+            self.error = exc
+        self.stop.set()
+
+    # --- the dispatcher ---
+
+    def _dispatch(self) -> None:
+        cpu_start = time.thread_time()
         try:
             while not self.stop.is_set():
-                frame = self.queue.get_newest(timeout=0.2)
-                if frame is None:
+                self.stats.dispatch_cpu_s = time.thread_time() - cpu_start
+                wait_s = self._wait_s()
+                if wait_s is not None and wait_s > 0:
+                    with self._lock:
+                        self._lock.wait(min(wait_s, 0.2))
                     continue
+                if wait_s is None:  # at capacity: woken when a request ends
+                    with self._lock:
+                        self._lock.wait(0.2)
+                    continue
+                frame = self.queue.get_newest(timeout=0.2)
+                if frame is not None:
+                    self._send(frame)
+        except BaseException as exc:  # fail fast: record, stop everything
+            self._fail(exc)
+
+    def _wait_s(self) -> float | None:
+        """Seconds until a request may go out (0: now), None while at capacity."""
+        now = time.monotonic()
+        with self._lock:
+            in_flight = self._in_flight
+            if self.pause_until > now:
+                return self.pause_until - now
+            if self.breaker.is_open and in_flight:
+                return None  # one probe at a time while the API is down
+            return self.pacing.wait_s(in_flight)
+
+    def _send(self, frame: Frame) -> None:
+        if self.budget.exhausted():  # the call this slot would have made is skipped
+            with self._lock:
+                self.finished_frames += 1
+                self.pacing.sent()
+                self.stats.skipped_budget += 1
+            return
+        if not self.gate.worth_sending(frame.image):
+            self._reuse(frame)
+            return
+        self.gate.sent(frame.image)
+        self.budget.spend()
+        with self._lock:
+            self._in_flight += 1
+            self.pacing.sent()
+        self._work.put(frame)
+
+    def _reuse(self, frame: Frame) -> None:
+        """The frame hardly differs from the last one sent: republish that one's result."""
+        with self._lock:
+            self.finished_frames += 1
+            self.pacing.sent()
+            self.stats.skipped_no_change += 1
+            last = self._last_result
+        if last is None:
+            return
+        predictions = last.predictions
+        if (last.width, last.height) != (frame.width, frame.height) and isinstance(predictions, list):
+            predictions = scale_predictions(predictions, frame.width / last.width, frame.height / last.height)
+        self.results.offer(dataclasses.replace(
+            last, frame_id=frame.frame_id, captured_at=frame.captured_at, captured_mono=frame.captured_mono,
+            width=frame.width, height=frame.height, predictions=predictions, reused=True))
+
+    # --- the request threads ---
+
+    def _serve(self) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    frame = self._work.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                pause_s = 0.0
                 try:
                     pause_s = self._infer(frame)
                 finally:
-                    self.finished_frames += 1
-                if pause_s:
-                    # The next frame taken after the pause is the newest one.
-                    self.pause_until = time.monotonic() + pause_s
-                    self.stop.wait(pause_s)
-                    self.pause_until = 0.0
-        except ApiFatalError as exc:
-            self.error = exc
-            self.stop.set()
-        except BaseException as exc:  # fail fast: record, stop everything
-            log.exception("inference stopped by an unexpected error")
-            self.error = exc
-            self.stop.set()
+                    with self._lock:
+                        self._in_flight -= 1
+                        self.finished_frames += 1
+                        if pause_s:
+                            self.pause_until = max(self.pause_until, time.monotonic() + pause_s)
+                        self._lock.notify_all()
+        except BaseException as exc:  # ApiFatalError, or a bug: record, stop everything
+            self._fail(exc)
 
     def _infer(self, frame: Frame) -> float:
-        """Handle one frame; the seconds to pause before the next (0 after a success)."""
+        """Handle one frame; the seconds to pause before the next request (0 after a success)."""
         settings = self.settings
+        cpu_started = time.thread_time()
         upload = prepare_upload(frame.image, settings.max_side, settings.jpeg_quality)
-        sent_at = time.time()
-        self.stats.requests += 1
-        self.breaker.before_request()
+        sent_at, sent_mono = time.time(), time.monotonic()
+        with self._lock:
+            self.stats.requests += 1
+            self.stats.bytes_sent += len(upload.body)
+            self.breaker.before_request()
         try:
             parsed = self.client.infer(upload.body)
         except ApiTransientError as exc:
-            return self._transient(exc)
+            with self._lock:
+                return self._transient(exc)
         except (ApiMalformedResponse, ApiBadRequest) as exc:
-            return self._refused(exc)
+            with self._lock:
+                return self._refused(exc)
+        finally:
+            self.stats.add_request_cpu(time.thread_time() - cpu_started)
         received_at = time.time()
-        self.stats.last_api_answer_mono = time.monotonic()
         result = make_result(frame, parsed, upload, self.client.model, sent_at, received_at, settings.classes)
-        self.results.set(result)
-        self.stats.results += 1
+        with self._lock:
+            usual_s = self.pacing.latency_s  # before this answer joins the estimate
+            self._succeeded(result, time.monotonic() - sent_mono)
+        release_at = 0.0
+        if settings.max_in_flight > 1 and usual_s is not None:
+            # An early answer waits until the usual latency has passed (holding it by at most
+            # half its own latency), so that results go out at the even pace they were sent at.
+            release_at = sent_mono + min(usual_s, 1.5 * (time.monotonic() - sent_mono))
+        self.results.offer(result, release_at)
         self.stats.inference_rate.tick()
+        return 0.0
+
+    def _succeeded(self, result: Result, latency_s: float) -> None:
+        """Bookkeeping after an answer (the lock is held)."""
+        self.stats.last_api_answer_mono = time.monotonic()
+        self.stats.results += 1
+        self.stats.request_latency.add(latency_s)
+        self.pacing.record_latency(latency_s)
+        if self._last_result is None or result.frame_id > self._last_result.frame_id:
+            self._last_result = result
         self._refused_in_row = 0
         self._refusal_backoff.reset()
         self._skips.recovered()
@@ -141,10 +264,10 @@ class InferenceWorker:
             log.info("API %s answers again after %.1f s down", self.client.endpoint, down_for)
         self.stats.api_state, self.stats.api_down_since = "ok", None
         self._faults.recovered()
-        return 0.0
 
     def _transient(self, exc: ApiTransientError) -> float:
-        """429, 5xx, a timeout or no connection: count it and ask the breaker how long to wait."""
+        """429, 5xx, a timeout or no connection: count it and ask the breaker how long to wait
+        (the lock is held)."""
         self.stats.transient_errors += 1
         self.stats.count_failure(exc.kind)
         self._faults.fault(str(exc))
@@ -168,7 +291,7 @@ class InferenceWorker:
         return delay
 
     def _refused(self, exc: ApiMalformedResponse | ApiBadRequest) -> float:
-        """A 400 or an answer that is not a valid response: skip this frame."""
+        """A 400 or an answer that is not a valid response: skip this frame (the lock is held)."""
         self.stats.last_api_answer_mono = time.monotonic()
         if isinstance(exc, ApiMalformedResponse):
             self.stats.malformed += 1
@@ -178,6 +301,9 @@ class InferenceWorker:
             self.stats.count_failure(f"http {exc.status}" if exc.status else "bad request")
         self._skips.fault(str(exc))
         self._refused_in_row += 1
+        delay = 0.0
         if self._refused_in_row >= self.refusals_before_backoff:
-            return self._refusal_backoff.next_delay()
-        return 0.0
+            delay = self._refusal_backoff.next_delay()
+        if self.breaker.is_open:  # a probe got a broken answer: the breaker stays open, paced
+            delay = max(delay, self.backoff.next_delay())
+        return delay

@@ -25,10 +25,17 @@ def make_client(config: Config, api_key: str | None, max_connections: int = 4) -
     if not config.api.model:
         raise ConfigError("api.model: not set; pass --model PROJECT/VERSION (e.g. hard-hat-sample/2) "
                           "or set api.model in the config file")
+    if config.api.http2:
+        try:
+            import h2  # noqa: F401  (httpx needs it for HTTP/2)
+        except ImportError:
+            raise ConfigError("api.http2: true needs the h2 package; pip install 'httpx[http2]' "
+                              "or set api.http2: false") from None
     return DetectionClient(config.api.url, config.api.model, api_key,
                            confidence=config.inference.confidence, overlap=config.inference.overlap,
                            connect_timeout_s=config.api.connect_timeout_s, timeout_s=config.api.timeout_s,
-                           max_connections=max_connections)
+                           max_connections=max(max_connections, config.inference.max_in_flight),
+                           http2=config.api.http2)
 
 
 def _outputs(config: Config, source) -> Outputs:
@@ -68,10 +75,15 @@ def run_pipeline(config: Config, stop: threading.Event) -> int:
     except Exception:
         client.close()
         raise
-    log.info("source %s -> %s (confidence %.2f, max side %d px)", source.name,
-             url_for_display(client.endpoint), config.inference.confidence, config.inference.max_side)
-    settings = InferenceSettings(config.inference.max_side, config.inference.jpeg_quality,
-                                 tuple(config.inference.classes))
+    log.info("source %s -> %s (confidence %.2f, max side %d px, up to %d in flight, %s)", source.name,
+             url_for_display(client.endpoint), config.inference.confidence, config.inference.max_side,
+             config.inference.max_in_flight,
+             f"at most {config.inference.max_fps:g} calls/s" if config.inference.max_fps else "no call rate cap")
+    inf = config.inference
+    settings = InferenceSettings(inf.max_side, inf.jpeg_quality, tuple(inf.classes),
+                                 max_in_flight=inf.max_in_flight, max_fps=inf.max_fps or None,
+                                 min_change=inf.min_change, budget_calls=inf.budget_calls,
+                                 budget_period=inf.budget_period)
     pipeline = Pipeline(
         source, client, outputs, settings, stop,
         queue_size=config.source.queue_size, loop=config.source.loop, duration_s=config.duration_s,

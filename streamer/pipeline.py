@@ -17,7 +17,7 @@ from streamer.capture import CaptureWorker
 from streamer.client import DetectionClient
 from streamer.display import Window
 from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError
-from streamer.frames import DropOldestQueue, Frame, Latest, Result
+from streamer.frames import DropOldestQueue, Frame, Latest, NewestResults, Result
 from streamer.imaging import scale_predictions
 from streamer.inference import InferenceSettings, InferenceWorker
 from streamer.notify import SystemdNotifier
@@ -68,15 +68,14 @@ class Pipeline:
         self._changed = threading.Event()  # set on every new frame or result
         self.queue: DropOldestQueue[Frame] = DropOldestQueue(queue_size)
         self.latest_frame: Latest[Frame] = Latest(self._changed)
-        self.latest_result: Latest[Result] = Latest(self._changed)
+        self.results = NewestResults(self._changed)
         self.capture = CaptureWorker(source, self.queue, self.latest_frame, self.stats, stop,
                                      loop=loop, backoff=source_backoff, stall_timeout_s=sup.stall_timeout_s,
                                      open_timeout_s=sup.open_timeout_s)
-        self.inference = InferenceWorker(self.queue, client, self.latest_result, self.stats, stop,
+        self.inference = InferenceWorker(self.queue, client, self.results, self.stats, stop,
                                          settings, backoff=api_backoff,
                                          failures_to_open=sup.probe_after_failures)
         self.user_quit = False
-        self._published_version = 0
         self._last_heartbeat = self._last_watchdog = float("-inf")
 
     def run(self) -> int:
@@ -100,17 +99,22 @@ class Pipeline:
         return EXIT_OK
 
     def _output_loop(self) -> None:
+        cpu_start = time.thread_time()
         started = last_status = time.monotonic()
         shown_frame = 0
         window = self.outputs.window
         while not self.stop.is_set():
-            self._changed.wait(0.02 if window else 0.1)
+            timeout = 0.02 if window else 0.1
+            release = self.results.next_release()
+            if release is not None:
+                timeout = min(timeout, max(0.0005, release - time.monotonic()))
+            self._changed.wait(timeout)
             self._changed.clear()
             now = time.monotonic()
-            version, result = self.latest_result.get()
-            if version != self._published_version and result is not None:
-                self._published_version = version
-                self._publish(result)
+            for fresh in self.results.drain(now):
+                self._publish(fresh)
+            self.stats.late_results = self.results.late
+            result = self.results.latest()
             frame_version, frame = self.latest_frame.get()
             if frame is not None and frame_version != shown_frame:
                 shown_frame = frame_version
@@ -124,11 +128,14 @@ class Pipeline:
             if self.capture.finished.is_set() and self._nothing_left_to_infer():
                 break
             self.capture.check_stall(now)
+            self.stats.output_cpu_s = time.thread_time() - cpu_start
             self._tell_outside(result, now)
             if now - last_status >= self.supervision.status_interval_s:
                 last_status = now
                 line = self.status_line(result, now)
                 log.info("%s", line)
+                if len(self.stats.request_latency):
+                    log.info("latency: %s", self.stats.latency_text())
                 if self.notifier is not None:
                     self.notifier.status(line)
 
@@ -182,19 +189,21 @@ class Pipeline:
         return self.stats.line(self.queue.dropped, age_ms)
 
     def _publish_last(self) -> None:
-        """A result that arrived after the output loop's last pass is still published."""
-        version, result = self.latest_result.get()
-        if version != self._published_version and result is not None:
-            self._published_version = version
-            try:
+        """Results that arrived after the output loop's last pass are still published."""
+        try:
+            for result in self.results.drain():
                 self._publish(result)
-            except Exception:  # a sink failing at exit must not hide the real exit status
-                log.exception("could not publish the last result")
+        except Exception:  # a sink failing at exit must not hide the real exit status
+            log.exception("could not publish the last results")
+        self.stats.late_results = self.results.late
 
     def _publish(self, result: Result) -> None:
+        published_at = time.time()
+        if not result.reused:
+            self.stats.result_age.add(published_at - result.captured_at)
         if not self.outputs.sinks:
             return
-        payload = encode_message(result_message(result))
+        payload = encode_message(result_message(result, published_at))
         for sink in self.outputs.sinks:
             sink.send(payload)
         self.stats.published += 1
@@ -232,7 +241,7 @@ class Pipeline:
             # the process exits without waiting for them.
             log.debug("threads still finishing a bounded call at exit: %s", ", ".join(stragglers))
         try:
-            self._heartbeat("stopped", self.latest_result.get()[1], time.monotonic())
+            self._heartbeat("stopped", self.results.latest(), time.monotonic())
         except Exception:  # a sink failing at exit must not hide the real exit status
             log.exception("could not send the last heartbeat")
         for closer in (self.outputs.window, self.outputs.recorder, *self.outputs.sinks, self.notifier):
@@ -247,3 +256,7 @@ class Pipeline:
                  s.frames_read, self.queue.dropped, s.source_reconnects, s.source_stalls, s.requests,
                  s.results, s.published, s.transient_errors, s.skipped_bad_request, s.malformed,
                  f" ({s.failures_text()})" if s.api_failures else "")
+        log.info("%s; %d late results dropped; %.0f bytes uploaded a call",
+                 s.calls_text(), s.late_results, s.bytes_sent / s.requests if s.requests else 0)
+        if len(s.request_latency):
+            log.info("latency at exit: %s", s.latency_text())

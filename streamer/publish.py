@@ -59,6 +59,7 @@ def result_message(result: Result, published_at: float | None = None) -> dict[st
         "model": result.model,
         "inference_id": result.inference_id,
         "server_time": result.server_time_s,
+        "reused": result.reused,
         "predictions": result.predictions,
     }
     for key, value in result.extra.items():

@@ -35,6 +35,37 @@ class RateMeter:
             return (len(self._times) - 1) / span if span > 0 else 0.0
 
 
+class Percentiles:
+    """p50 and p95 over the last ``size`` samples (a rolling window, bounded memory)."""
+
+    def __init__(self, size: int = 500):
+        self._samples: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._samples.append(value)
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def quantiles(self) -> tuple[float, float] | None:
+        """(p50, p95), or None before the first sample."""
+        with self._lock:
+            ordered = sorted(self._samples)
+        if not ordered:
+            return None
+
+        def at(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+        return at(0.5), at(0.95)
+
+
+def _ms(pair: tuple[float, float] | None) -> str:
+    return "-" if pair is None else f"p50 {pair[0] * 1000:.0f} ms, p95 {pair[1] * 1000:.0f} ms"
+
+
 class Stats:
     """Plain counters (each written by one thread) and the rates of capture and inference."""
 
@@ -58,6 +89,36 @@ class Stats:
         self.last_api_answer_mono: float | None = None  # any HTTP answer, even an error status
         self.api_quiet_until = 0.0  # monotonic end of a wait the API asked for (Retry-After)
         self.published = 0
+        self.skipped_no_change = 0  # calls the motion gate skipped (the last result republished)
+        self.skipped_budget = 0  # calls not made because the call budget was spent
+        self.late_results = 0  # results for a frame older than one already published: dropped
+        self.bytes_sent = 0  # request bodies, base64 JPEG
+        self.request_cpu_s = 0.0  # CPU of the request threads: resize, encode, HTTP, parse
+        # CPU seconds of the other threads, each written by its own thread
+        self.capture_cpu_s = 0.0
+        self.dispatch_cpu_s = 0.0
+        self.output_cpu_s = 0.0
+        self.request_latency = Percentiles()  # seconds from sending a request to its answer
+        self.result_age = Percentiles()  # seconds from capture to publish, of fresh results
+        self._cpu_lock = threading.Lock()
+
+    def add_request_cpu(self, seconds: float) -> None:
+        with self._cpu_lock:
+            self.request_cpu_s += seconds
+
+    def calls_text(self) -> str:
+        """e.g. "calls 120, skipped 30 (no change 25, budget 5)"."""
+        skipped = self.skipped_no_change + self.skipped_budget
+        text = f"calls {self.requests}"
+        if skipped:
+            reasons = [f"{name} {n}" for name, n in (("no change", self.skipped_no_change),
+                                                       ("budget", self.skipped_budget)) if n]
+            text += f", skipped {skipped} ({', '.join(reasons)})"
+        return text
+
+    def latency_text(self) -> str:
+        return (f"result age {_ms(self.result_age.quantiles())} | "
+                f"request latency {_ms(self.request_latency.quantiles())}")
 
     def count_failure(self, kind: str) -> None:
         self.api_failures[kind] = self.api_failures.get(kind, 0) + 1
@@ -77,7 +138,7 @@ class Stats:
         age = "-" if age_ms is None else f"{age_ms:.0f} ms"
         failed = self.transient_errors + self.skipped_bad_request + self.malformed
         text = (f"capture {self.capture_rate.rate():.1f} fps | inference {self.inference_rate.rate():.1f} fps"
-                f" | result age {age} | dropped {dropped} | failed {failed}")
+                f" | result age {age} | {self.calls_text()} | dropped {dropped} | failed {failed}")
         if self.source_state not in ("open", "ended"):
             text += f" | source {self.source_state}"
         if self.api_state in ("failing", "down"):
@@ -90,6 +151,10 @@ class Stats:
             "frames_read": self.frames_read, "frames_dropped": dropped,
             "source_reconnects": self.source_reconnects, "source_stalls": self.source_stalls,
             "requests": self.requests, "results": self.results, "published": self.published,
+            "late_results": self.late_results, "skipped_no_change": self.skipped_no_change,
+            "skipped_budget": self.skipped_budget, "bytes_sent": self.bytes_sent,
+            "request_cpu_s": round(self.request_cpu_s, 3), "dispatch_cpu_s": round(self.dispatch_cpu_s, 3),
+            "output_cpu_s": round(self.output_cpu_s, 3), "capture_cpu_s": round(self.capture_cpu_s, 3),
             "api_transient_errors": self.transient_errors, "api_skipped_bad_request": self.skipped_bad_request,
             "api_malformed": self.malformed, "api_failures": dict(self.api_failures),
         }

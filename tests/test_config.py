@@ -57,6 +57,8 @@ def test_webcam_index_may_be_written_as_a_number(tmp_path):
 
 
 BAD = [
+    ("output:\n  zmq_topic: s\n", "output.zmq_status_topic", "prefix"),
+    ("output:\n  zmq_status_topic: detections-status\n", "output.zmq_status_topic", "prefix"),
     # (file text, the key path the one-line error must name, a word from the reason)
     ("inference:\n  confidence: 1.5\n", "inference.confidence", "fraction"),
     ("inference:\n  confidence: 40\n", "inference.confidence", "0.4"),

@@ -14,64 +14,19 @@ import time
 import cv2
 import numpy as np
 import pytest
-import zmq
 
 from conftest import Subscriber, free_port
-from streamer.backoff import Backoff
+from support.running import Running, streamer_threads, wait_until
 from streamer.client import DetectionClient
 from streamer.inference import InferenceSettings
 from streamer.overlay import status_band_height
-from streamer.pipeline import Outputs, Pipeline, Supervision
+from streamer.pipeline import Outputs, Pipeline
 from streamer.publish import Recorder, ZmqPublisher
 from streamer.server import ApiServer, Fault
 from streamer.sources import SyntheticSource
 
 BACKOFF_MAX_S = 1.0
 CLIENT_TIMEOUT_S = 0.8
-
-
-def wait_until(condition, timeout_s: float, step_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step_s)
-    return condition()
-
-
-class Running:
-    """A Pipeline run on a background thread (it has no window, so any thread will do)."""
-
-    def __init__(self, api_url: str, outputs: Outputs | None = None, **supervision):
-        self.stop = threading.Event()
-        self.client = DetectionClient(api_url, "synthetic/1", None, timeout_s=CLIENT_TIMEOUT_S,
-                                      connect_timeout_s=0.5)
-        source = SyntheticSource(640, 360, 30.0, self.stop)
-        self.pipeline = Pipeline(source, self.client, outputs or Outputs(), InferenceSettings(), self.stop,
-                                 supervision=Supervision(heartbeat_s=0.5, **supervision),
-                                 api_backoff=Backoff(0.2, BACKOFF_MAX_S))
-        self.stats = self.pipeline.stats
-        self.codes: list[int] = []
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, name="test.pipeline")
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.codes.append(self.pipeline.run())
-        except BaseException as exc:  # the test asserts there was none
-            self.errors.append(exc)
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.client.close()
-        assert not self.thread.is_alive()
-        assert self.errors == [] and self.codes == [0]
-
-
-def streamer_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("streamer.") and t.name != "streamer.server"]
 
 
 PHASES = [
@@ -175,31 +130,6 @@ def check_stale_marks(recording) -> None:
     cap.release()
     assert frames > 30 * 10  # the walk takes well over 10 s; the preview never stopped
     assert 0 < stale < frames  # marked while the API was down, and not all the time
-
-
-def test_a_subscriber_that_is_slow_or_gone_never_slows_the_pipeline():
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    ctx = zmq.Context()
-    slow = ctx.socket(zmq.SUB)
-    slow.setsockopt(zmq.RCVHWM, 1)
-    slow.setsockopt(zmq.SUBSCRIBE, b"")
-    slow.setsockopt(zmq.LINGER, 0)
-    slow.connect(endpoint)  # connected and never reading
-    publisher = ZmqPublisher(endpoint, sndhwm=2)
-    big = json.dumps({"pad": "x" * 200_000}).encode()
-    started = time.monotonic()
-    for _ in range(2000):
-        publisher.send(big)
-    elapsed = time.monotonic() - started
-    slow.close(0)  # the subscriber goes away
-    for _ in range(100):
-        publisher.send(big)
-    publisher.close()
-    publisher.close()  # safe twice
-    ctx.term()
-    # 2000 sends of 200 kB to a subscriber that reads nothing: PUB drops what its
-    # high-water mark cannot hold instead of waiting, so this takes well under a second.
-    assert elapsed < 10
 
 
 @pytest.mark.parametrize("size", [(640, 360), (320, 240)])

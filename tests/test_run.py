@@ -17,7 +17,9 @@ SCENE = SyntheticScene(1280, 720, 30.0)
 
 
 def run_args(api_url, *extra):
-    return ["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", api_url, "--headless", *extra]
+    # --max-fps 30: the local API costs nothing, and these tests count on results coming fast.
+    return ["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", api_url, "--headless",
+            "--max-fps", "30", *extra]
 
 
 def assert_matches_truth(message, scene=SCENE):
@@ -130,7 +132,7 @@ def test_video_file_source_plays_and_ends_by_itself(api_server, spawn, tmp_path)
     clip = write_clip(tmp_path / "clip.avi", scene, 60)
     started = time.monotonic()
     run = spawn(["run", "--source", str(clip), "--model", "synthetic/1", "--api-url", api_server.url,
-                 "--headless", "--jsonl", "out.jsonl", "--record", "annotated.avi"])
+                 "--headless", "--jsonl", "out.jsonl", "--record", "annotated.avi", "--max-fps", "30"])
     assert run.wait(30) == 0, run.stderr
     assert time.monotonic() - started >= 2.7  # 60 frames at 20 fps: played like a camera, not at once
     lines = (tmp_path / "out.jsonl").read_text().splitlines()

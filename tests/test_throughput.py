@@ -1,0 +1,146 @@
+"""Several requests in flight, newest result wins, max_fps, the motion gate and the call budget,
+checked as behaviour against a real local API (speed itself is measured by bench/throughput.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import zmq
+
+from conftest import Subscriber, free_port
+from streamer.inference import InferenceSettings
+from streamer.pipeline import Outputs
+from streamer.publish import ZmqPublisher
+from streamer.server import ApiServer
+from streamer.sources import SyntheticSource
+from support.running import Running, streamer_threads, wait_until
+
+
+def collect_detections(sub: Subscriber, seconds: float) -> list[dict]:
+    return [json.loads(m[1]) for m in sub.collect(10_000, timeout_s=seconds)]
+
+
+def joined_pair(endpoint: str) -> tuple[ZmqPublisher, Subscriber]:
+    """A publisher and a subscriber whose subscription has arrived (no slow-joiner loss)."""
+    publisher, sub = ZmqPublisher(endpoint), Subscriber(endpoint, b"")
+    assert wait_until(lambda: publisher.send(b"{}", topic="sync") and sub.recv(0.05) is not None, 5)
+    sub.sock.setsockopt(zmq.UNSUBSCRIBE, b"")
+    sub.sock.setsockopt(zmq.SUBSCRIBE, b"detections")
+    while sub.recv(0.05) is not None:
+        pass
+    return publisher, sub
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_never_more_than_n_requests_in_flight_and_results_only_move_forward(n):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with ApiServer("127.0.0.1", 0, latency_ms=200, jitter=0.1) as server:
+        sub = Subscriber(endpoint)
+        run = Running(server.url, Outputs(sinks=(ZmqPublisher(endpoint),)),
+                      settings=InferenceSettings(max_in_flight=n), client_timeout_s=5)
+        try:
+            messages = collect_detections(sub, 6)
+        finally:
+            run.finish()
+            sub.close()
+    stats = run.stats
+    assert server.max_in_flight_seen <= n
+    if n > 1:
+        assert server.max_in_flight_seen >= 2  # it did overlap requests
+    ids = [m["frame_id"] for m in messages]
+    assert len(ids) >= 5 and ids == sorted(set(ids))  # strictly increasing: never an older result
+    # Every answer was published or counted as late, except those still in flight at the stop
+    # (at most n), which arrive after the last publishing pass.
+    assert stats.published + stats.late_results <= stats.results <= stats.published + stats.late_results + n
+    assert stats.requests == sum(server.counts.values())
+    assert all(m["sent_at"] >= m["captured_at"] and m["received_at"] >= m["sent_at"]
+               and m["published_at"] >= m["received_at"] and m["reused"] is False for m in messages)
+    assert streamer_threads() == []
+
+
+def test_each_request_takes_a_frame_never_sent_before():
+    with ApiServer("127.0.0.1", 0, latency_ms=150) as server:
+        run = Running(server.url, settings=InferenceSettings(max_in_flight=8))
+        try:
+            assert wait_until(lambda: run.stats.requests >= 30, 20)
+        finally:
+            run.finish()
+    # Frames are taken from the queue: as many frames were taken as requests were made,
+    # and never more requests than frames read.
+    assert run.pipeline.queue.taken == run.stats.requests
+    assert run.stats.requests <= run.stats.frames_read
+
+
+def test_max_fps_caps_the_calls_a_second():
+    with ApiServer("127.0.0.1", 0, latency_ms=20) as server:
+        run = Running(server.url, settings=InferenceSettings(max_in_flight=4, max_fps=4.0))
+        try:
+            assert wait_until(lambda: run.stats.requests >= 2, 10)
+            start = run.stats.requests
+            wait_until(lambda: False, 3.0)  # three seconds of a source at 30 fps
+            made = run.stats.requests - start
+        finally:
+            run.finish()
+    assert 6 <= made <= 4 * 3 + 2, made  # about 12: capped, though 30 frames a second were there
+
+
+def test_motion_gate_republishes_the_last_result_for_a_still_scene_and_calls_for_a_moving_one():
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with ApiServer("127.0.0.1", 0) as server:
+        publisher, sub = joined_pair(endpoint)
+        # A still scene renders identical frames (change 0); the moving one changes about 0.006
+        # between frames 3 apart (one call slot at 10 calls a second).
+        settings = InferenceSettings(max_in_flight=2, max_fps=10.0, min_change=0.003)
+        run = Running(server.url, Outputs(sinks=(publisher,)), settings=settings,
+                      source=SyntheticSource(640, 360, 30.0, moving=False))
+        try:
+            messages = collect_detections(sub, 4)
+        finally:
+            run.finish()
+            sub.close()
+        still_calls = sum(server.counts.values())
+    reused = [m for m in messages if m["reused"]]
+    assert still_calls <= 2  # the first frame, maybe one more before its answer set the baseline
+    assert len(reused) >= 15 and run.stats.skipped_no_change >= 15
+    fresh = [m for m in messages if not m["reused"]]
+    assert fresh and all(m["predictions"] == fresh[-1]["predictions"] for m in reused[-5:])
+    assert all(m["frame_id"] > fresh[0]["frame_id"] for m in reused)  # a new frame id, the old boxes
+    assert "skipped" in run.pipeline.status_line(None, 0.0) and "no change" in run.pipeline.status_line(None, 0.0)
+
+    with ApiServer("127.0.0.1", 0) as server:
+        run = Running(server.url, settings=settings, source=SyntheticSource(640, 360, 30.0, moving=True))
+        try:
+            assert wait_until(lambda: run.stats.requests >= 10, 10)
+        finally:
+            run.finish()
+    assert run.stats.skipped_no_change < run.stats.requests  # the shapes move: most frames are sent
+
+
+def test_call_budget_stops_calls_warns_once_and_keeps_the_preview_running(caplog):
+    with ApiServer("127.0.0.1", 0) as server, caplog.at_level(logging.WARNING, logger="streamer.pacing"):
+        run = Running(server.url, settings=InferenceSettings(max_in_flight=2, max_fps=20.0, budget_calls=5))
+        try:
+            assert wait_until(lambda: run.stats.skipped_budget >= 10, 10)
+            frames_then = run.stats.frames_read
+            assert wait_until(lambda: run.stats.frames_read > frames_then + 10, 5)  # the source goes on
+        finally:
+            run.finish()
+    assert sum(server.counts.values()) == 5 and run.stats.requests == 5
+    warnings = [r for r in caplog.records if "call budget spent" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "budget" in run.stats.calls_text()
+
+
+@pytest.mark.parametrize("flag, value, key", [
+    ("--max-in-flight", "0", "inference.max_in_flight"),
+    ("--max-in-flight", "17", "inference.max_in_flight"),
+    ("--max-fps", "-1", "inference.max_fps"),
+    ("--min-change", "1.5", "inference.min_change"),
+])
+def test_rate_flags_are_checked(spawn, flag, value, key):
+    run = spawn(["run", "--source", "synthetic", "--model", "a/1", flag, value])
+    assert run.wait(20) == 2
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: {key}:") and f"(from {flag})" in lines[-1]
