@@ -127,11 +127,13 @@ def run_streamer(url: str, n: int, seconds: float, tmp: Path) -> dict:
                                 stdout=subprocess.DEVNULL, stderr=log_file, cwd=tmp)
         try:
             time.sleep(WARMUP_S)
-            window_start = time.time()
-            cpu0, rss0, status0 = proc_cpu_s(proc.pid), proc_rss_mb(proc.pid), latest(sub.heartbeats)
+            # CPU is read as a heartbeat arrives, so that it and the heartbeat's counters
+            # cover the same window.
+            status0 = next_heartbeat(sub)
+            cpu0, rss0, window_start = proc_cpu_s(proc.pid), proc_rss_mb(proc.pid), time.time()
             time.sleep(seconds)
-            cpu1, rss1, status1 = proc_cpu_s(proc.pid), proc_rss_mb(proc.pid), latest(sub.heartbeats)
-            window_end = time.time()
+            status1 = next_heartbeat(sub)
+            cpu1, rss1, window_end = proc_cpu_s(proc.pid), proc_rss_mb(proc.pid), time.time()
         finally:
             proc.terminate()
             proc.wait(10)
@@ -148,11 +150,13 @@ def run_streamer(url: str, n: int, seconds: float, tmp: Path) -> dict:
     return out
 
 
-def latest(status: list[dict]) -> dict:
+def next_heartbeat(sub: Feed) -> dict:
+    """The next heartbeat to arrive (streamer sends one every 2 s)."""
+    seen = len(sub.heartbeats)
     deadline = time.monotonic() + 5
-    while not status and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return status[-1]
+    while len(sub.heartbeats) == seen and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return sub.heartbeats[-1]
 
 
 def figures(records: list[dict], calls: int, frames: int, cpu_s: float, rss0: float, rss1: float,

@@ -44,14 +44,19 @@ class CircuitBreaker:
         if self.state == OPEN:
             self.probes += 1
 
-    def failure(self, retry_after_s: float | None = None) -> float:
-        """Record a failed request; the seconds to wait before the next one."""
+    def failure(self, retry_after_s: float | None = None, probe: bool = True) -> float:
+        """Record a failed request; the seconds to wait before the next one.
+
+        ``probe`` says whether the request was sent while the breaker was open.  Requests
+        that were already in flight when it opened fail too, but only a failed probe moves
+        the backoff on: eight requests in flight must not double it eight times."""
         self.failures_in_row += 1
         if self.state == CLOSED and self.failures_in_row >= self.failures_to_open:
             self.state = OPEN
             self.opened_at = self._clock()
             self.times_opened += 1
-        if self.state == OPEN:
+            return self.backoff.next_delay(retry_after_s)
+        if self.state == OPEN and probe:
             return self.backoff.next_delay(retry_after_s)
         return min(retry_after_s or 0.0, Backoff.RETRY_AFTER_LIMIT_S)
 

@@ -159,7 +159,9 @@ class NewestResults:
             self._seq += 1
             heapq.heappush(self._held, (release_at, self._seq, result))
             if len(self._held) > self._backlog:  # nobody is draining: keep the newest
-                self._held = heapq.nlargest(self._backlog, self._held, key=lambda item: item[2].frame_id)
+                kept = heapq.nlargest(self._backlog, self._held, key=lambda item: item[2].frame_id)
+                self.late += len(self._held) - len(kept)
+                self._held = kept
                 heapq.heapify(self._held)
         if self._changed is not None:
             self._changed.set()

@@ -133,15 +133,11 @@ class InferenceWorker:
         try:
             while not self.stop.is_set():
                 self.stats.dispatch_cpu_s = time.thread_time() - cpu_start
-                wait_s = self._wait_s()
-                if wait_s is not None and wait_s > 0:
-                    with self._lock:
-                        self._lock.wait(min(wait_s, 0.2))
-                    continue
-                if wait_s is None:  # at capacity: woken when a request ends
-                    with self._lock:
-                        self._lock.wait(0.2)
-                    continue
+                with self._lock:  # check and wait under one lock: a request ending is never missed
+                    wait_s = self._wait_s()
+                    if wait_s is None or wait_s > 0:  # None: at capacity, woken when a request ends
+                        self._lock.wait(0.2 if wait_s is None else min(wait_s, 0.2))
+                        continue
                 frame = self.queue.get_newest(timeout=0.2)
                 if frame is not None:
                     self._send(frame)
@@ -149,15 +145,13 @@ class InferenceWorker:
             self._fail(exc)
 
     def _wait_s(self) -> float | None:
-        """Seconds until a request may go out (0: now), None while at capacity."""
+        """Seconds until a request may go out (0: now), None while at capacity (lock held)."""
         now = time.monotonic()
-        with self._lock:
-            in_flight = self._in_flight
-            if self.pause_until > now:
-                return self.pause_until - now
-            if self.breaker.is_open and in_flight:
-                return None  # one probe at a time while the API is down
-            return self.pacing.wait_s(in_flight)
+        if self.pause_until > now:
+            return self.pause_until - now
+        if self.breaker.is_open and self._in_flight:
+            return None  # one probe at a time while the API is down
+        return self.pacing.wait_s(self._in_flight)
 
     def _send(self, frame: Frame) -> None:
         if self.budget.exhausted():  # the call this slot would have made is skipped
@@ -165,32 +159,41 @@ class InferenceWorker:
                 self.finished_frames += 1
                 self.pacing.sent()
                 self.stats.skipped_budget += 1
+                self.stats.last_skip_mono = time.monotonic()
             return
-        if not self.gate.worth_sending(frame.image):
+        thumb = self.gate.thumbnail(frame.image) if self.gate.enabled else None
+        if thumb is not None and not self.gate.worth_sending(thumb):
             self._reuse(frame)
             return
-        self.gate.sent(frame.image)
         self.budget.spend()
         with self._lock:
             self._in_flight += 1
             self.pacing.sent()
-        self._work.put(frame)
+        self._work.put((frame, thumb))
 
     def _reuse(self, frame: Frame) -> None:
-        """The frame hardly differs from the last one sent: republish that one's result."""
+        """The frame hardly differs from the last one answered: republish that one's result.
+
+        Not while a request is in flight: its answer (for an older frame) would then be
+        dropped as late.  The gate's reference is the frame of ``_last_result``, set only
+        when an answer arrives, so the boxes republished always belong to the scene."""
         with self._lock:
-            self.finished_frames += 1
             self.pacing.sent()
             self.stats.skipped_no_change += 1
-            last = self._last_result
-        if last is None:
-            return
-        predictions = last.predictions
-        if (last.width, last.height) != (frame.width, frame.height) and isinstance(predictions, list):
-            predictions = scale_predictions(predictions, frame.width / last.width, frame.height / last.height)
-        self.results.offer(dataclasses.replace(
-            last, frame_id=frame.frame_id, captured_at=frame.captured_at, captured_mono=frame.captured_mono,
-            width=frame.width, height=frame.height, predictions=predictions, reused=True))
+            self.stats.last_skip_mono = time.monotonic()
+            last = self._last_result if not self._in_flight else None
+        try:
+            if last is None:
+                return
+            predictions = last.predictions
+            if (last.width, last.height) != (frame.width, frame.height) and isinstance(predictions, list):
+                predictions = scale_predictions(predictions, frame.width / last.width, frame.height / last.height)
+            self.results.offer(dataclasses.replace(
+                last, frame_id=frame.frame_id, captured_at=frame.captured_at, captured_mono=frame.captured_mono,
+                width=frame.width, height=frame.height, predictions=predictions, reused=True))
+        finally:
+            with self._lock:  # after the offer: idle() must not turn true before it lands
+                self.finished_frames += 1
 
     # --- the request threads ---
 
@@ -198,12 +201,12 @@ class InferenceWorker:
         try:
             while not self.stop.is_set():
                 try:
-                    frame = self._work.get(timeout=0.2)
+                    frame, thumb = self._work.get(timeout=0.2)
                 except queue.Empty:
                     continue
                 pause_s = 0.0
                 try:
-                    pause_s = self._infer(frame)
+                    pause_s = self._infer(frame, thumb)
                 finally:
                     with self._lock:
                         self._in_flight -= 1
@@ -214,7 +217,7 @@ class InferenceWorker:
         except BaseException as exc:  # ApiFatalError, or a bug: record, stop everything
             self._fail(exc)
 
-    def _infer(self, frame: Frame) -> float:
+    def _infer(self, frame: Frame, thumb=None) -> float:
         """Handle one frame; the seconds to pause before the next request (0 after a success)."""
         settings = self.settings
         cpu_started = time.thread_time()
@@ -223,12 +226,13 @@ class InferenceWorker:
         with self._lock:
             self.stats.requests += 1
             self.stats.bytes_sent += len(upload.body)
+            probe = self.breaker.is_open  # sent while the API was down
             self.breaker.before_request()
         try:
             parsed = self.client.infer(upload.body)
         except ApiTransientError as exc:
             with self._lock:
-                return self._transient(exc)
+                return self._transient(exc, probe)
         except (ApiMalformedResponse, ApiBadRequest) as exc:
             with self._lock:
                 return self._refused(exc)
@@ -238,7 +242,8 @@ class InferenceWorker:
         result = make_result(frame, parsed, upload, self.client.model, sent_at, received_at, settings.classes)
         with self._lock:
             usual_s = self.pacing.latency_s  # before this answer joins the estimate
-            self._succeeded(result, time.monotonic() - sent_mono)
+            if self._succeeded(result, time.monotonic() - sent_mono) and thumb is not None:
+                self.gate.sent(thumb)  # the gate compares later frames with this answered one
         release_at = 0.0
         if settings.max_in_flight > 1 and usual_s is not None:
             # An early answer waits until the usual latency has passed (holding it by at most
@@ -248,13 +253,14 @@ class InferenceWorker:
         self.stats.inference_rate.tick()
         return 0.0
 
-    def _succeeded(self, result: Result, latency_s: float) -> None:
-        """Bookkeeping after an answer (the lock is held)."""
+    def _succeeded(self, result: Result, latency_s: float) -> bool:
+        """Bookkeeping after an answer (the lock is held); whether it is the newest answer."""
         self.stats.last_api_answer_mono = time.monotonic()
         self.stats.results += 1
         self.stats.request_latency.add(latency_s)
         self.pacing.record_latency(latency_s)
-        if self._last_result is None or result.frame_id > self._last_result.frame_id:
+        newest = self._last_result is None or result.frame_id > self._last_result.frame_id
+        if newest:
             self._last_result = result
         self._refused_in_row = 0
         self._refusal_backoff.reset()
@@ -264,15 +270,16 @@ class InferenceWorker:
             log.info("API %s answers again after %.1f s down", self.client.endpoint, down_for)
         self.stats.api_state, self.stats.api_down_since = "ok", None
         self._faults.recovered()
+        return newest
 
-    def _transient(self, exc: ApiTransientError) -> float:
+    def _transient(self, exc: ApiTransientError, probe: bool = True) -> float:
         """429, 5xx, a timeout or no connection: count it and ask the breaker how long to wait
         (the lock is held)."""
         self.stats.transient_errors += 1
         self.stats.count_failure(exc.kind)
         self._faults.fault(str(exc))
         was_open = self.breaker.is_open
-        delay = self.breaker.failure(exc.retry_after_s)
+        delay = self.breaker.failure(exc.retry_after_s, probe=probe)
         if exc.status is not None:  # it answered, if only with an error
             now = time.monotonic()
             self.stats.last_api_answer_mono = now

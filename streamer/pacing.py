@@ -76,7 +76,6 @@ class CallBudget:
         self._clock = clock
         self._window: float | None = None
         self.spent = 0
-        self.refused = 0  # calls not made because the budget was spent
         self._warned_window: float | None = None
 
     def _window_start(self, now: float) -> float:
@@ -128,26 +127,30 @@ class MotionGate:
 
     def __init__(self, min_change: float):
         self.min_change = min_change
-        self._last: np.ndarray | None = None
+        self._last: np.ndarray | None = None  # thumbnail of the last frame answered
+
+    @property
+    def enabled(self) -> bool:
+        return self.min_change > 0
 
     @staticmethod
     def thumbnail(image: np.ndarray) -> np.ndarray:
         small = cv2.resize(image, MotionGate.THUMB, interpolation=cv2.INTER_AREA)
         return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
 
-    def change(self, image: np.ndarray) -> float | None:
-        """The change against the last frame sent, or None if none was sent yet."""
+    def change(self, thumb: np.ndarray) -> float | None:
+        """The change of a thumbnail against the last frame answered, or None before one."""
         if self._last is None:
             return None
-        thumb = self.thumbnail(image)
         return float(cv2.absdiff(thumb, self._last).mean()) / 255.0
 
-    def worth_sending(self, image: np.ndarray) -> bool:
-        if self.min_change <= 0:
+    def worth_sending(self, thumb: np.ndarray) -> bool:
+        if not self.enabled:
             return True
-        change = self.change(image)
+        change = self.change(thumb)
         return change is None or change >= self.min_change
 
-    def sent(self, image: np.ndarray) -> None:
-        if self.min_change > 0:
-            self._last = self.thumbnail(image)
+    def sent(self, thumb: np.ndarray) -> None:
+        """Remember the thumbnail of a frame whose answer arrived: later frames compare with it."""
+        if self.enabled:
+            self._last = thumb

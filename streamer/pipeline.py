@@ -156,12 +156,14 @@ class Pipeline:
             notifier.watchdog()
 
     def healthy(self, now: float, window_s: float) -> bool:
-        """Frames are flowing and the API answered within the window (or is inside a wait
-        it asked for with Retry-After: sitting that out is not a fault)."""
+        """Frames are flowing and the API answered within the window.  A wait the API asked
+        for with Retry-After, and calls the motion gate or the call budget chose not to make,
+        count as answers: sitting those out is not a fault."""
         s = self.stats
         frames_ok = s.last_frame_mono is not None and now - s.last_frame_mono < window_s
         api_ok = s.last_api_answer_mono is not None and (
-            now - s.last_api_answer_mono < window_s or now < s.api_quiet_until + window_s)
+            now - s.last_api_answer_mono < window_s or now < s.api_quiet_until + window_s
+            or (s.last_skip_mono is not None and now - s.last_skip_mono < window_s))
         return frames_ok and api_ok
 
     def _heartbeat(self, state: str, result: Result | None, now: float) -> None:

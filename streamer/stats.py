@@ -88,6 +88,7 @@ class Stats:
         self.api_down_since: float | None = None  # monotonic time the breaker opened
         self.last_api_answer_mono: float | None = None  # any HTTP answer, even an error status
         self.api_quiet_until = 0.0  # monotonic end of a wait the API asked for (Retry-After)
+        self.last_skip_mono: float | None = None  # a call the motion gate or the budget chose not to make
         self.published = 0
         self.skipped_no_change = 0  # calls the motion gate skipped (the last result republished)
         self.skipped_budget = 0  # calls not made because the call budget was spent

@@ -66,3 +66,13 @@ def test_a_success_closes_it_and_says_how_long_it_was_open():
 def test_refuses_a_threshold_below_one():
     with pytest.raises(ValueError, match="at least 1"):
         make(0)
+
+
+def test_requests_already_in_flight_when_it_opens_do_not_double_the_backoff():
+    breaker = make(3)
+    for _ in range(3):
+        breaker.failure(probe=False)
+    assert breaker.is_open
+    # Five more that were sent before it opened come back failed: the wait stays at its first step.
+    assert [breaker.failure(probe=False) for _ in range(5)] == [0.0] * 5
+    assert breaker.failure(probe=True) == 1.0  # the first failed probe moves it on

@@ -183,7 +183,7 @@ def test_serve_on_a_busy_port_exits_2(api_server, spawn):
 
 def test_listen_prints_each_message_as_a_json_line(api_server, spawn):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    listener = spawn(["listen", "--connect", endpoint, "--count", "3"], name="listen")
+    listener = spawn(["listen", "--connect", endpoint, "--count", "3", "--topic", "detections"], name="listen")
     run = spawn(["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", api_server.url,
                  "--headless", "--zmq", endpoint])
     assert listener.wait(30) == 0, listener.stderr + run.stderr

@@ -160,3 +160,18 @@ def test_a_result_for_a_frame_of_another_size_is_scaled_to_the_shown_frame(size)
     row = image[size[1] // 2]
     coloured = np.flatnonzero(row.max(axis=1) > 0)
     assert coloured.size and abs(coloured[0] - 540 * size[0] / 1280) <= 3, coloured[:3]
+
+
+def test_the_watchdog_counts_deliberately_skipped_calls_as_healthy():
+    """A spent call budget or a still scene (motion gate) makes no call: that is not a fault,
+    so systemd's watchdog must not restart streamer for it."""
+    stop = threading.Event()
+    with DetectionClient("http://127.0.0.1:9", "m/1", None) as client:  # never started: no request
+        pipeline = Pipeline(SyntheticSource(64, 64, 30.0, stop), client, Outputs(), InferenceSettings(), stop)
+    s, now = pipeline.stats, 1000.0
+    s.last_frame_mono, s.last_api_answer_mono = now - 1, now - 120  # the last answer: two minutes ago
+    assert not pipeline.healthy(now, 60.0)
+    s.last_skip_mono = now - 2  # the budget (or the gate) skipped a call two seconds ago
+    assert pipeline.healthy(now, 60.0)
+    s.last_frame_mono = now - 61  # but no frames: unhealthy
+    assert not pipeline.healthy(now, 60.0)

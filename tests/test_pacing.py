@@ -91,14 +91,17 @@ def test_motion_gate_skips_a_still_scene_and_sends_a_change():
     rng = np.random.default_rng(1)
     scene = rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8)
     gate = MotionGate(0.02)
-    assert gate.worth_sending(scene)  # nothing sent yet
-    gate.sent(scene)
+    thumb = MotionGate.thumbnail
+    assert gate.worth_sending(thumb(scene))  # nothing answered yet
+    gate.sent(thumb(scene))
     noisy = np.clip(scene.astype(int) + rng.integers(-6, 7, scene.shape), 0, 255).astype(np.uint8)
-    assert not gate.worth_sending(noisy)  # sensor noise is not a change
+    assert not gate.worth_sending(thumb(noisy))  # sensor noise is not a change
     moved = scene.copy()
     moved[200:500, 300:700] = 255  # something entered a sixth of the frame
-    assert gate.worth_sending(moved)
-    assert MotionGate(0).worth_sending(scene)  # off: always send
+    assert gate.worth_sending(thumb(moved))
+    off = MotionGate(0)
+    off.sent(thumb(scene))
+    assert not off.enabled and off.worth_sending(thumb(scene))  # off: always send
 
 
 def _result(frame_id):
