@@ -194,8 +194,9 @@ class CaptureWorker:
 
     def _publish(self, source, image) -> None:
         now_mono, now_wall = time.monotonic(), time.time()
-        self.stats.capture_cpu_s += time.thread_time() - self._cpu_mark  # since the last frame
-        self._cpu_mark = time.thread_time()
+        cpu_now = time.thread_time()  # once per frame: this is the hot path
+        self.stats.capture_cpu_s += cpu_now - self._cpu_mark  # since the last frame
+        self._cpu_mark = cpu_now
         frame = Frame(source.name, self._next_id, now_wall, now_mono, image)
         self._next_id += 1
         self.queue.put(frame)
