@@ -11,6 +11,7 @@ from streamer.client import DetectionClient
 from streamer.config import Config, resolve_api_key
 from streamer.display import Window, display_available
 from streamer.errors import ConfigError
+from streamer.imaging import limit_opencv_threads
 from streamer.inference import InferenceSettings
 from streamer.notify import SystemdNotifier
 from streamer.pipeline import Outputs, Pipeline, Supervision
@@ -65,6 +66,7 @@ def _outputs(config: Config, source) -> Outputs:
 
 def run_pipeline(config: Config, stop: threading.Event) -> int:
     """Run the live pipeline that config describes until stopped; the exit code."""
+    limit_opencv_threads()
     api_key = resolve_api_key(config)
     if not api_key and (urlsplit(config.api.url).hostname or "").endswith("roboflow.com"):
         log.warning("no API key: set $ROBOFLOW_API_KEY or api.api_key_file (a hosted API answers 401)")

@@ -24,7 +24,7 @@ from streamer.config import Config, resolve_api_key
 from streamer.errors import (ApiBadRequest, ApiError, ApiMalformedResponse, ApiTransientError, Interrupted,
                              UsageError)
 from streamer.frames import Frame
-from streamer.imaging import Upload, prepare_upload
+from streamer.imaging import Upload, limit_opencv_threads, prepare_upload
 from streamer.inference import make_result
 from streamer.overlay import draw_predictions
 from streamer.predictions import Parsed, filter_classes
@@ -291,6 +291,7 @@ class OrderedInference:
 
 
 def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
+    limit_opencv_threads()
     config = _config(args)
     if not Path(args.input).is_file():
         raise UsageError(f"input video {args.input!r} not found")
