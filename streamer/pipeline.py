@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 JOIN_DEADLINE_S = 1.5  # well inside the 3 s a service manager or a user waits
 STALE_AFTER_S = 3.0  # a result older than this is marked stale on the preview
+IDLE_WAKE_S = 0.25  # with no window the loop wakes for results, and this often for stall checks and heartbeats
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,11 @@ class Pipeline:
         self.supervision = sup = supervision or Supervision()
         self.notifier = notifier
         self.source_name = source.name
-        self._changed = threading.Event()  # set on every new frame or result
+        self._changed = threading.Event()  # set on every new result, and every frame if drawn
         self.queue: DropOldestQueue[Frame] = DropOldestQueue(queue_size)
-        self.latest_frame: Latest[Frame] = Latest(self._changed)
+        # Headless and not recording, frames are not drawn: the output loop need not wake for them.
+        draws = outputs.window is not None or outputs.recorder is not None
+        self.latest_frame: Latest[Frame] = Latest(self._changed if draws else None)
         self.results = NewestResults(self._changed)
         self.capture = CaptureWorker(source, self.queue, self.latest_frame, self.stats, stop,
                                      loop=loop, backoff=source_backoff, stall_timeout_s=sup.stall_timeout_s,
@@ -104,7 +107,7 @@ class Pipeline:
         shown_frame = 0
         window = self.outputs.window
         while not self.stop.is_set():
-            timeout = 0.02 if window else 0.1
+            timeout = 0.02 if window else IDLE_WAKE_S
             release = self.results.next_release()
             if release is not None:
                 timeout = min(timeout, max(0.0005, release - time.monotonic()))
