@@ -64,11 +64,17 @@ def result_message(result: Result, published_at: float | None = None) -> dict[st
     }
     for key, value in result.extra.items():
         message.setdefault(key, value)
-    return _clean(message)
+    return message
 
 
 def encode_message(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    """Compact JSON that every consumer can parse: a NaN or infinity becomes null.  Those are
+    rare, so the copy that replaces them is made only when the plain encoding refuses one."""
+    try:
+        text = json.dumps(message, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(_clean(message), separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8")
 
 
 def status_message(source: str, state: str, stats: Stats, dropped: int, now_mono: float,
@@ -80,7 +86,7 @@ def status_message(source: str, state: str, stats: Stats, dropped: int, now_mono
     def age_s(mono: float | None) -> float | None:
         return None if mono is None else round(now_mono - mono, 3)
 
-    return _clean({
+    return {
         "type": STATUS_TYPE,
         "source": source,
         "time": round(time.time() if now_wall is None else now_wall, 6),
@@ -95,7 +101,7 @@ def status_message(source: str, state: str, stats: Stats, dropped: int, now_mono
         "capture_fps": round(stats.capture_rate.rate(now_mono), 2),
         "inference_fps": round(stats.inference_rate.rate(now_mono), 2),
         "counters": stats.snapshot(dropped),
-    })
+    }
 
 
 class ZmqPublisher:

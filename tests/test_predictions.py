@@ -86,3 +86,15 @@ def test_message_carries_extra_top_level_fields_without_clobbering_ours():
     assert msg["top"] == "cat" and msg["confidence"] == 0.9
     assert msg["frame_id"] == 7  # ours wins
     assert (msg["captured_at"], msg["sent_at"], msg["received_at"], msg["published_at"]) == (1.0, 2.0, 3.0, 4.0)
+
+
+def test_a_non_finite_number_in_an_extra_field_is_published_as_null():
+    import json
+
+    from streamer.frames import Result
+    from streamer.publish import encode_message, result_message
+    result = Result("cam", 7, 1.0, 1.0, 640, 480, [], "m/1", 2.0, 3.0,
+                    extra={"score": float("nan"), "nested": {"spread": [1.5, float("-inf")]}})
+    message = json.loads(encode_message(result_message(result, published_at=4.0)))
+    assert message["score"] is None and message["nested"] == {"spread": [1.5, None]}
+    assert message["frame_id"] == 7 and message["published_at"] == 4.0
