@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need: ffmpeg (test clips), GStreamer's RTSP
-# server (a real RTSP camera), Xvfb, xdotool and ImageMagick (window tests) and
-# systemd-analyze (unit file lint); and what a minimal Debian lacks for `make`: python3-venv,
-# and libGL/GLib, which the opencv-python wheel loads.
+# server (a real RTSP camera), Xvfb, xdotool and ImageMagick (window tests),
+# systemd-analyze (unit file lint) and openssl (a test TLS certificate); and what a minimal
+# Debian lacks for `make`: python3-venv, and libGL/GLib, which the opencv-python wheel loads.
 #   --if-root   do nothing (beyond a note) unless running as root with apt-get
 set -euo pipefail
 
@@ -10,7 +10,7 @@ packages=(
   ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
   gstreamer1.0-tools python3-gst-1.0 xvfb xdotool imagemagick x11-utils systemd fonts-dejavu-core
-  python3-venv libgl1 libglib2.0-0
+  python3-venv libgl1 libglib2.0-0 openssl
 )
 
 missing=()

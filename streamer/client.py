@@ -1,16 +1,20 @@
 """The HTTP client for a Roboflow-compatible detection API (see roboflow-api.md).
 
-One persistent ``httpx.Client`` with timeouts on; every failure is mapped once,
-here, to the ``ApiError`` tree so callers decide skip / back off / stop.
+One persistent pool of keep-alive connections with timeouts on: the standard library's
+``http.client`` (transport.py) for a direct connection, httpx when the environment sets a
+proxy or HTTP/2 is asked for.  Every failure is mapped once, here, to the ``ApiError``
+tree so callers decide skip / back off / stop.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import ssl
 import zlib
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -20,6 +24,7 @@ from streamer.errors import (ApiBadRequest, ApiError, ApiFatalError, ApiMalforme
                              ApiTransientError)
 from streamer.predictions import Parsed, parse_response
 from streamer.redact import register_secret, scrub, url_for_display
+from streamer.transport import ConnectionPool, PhaseTimeout, proxy_for
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +53,19 @@ def _snippet(content: bytes) -> str:
     return scrub("".join(c if c.isprintable() else "?" for c in text))
 
 
-def _server_message(response: httpx.Response, body: bytes) -> str:
+def _certificate_problem(exc: ssl.SSLCertVerificationError) -> str:
+    """Why the server's TLS certificate was refused, and what to do about it."""
+    reason = scrub(exc.verify_message or str(exc))
+    if exc.verify_code in (9, 10):  # not yet valid, expired
+        return (f"its TLS certificate is refused ({reason}); check this machine's clock (a board "
+                "without a real-time clock needs NTP first), then the server's certificate")
+    if exc.verify_code in (62, 64):  # host name or IP address mismatch
+        return f"its TLS certificate is for another name ({reason}); check the host in api.url"
+    return (f"its TLS certificate is not trusted ({reason}); if it is signed by your own CA, "
+            "set SSL_CERT_FILE to that CA's certificate file")
+
+
+def _server_message(response, body: bytes) -> str:
     try:
         data = json.loads(body)
         message = data.get("message") if isinstance(data, dict) else None
@@ -74,14 +91,28 @@ class DetectionClient:
         self.confidence = confidence
         self.overlap = overlap
         self.timeout_s = timeout_s
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            http2=http2,
-            headers={"User-Agent": f"streamer/{__version__}", "Accept-Encoding": ACCEPT_ENCODING},
-            transport=transport,
-        )
+        headers = {"User-Agent": f"streamer/{__version__}", "Accept": "*/*", "Accept-Encoding": ACCEPT_ENCODING}
+        proxy = proxy_for(self.api_url)
+        self._pool: ConnectionPool | None = None
+        self._http: httpx.Client | None = None
+        if http2 or proxy or transport is not None:
+            if proxy:
+                log.info("API requests go through the proxy %s (from the environment)", url_for_display(proxy))
+            self._http = httpx.Client(
+                timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+                limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+                http2=http2, headers=headers, transport=transport)
+        else:
+            self._pool = ConnectionPool(self.api_url, connect_timeout_s=connect_timeout_s, timeout_s=timeout_s,
+                                        max_connections=max_connections, headers=headers)
+            self._path = quote(f"{urlsplit(self.api_url).path}/{model}", safe="/%:@-._~!$&'()*+,;=")
+        self._where = url_for_display(self.endpoint)  # for messages, worked out once
         self._closed = False
+
+    @property
+    def backend(self) -> str:
+        """Which HTTP stack sends the requests: "http.client" or "httpx"."""
+        return "http.client" if self._pool is not None else "httpx"
 
     @property
     def endpoint(self) -> str:
@@ -107,31 +138,41 @@ class DetectionClient:
         """Send one request and return the raw response body of a 200; raise ApiError otherwise."""
         params = self._params(image=image_url, format=None if fmt == "json" else fmt)
         headers = {"Content-Type": BODY_CONTENT_TYPE} if body is not None else {}
-        where = url_for_display(self.endpoint)
+        where = self._where
+        if self._closed:
+            raise ApiTransientError(f"cannot reach {where}: the client is closed")
         try:
-            with self._http.stream("POST", self.endpoint, params=params, content=body, headers=headers) as response:
-                content = self._read_capped(response)
-        except httpx.TimeoutException as exc:
-            raise ApiTransientError(f"{where} did not answer within its timeout ({exc.__class__.__name__})",
-                                    kind="timeout") from None
+            if self._pool is not None:
+                with self._pool.post(f"{self._path}?{urlencode(params)}", body, headers) as response:
+                    content = self._read_capped(response)
+            else:
+                assert self._http is not None
+                with self._http.stream("POST", self.endpoint, params=params, content=body,
+                                       headers=headers) as response:
+                    content = self._read_capped(response)
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            phase = str(exc) if isinstance(exc, PhaseTimeout) else exc.__class__.__name__
+            raise ApiTransientError(f"{where} did not answer within its timeout ({phase})", kind="timeout") from None
         except httpx.DecodingError as exc:
             raise ApiMalformedResponse(f"malformed API response: cannot decode the body ({exc.__class__.__name__})") from None
-        except httpx.HTTPError as exc:  # connection refused or reset, protocol errors
+        except ssl.SSLCertVerificationError as exc:
+            raise ApiTransientError(f"cannot reach {where}: {_certificate_problem(exc)}") from None
+        except (httpx.HTTPError, OSError, http.client.HTTPException) as exc:  # refused, reset, protocol errors
             raise ApiTransientError(f"cannot reach {where}: {scrub(str(exc)) or exc.__class__.__name__}") from None
         self._raise_for_status(response, content)
         return content
 
-    def _read_capped(self, response: httpx.Response) -> bytes:
+    def _read_capped(self, response) -> bytes:
         """The body, refused as soon as it is known to pass the cap: at once when the
         Content-Length says so, else as the decoded bytes reach it.
 
         We inflate gzip/deflate ourselves, with a limit on each step: httpx inflates each
         64 KiB read whole, and 64 KiB of gzip can hold 64 MiB (a gzip bomb)."""
-        too_large = ApiMalformedResponse(f"response from {url_for_display(self.endpoint)} is larger than "
-                                         f"{MAX_RESPONSE_BYTES // 2**20} MiB; skipped")
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-            raise too_large
+        too_large = f"response from {self._where} is larger than {MAX_RESPONSE_BYTES // 2**20} MiB; skipped"
+        declared = response.headers.get("Content-Length", "").lstrip("0")
+        if declared.isascii() and declared.isdigit() and (  # int() refuses 4300+ digits
+                len(declared) > len(str(MAX_RESPONSE_BYTES)) or int(declared) > MAX_RESPONSE_BYTES):
+            raise ApiMalformedResponse(too_large)
         inflater = _inflater(response.headers.get("Content-Encoding", ""))
         chunks, size = [], 0
         for raw in response.iter_raw(READ_CHUNK_BYTES):
@@ -147,11 +188,11 @@ class DetectionClient:
                     raw = inflater.unconsumed_tail
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
-                    raise too_large
+                    raise ApiMalformedResponse(too_large)
                 chunks.append(chunk)
         return b"".join(chunks)
 
-    def _raise_for_status(self, response: httpx.Response, content: bytes) -> None:
+    def _raise_for_status(self, response, content: bytes) -> None:
         status = response.status_code
         if status == 200:
             return
@@ -213,7 +254,10 @@ class DetectionClient:
         """Close the connection pool; safe to call more than once."""
         if not self._closed:
             self._closed = True
-            self._http.close()
+            if self._pool is not None:
+                self._pool.close()
+            if self._http is not None:
+                self._http.close()
 
     def __enter__(self) -> "DetectionClient":
         return self

@@ -64,10 +64,10 @@ def _config(args) -> Config:
     return config_from_args(args)
 
 
-def _client(config: Config) -> DetectionClient:
+def _client(config: Config, connections: int = 1) -> DetectionClient:
     from streamer.live import make_client
 
-    return make_client(config, resolve_api_key(config))
+    return make_client(config, resolve_api_key(config), max_connections=connections)
 
 
 def _backoff(config: Config) -> Backoff:
@@ -306,7 +306,7 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
     recorder = Recorder(args.output, cap.get(cv2.CAP_PROP_FPS) or 30.0, what="-o")
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     jsonl = JsonlWriter(args.jsonl, append=False) if args.jsonl else None  # one file per video
-    client = _client(config)
+    client = _client(config, args.workers)
     progress = Progress(total)
     pool = OrderedInference(client, args.workers, stop, lambda: _backoff(config))
     try:
