@@ -11,8 +11,9 @@ process for --seconds (60) after a 5 s warm-up:
 
 Measured: results a second, result age at publish (p50, p95, and p95 of each half of the
 window to show a trend), the gap between results (mean, coefficient of variation),
-client CPU per API call and per captured frame, RSS at start and end, bytes uploaded per
-call against a full-size quality-95 JPEG of the same frame.  Then one 5-minute streamer run
+client CPU per API call (the whole process but the capture thread, which renders the
+synthetic scene in the camera's place) and process CPU per call and per captured frame, RSS at
+start and end, bytes uploaded per call against a full-size quality-95 JPEG of the same frame.  Then one 5-minute streamer run
 (N 4, 300 ms) for RSS growth.  Prints a table and writes JSON.
 
     .venv/bin/python bench/throughput.py [--seconds 60] [--rss-minutes 5] [--json bench/results/throughput.json]
@@ -142,11 +143,18 @@ def run_streamer(url: str, n: int, seconds: float, tmp: Path) -> dict:
     c0, c1 = status0["counters"], status1["counters"]
     calls = c1["requests"] - c0["requests"]
     frames = c1["frames_read"] - c0["frames_read"]
-    client_cpu = sum(c1[k] - c0[k] for k in ("request_cpu_s", "dispatch_cpu_s", "output_cpu_s"))
+    # The client is every thread but the capture thread, which stands in for the camera (it
+    # renders the synthetic scene): the request threads (resize, encode, base64, HTTP, parse),
+    # the dispatcher, the output loop (publish), ZeroMQ's I/O thread, and anything else.
+    capture_cpu = c1["capture_cpu_s"] - c0["capture_cpu_s"]
+    client_cpu = (cpu1 - cpu0) - capture_cpu
     out = figures(records, calls, frames, cpu1 - cpu0, rss0, rss1, (c1["bytes_sent"] - c0["bytes_sent"]) / calls,
                   client_cpu / calls)
+    threads = {k.removesuffix("_cpu_s"): c1[k] - c0[k] for k in ("request_cpu_s", "dispatch_cpu_s", "output_cpu_s")}
+    threads["other"] = client_cpu - sum(threads.values())
+    out["client_cpu_ms_per_call_by_thread"] = {k: round(v * 1000 / calls, 2) for k, v in threads.items()}
     out["late_dropped"] = c1["late_results"] - c0["late_results"]
-    out["capture_cpu_ms_per_frame"] = round((c1["capture_cpu_s"] - c0["capture_cpu_s"]) * 1000 / frames, 2)
+    out["capture_cpu_ms_per_frame"] = round(capture_cpu * 1000 / frames, 2)
     return out
 
 
