@@ -1,0 +1,132 @@
+"""What each step of one API call costs in CPU, measured alone: resize, JPEG encode, base64,
+prepare_upload with OpenCV's thread pool and without, and one POST on a kept-alive
+connection through httpx, through http.client, and written by hand on a bare socket.
+
+The stand-in API (fixed boxes, no latency) runs in its own process, as a real server would.
+Frames are rendered fresh from the synthetic scene at 1280x720 and cycled, so that the
+resize reads memory, not cache.  Prints CPU ms per step (time.process_time, so OpenCV's pool
+threads count).
+
+    .venv/bin/python bench/steps.py [--calls 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.rtsp import free_port  # noqa: E402
+
+from streamer.client import DetectionClient  # noqa: E402
+from streamer.imaging import prepare_upload  # noqa: E402
+from streamer.synthetic import SyntheticScene  # noqa: E402
+
+HEADERS = {"User-Agent": "streamer-bench", "Accept": "*/*", "Accept-Encoding": "gzip, deflate",
+           "Content-Type": "application/x-www-form-urlencoded"}
+PATH = "/synthetic/1?confidence=0.4&overlap=0.3&api_key=bench"
+
+
+def cpu_ms(step, n: int) -> float:
+    """Mean process CPU of step(i) over n calls, after 5 unmeasured ones."""
+    for i in range(5):
+        step(i)
+    started = time.process_time()
+    for i in range(n):
+        step(i)
+    return (time.process_time() - started) * 1000 / n
+
+
+def image_steps(frames: list, n: int) -> None:
+    small = [cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA) for f in frames]
+    jpegs = [cv2.imencode(".jpg", s, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes() for s in small]
+    k = len(frames)
+    for threads in (cv2.getNumThreads(), 1):
+        cv2.setNumThreads(threads)
+        print(f"OpenCV threads {threads}:")
+        print(f"  resize 1280x720 -> 640x360  {cpu_ms(lambda i: cv2.resize(frames[i % k], (640, 360), interpolation=cv2.INTER_AREA), n):6.3f} ms")
+        print(f"  JPEG encode q75             {cpu_ms(lambda i: cv2.imencode('.jpg', small[i % k], [cv2.IMWRITE_JPEG_QUALITY, 75]), n):6.3f} ms")
+        print(f"  prepare_upload (all three)  {cpu_ms(lambda i: prepare_upload(frames[i % k], 640, 75), n):6.3f} ms")
+    print(f"base64 of the JPEG            {cpu_ms(lambda i: base64.b64encode(jpegs[i % k]), n):6.3f} ms")
+
+
+def http_steps(port: int, body: bytes, n: int) -> None:
+    url = f"http://127.0.0.1:{port}"
+    with httpx.Client(headers=HEADERS) as client:
+        print(f"POST, httpx.Client            {cpu_ms(lambda i: client.post(url + PATH, content=body).read(), n):6.3f} ms")
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+
+    def stdlib(_: int) -> None:
+        conn.request("POST", PATH, body, HEADERS)
+        conn.getresponse().read()
+
+    print(f"POST, http.client             {cpu_ms(stdlib, n):6.3f} ms")
+    conn.close()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    head = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
+            + f"Content-Length: {len(body)}\r\n\r\n").encode()
+
+    def bare(_: int) -> None:
+        sock.sendall(head + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        header, rest = data.split(b"\r\n\r\n", 1)
+        length = next(int(line.split(b":")[1]) for line in header.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        while len(rest) < length:
+            rest += sock.recv(65536)
+
+    print(f"POST, by hand on a socket     {cpu_ms(bare, n):6.3f} ms")
+    sock.close()
+    with DetectionClient(url, "synthetic/1", "bench") as client:
+        print(f"DetectionClient.infer ({client.backend}, POST + parse) "
+              f"{cpu_ms(lambda i: client.infer(body), n):6.3f} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300, help="measured calls per step")
+    args = parser.parse_args()
+    scene = SyntheticScene(1280, 720, 30.0)
+    frames = [scene.render(i) for i in range(60)]
+    image_steps(frames, args.calls)
+    body = prepare_upload(frames[0], 640, 75).body
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", ("import time; from streamer.server import ApiServer; "
+                                f"ApiServer('127.0.0.1', {port}, detector=False).start(); time.sleep(3600)")],
+        cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        print(f"upload body {len(body)} bytes; the API in another process:")
+        http_steps(port, body, args.calls)
+    finally:
+        server.terminate()
+        server.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
