@@ -27,11 +27,11 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.rtsp import free_port  # noqa: E402
+from support.rtsp import free_port
 
-from streamer.client import DetectionClient  # noqa: E402
-from streamer.imaging import prepare_upload  # noqa: E402
-from streamer.synthetic import SyntheticScene  # noqa: E402
+from streamer.client import DetectionClient
+from streamer.imaging import prepare_upload
+from streamer.synthetic import SyntheticScene
 
 HEADERS = {"User-Agent": "streamer-bench", "Accept": "*/*", "Accept-Encoding": "gzip, deflate",
            "Content-Type": "application/x-www-form-urlencoded"}
