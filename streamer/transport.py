@@ -41,18 +41,16 @@ class PhaseTimeout(TimeoutError):
 
 
 def tls_context() -> ssl.SSLContext:
-    """Verified TLS, with the roots httpx would use: $SSL_CERT_FILE, $SSL_CERT_DIR, else certifi."""
+    """Verified TLS for HTTP/1.1, with the roots httpx would use: $SSL_CERT_FILE, $SSL_CERT_DIR,
+    else certifi."""
     if os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-    if os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
-    import certifi  # installed with httpx
+        context = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    elif os.environ.get("SSL_CERT_DIR"):
+        context = ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    else:
+        import certifi  # installed with httpx
 
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-def _tls_context() -> ssl.SSLContext:
-    context = tls_context()
+        context = ssl.create_default_context(cafile=certifi.where())
     context.set_alpn_protocols(["http/1.1"])
     return context
 
@@ -167,7 +165,7 @@ class ConnectionPool:
             raise ValueError(f"not an http(s) URL: {parts.scheme!r}")
         self.host = parts.hostname or ""
         self.port = parts.port
-        self._tls = _tls_context() if parts.scheme == "https" else None
+        self._tls = tls_context() if parts.scheme == "https" else None
         self._connect_timeout_s = connect_timeout_s
         self._timeout_s = timeout_s
         self._max_idle = max(1, max_connections)
