@@ -155,3 +155,25 @@ def test_backoff_survives_days_of_failures_without_overflowing():
     backoff = Backoff(0.5, 5.0, jitter=0.0)
     delays = [backoff.next_delay() for _ in range(5000)]  # > 1024 failures overflowed 2.0 ** n
     assert delays[-1] == 5.0 and max(delays) == 5.0
+
+
+def test_frames_wake_the_output_loop_only_when_something_draws_them(tmp_path):
+    """Headless and not recording, a new frame must not wake the output loop (30 times a
+    second for nothing); with a recorder (or a window) it must."""
+    import numpy as np
+
+    from streamer.client import DetectionClient
+    from streamer.frames import Frame
+    from streamer.inference import InferenceSettings
+    from streamer.pipeline import Outputs, Pipeline
+    from streamer.publish import Recorder
+    from streamer.sources import SyntheticSource
+
+    stop = threading.Event()
+    frame = Frame("cam", 1, time.time(), time.monotonic(), np.zeros((8, 8, 3), np.uint8))
+    with DetectionClient("http://127.0.0.1:9", "synthetic/1", None) as client:  # never called
+        for outputs, wakes in [(Outputs(), False), (Outputs(recorder=Recorder(str(tmp_path / "r.avi"), 10.0)), True)]:
+            pipeline = Pipeline(SyntheticSource(8, 8, 30.0, stop), client, outputs, InferenceSettings(), stop)
+            pipeline.latest_frame.set(frame)
+            assert pipeline._changed.is_set() is wakes
+            assert pipeline.latest_frame.get() == (1, frame)

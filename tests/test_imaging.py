@@ -1,6 +1,7 @@
 """Resize for upload and scale boxes back: the round trip must land on the original pixels."""
 
 import base64
+import threading
 
 import cv2
 import numpy as np
@@ -91,3 +92,34 @@ def test_recorder_keeps_real_time_when_frames_were_missed_or_early(tmp_path):
     video = cv2.VideoCapture(str(tmp_path / "r.avi"))
     assert video.get(cv2.CAP_PROP_FPS) == 10.0
     assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 11  # 1 s of video at 10 fps, plus the first frame
+
+
+@pytest.fixture
+def opencv_threads():
+    """Put OpenCV's thread count back as it was: the setting is process-wide."""
+    before = cv2.getNumThreads()
+    yield
+    cv2.setNumThreads(before)
+
+
+def test_opencv_runs_on_the_calling_thread_unless_the_environment_says(monkeypatch, opencv_threads):
+    from streamer.imaging import limit_opencv_threads
+    cv2.setNumThreads(4)
+    monkeypatch.setenv("OPENCV_FOR_THREADS_NUM", "4")
+    limit_opencv_threads()
+    assert cv2.getNumThreads() == 4  # the user's choice stands
+    monkeypatch.delenv("OPENCV_FOR_THREADS_NUM")
+    limit_opencv_threads()
+    assert cv2.getNumThreads() == 1
+
+
+def test_the_live_pipeline_limits_opencv_threads_before_anything_else(monkeypatch, opencv_threads):
+    from streamer.config import load
+    from streamer.errors import ConfigError
+    from streamer.live import run_pipeline
+    monkeypatch.delenv("OPENCV_FOR_THREADS_NUM", raising=False)
+    cv2.setNumThreads(4)
+    config = load(None, {"source.uri": "synthetic"}, env={})  # no model: refused before it starts
+    with pytest.raises(ConfigError, match="api.model"):
+        run_pipeline(config, threading.Event())
+    assert cv2.getNumThreads() == 1
