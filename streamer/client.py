@@ -1,7 +1,7 @@
 """The HTTP client for a Roboflow-compatible detection API (see roboflow-api.md).
 
-One persistent pool of keep-alive connections with timeouts on: the standard library's
-``http.client`` (transport.py) for a direct connection, httpx when the environment sets a
+One persistent pool of keep-alive connections with timeouts on: streamer's own small
+HTTP/1.1 client (transport.py) for a direct connection, httpx when the environment sets a
 proxy or HTTP/2 is asked for.  Every failure is mapped once, here, to the ``ApiError``
 tree so callers decide skip / back off / stop.
 """
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # The API reads the raw body as base64 whatever this says, but 400s without one.
 BODY_CONTENT_TYPE = "application/x-www-form-urlencoded"
+BODY_HEADERS = {"Content-Type": BODY_CONTENT_TYPE}
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 READ_CHUNK_BYTES = 64 * 1024
 INFLATE_STEP_BYTES = 1024 * 1024  # zlib builds its output twice over: keep each step small
@@ -106,13 +107,14 @@ class DetectionClient:
             self._pool = ConnectionPool(self.api_url, connect_timeout_s=connect_timeout_s, timeout_s=timeout_s,
                                         max_connections=max_connections, headers=headers)
             self._path = quote(f"{urlsplit(self.api_url).path}/{model}", safe="/%:@-._~!$&'()*+,;=")
+            self._frame_target = f"{self._path}?{urlencode(self._params())}"
         self._where = url_for_display(self.endpoint)  # for messages, worked out once
         self._closed = False
 
     @property
     def backend(self) -> str:
-        """Which HTTP stack sends the requests: "http.client" or "httpx"."""
-        return "http.client" if self._pool is not None else "httpx"
+        """Which HTTP stack sends the requests: "pool" (transport.py) or "httpx"."""
+        return "pool" if self._pool is not None else "httpx"
 
     @property
     def endpoint(self) -> str:
@@ -137,13 +139,17 @@ class DetectionClient:
     def request(self, body: bytes | None = None, image_url: str | None = None, fmt: str = "json") -> bytes:
         """Send one request and return the raw response body of a 200; raise ApiError otherwise."""
         params = self._params(image=image_url, format=None if fmt == "json" else fmt)
-        headers = {"Content-Type": BODY_CONTENT_TYPE} if body is not None else {}
+        headers = BODY_HEADERS if body is not None else {}
         where = self._where
         if self._closed:
             raise ApiTransientError(f"cannot reach {where}: the client is closed")
         try:
             if self._pool is not None:
-                with self._pool.post(f"{self._path}?{urlencode(params)}", body, headers) as response:
+                if image_url is None and fmt == "json":  # a frame: the same query every time
+                    target = self._frame_target
+                else:
+                    target = f"{self._path}?{urlencode(params)}"
+                with self._pool.post(target, body, headers) as response:
                     content = self._read_capped(response)
             else:
                 assert self._http is not None

@@ -1,14 +1,17 @@
-"""A pooled HTTP/1.1 client on the standard library's ``http.client``: the API's hot path.
+"""A pooled keep-alive HTTP/1.1 client on plain sockets: the API's hot path.
 
-httpx spends about 2 ms of CPU on each POST here (most of it in its pure-Python HTTP/1.1
-state machine); ``http.client`` spends about 0.5 ms.  At many calls a second that is the
-largest share of the client's own CPU, so direct connections use this pool.  httpx stays
-for what this does not do: proxies from the environment and HTTP/2 (see client.py).
+Per POST of a frame, httpx spends about 1.2 to 1.7 ms of CPU here (most of it in its
+pure-Python HTTP/1.1 state machine) and the standard library's ``http.client`` about 0.4
+(a good part of it parsing headers with the email package).  This writes the request in
+one piece and reads the answer with a few string operations: it only ever sends a POST
+and reads its answer, so it needs little of HTTP.  httpx stays for what this does not do:
+proxies from the environment and HTTP/2 (see client.py).
 
 It keeps httpx's behaviour where a user would notice: separate connect and read timeouts,
 keep-alive connections dropped after 5 idle seconds, a connection the server has closed
 never reused, and TLS verified against certifi's roots unless SSL_CERT_FILE or
-SSL_CERT_DIR names others.
+SSL_CERT_DIR names others.  Errors are http.client's exception classes, so callers
+handle both the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
+HTTP_PORT, HTTPS_PORT = 80, 443
+READ_BYTES = 64 * 1024
+MAX_HEAD_BYTES = 64 * 1024  # an answer's status line and headers, or one line of chunked framing
 KEEPALIVE_EXPIRY_S = 5.0  # what httpx uses: servers often close idle connections soon after
 WRITE_STEP_BYTES = 64 * 1024  # the write timeout applies to each step of this size
 # What a write to a connection the server has closed raises, plain or TLS.
@@ -74,18 +80,28 @@ class _Unsent(Exception):
         self.error = error
 
 
-class _Connection(http.client.HTTPConnection):
-    """One keep-alive connection: a connect timeout apart from the read/write timeout."""
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: a connect timeout apart from the read/write timeout."""
 
     def __init__(self, host: str, port: int | None, connect_timeout_s: float, timeout_s: float,
                  tls: ssl.SSLContext | None):
-        # The scheme's port, so that the Host header leaves it out as httpx does.  The port is
-        # always passed: without one, http.client would read "::1" as host ":" port 1.
-        self.default_port = http.client.HTTPS_PORT if tls is not None else http.client.HTTP_PORT
-        super().__init__(host, port or self.default_port, timeout=timeout_s)
+        default_port = HTTPS_PORT if tls is not None else HTTP_PORT
+        self.host = host
+        self.port = port or default_port  # always a number: "::1" alone is not host ":" port 1
+        self.timeout = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._tls = tls
+        self.sock: socket.socket | None = None
         self.idle_since = 0.0
+        self.buffer = b""  # bytes read past the head of the answer being read
+        try:
+            name = host.encode("ascii")
+        except UnicodeEncodeError:
+            name = host.encode("idna")
+        if b":" in name:
+            name = b"[" + name + b"]"  # an IPv6 literal
+        # The scheme's own port is left out of the Host header, as httpx does.
+        self.host_header = name if self.port == default_port else name + b":%d" % self.port
 
     def connect(self) -> None:
         try:
@@ -104,23 +120,46 @@ class _Connection(http.client.HTTPConnection):
         sock.settimeout(self.timeout)
         self.sock = sock
 
-    def send(self, data) -> None:
+    def close(self) -> None:
+        sock, self.sock, self.buffer = self.sock, None, b""
+        if sock is not None:
+            sock.close()
+
+    def head(self, method: str, target: str, headers: dict[str, str]) -> bytes:
+        """The request line and headers, Host included; Content-Length and the empty line follow."""
+        if any(c in target for c in "\r\n ") or "\x00" in target:
+            raise ValueError("the request target holds a space or a control character")
+        lines = [f"{method} {target} HTTP/1.1".encode("ascii"), b"Host: " + self.host_header]
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name} holds a line break")
+            lines.append(f"{name}: {value}".encode("latin-1"))
+        return b"\r\n".join(lines) + b"\r\n"
+
+    def send(self, data: bytes) -> None:
         """Write data with the timeout on each step of progress, as httpx does: sendall (and
         a TLS write of the whole body) would make it a limit on the whole upload, too short
         on a slow uplink."""
         if self.sock is None:
             self.connect()
-        if not isinstance(data, (bytes, bytearray)):
-            super().send(data)
-            return
         view = memoryview(data)
         while view:
             view = view[self.sock.send(view[:WRITE_STEP_BYTES]):]
 
+    def recv(self) -> bytes:
+        """What has arrived (waiting for it up to the read timeout); b"" once the server has closed."""
+        if self.buffer:
+            data, self.buffer = self.buffer, b""
+            return data
+        try:
+            return self.sock.recv(READ_BYTES)
+        except TimeoutError:
+            raise PhaseTimeout("read") from None
+
     def reusable(self, now: float) -> bool:
         """Still open, not idle too long, and nothing unasked-for waiting on it.  A socket
         that reads ready while idle is one the server closed (or sent junk on)."""
-        if self.sock is None or now - self.idle_since > KEEPALIVE_EXPIRY_S:
+        if self.sock is None or self.buffer or now - self.idle_since > KEEPALIVE_EXPIRY_S:
             return False
         try:
             poller = select.poll()  # not select(): it fails on descriptors past 1023
@@ -130,28 +169,146 @@ class _Connection(http.client.HTTPConnection):
             return False
 
 
-class Response:
-    """Status, headers and the raw (still encoded) body of one answer."""
+class Headers(dict):
+    """An answer's headers, looked up by name in any case; the first of repeated ones."""
 
-    def __init__(self, raw: http.client.HTTPResponse):
-        self._raw = raw
-        self.status_code = raw.status
-        self.reason_phrase = raw.reason
-        self.headers = raw.headers  # case-insensitive .get, like httpx's
+    def get(self, name: str, default=None):
+        return super().get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+
+class Response:
+    """Status, headers and the raw (still encoded) body of one answer, read from the connection
+    as asked for."""
+
+    def __init__(self, conn: _Connection):
+        self._conn = conn
+        while True:
+            version, self.status_code, self.reason_phrase, self.headers = _read_head(conn)
+            if self.status_code != 100:  # 100 Continue is passed over, as http.client does
+                break
+        if 100 <= self.status_code < 200:
+            raise http.client.HTTPException(f"the server answered {self.status_code} (informational) "
+                                            "in place of an answer")
+        connection = self.headers.get("Connection", "").lower()
+        self.will_close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
+        self.finished = False  # the body was read to its end
+        self.chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        self.length: int | None = None  # bytes of the body still to come, if known
+        if self.status_code in (204, 304):
+            self.length = 0
+        elif not self.chunked:
+            declared = self.headers.get("Content-Length", "").strip()
+            if declared.isascii() and declared.isdigit() and len(declared) < 20:
+                self.length = int(declared)
+            else:  # none, or one we cannot read: the body ends when the server closes
+                self.will_close = True
 
     def iter_raw(self, chunk_bytes: int) -> Iterator[bytes]:
-        # read(), not read1(): only read() marks the answer finished (isclosed) when the last
-        # byte of a Content-Length body arrives, and only a finished answer frees the connection.
+        """The body as it arrives (at most about chunk_bytes a piece, chunked framing removed)."""
+        conn = self._conn
+        if self.chunked:
+            yield from self._chunks(chunk_bytes)
+        elif self.length is not None:
+            while self.length:
+                data = conn.recv()
+                if not data:
+                    raise http.client.IncompleteRead(b"", self.length)
+                if len(data) > self.length:  # bytes past the body: nothing may follow unasked
+                    data, conn.buffer = data[:self.length], data[self.length:]
+                    self.will_close = True
+                self.length -= len(data)
+                yield data
+        else:
+            while data := conn.recv():
+                yield data
+        self.finished = True
+
+    def _chunks(self, chunk_bytes: int) -> Iterator[bytes]:
+        conn = self._conn
         while True:
+            size_line = _read_line(conn)
             try:
-                chunk = self._raw.read(chunk_bytes)
-            except TimeoutError:
-                raise PhaseTimeout("read") from None
-            if not chunk:
-                if self._raw.length:  # http.client takes a body cut short for a whole one
-                    raise http.client.IncompleteRead(b"", self._raw.length)
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise http.client.IncompleteRead(b"") from None
+            if size < 0 or len(size_line) > 64:
+                raise http.client.IncompleteRead(b"")
+            if size == 0:
+                while _read_line(conn):  # trailers, up to the empty line
+                    pass
                 return
-            yield chunk
+            while size:
+                data = conn.recv()
+                if not data:
+                    raise http.client.IncompleteRead(b"", size)
+                if len(data) > size:
+                    data, conn.buffer = data[:size], data[size:]
+                size -= len(data)
+                yield data
+            if _read_line(conn):
+                raise http.client.IncompleteRead(b"")  # a chunk is followed by CRLF
+
+
+def _read_line(conn: _Connection) -> bytes:
+    """One line (without its end) of chunked framing; IncompleteRead if the server hangs up."""
+    data = b""
+    while (end := data.find(b"\n")) < 0:
+        if len(data) > MAX_HEAD_BYTES:
+            raise http.client.LineTooLong("chunked framing")
+        more = conn.recv()
+        if not more:
+            raise http.client.IncompleteRead(data)
+        data += more
+    conn.buffer = data[end + 1:] + conn.buffer
+    return data[:end].rstrip(b"\r")
+
+
+def _read_head(conn: _Connection) -> tuple[str, int, str, Headers]:
+    """The status line and headers of the next answer on conn."""
+    data = b""
+    while True:
+        # The head ends at an empty line: CRLF CRLF, or LF LF from a server that ends lines in LF alone.
+        ends = [(at, size) for at, size in ((data.find(b"\r\n\r\n"), 4), (data.find(b"\n\n"), 2)) if at >= 0]
+        if ends:
+            end, sep = min(ends)
+        if ends and end <= MAX_HEAD_BYTES:
+            break
+        if len(data) > MAX_HEAD_BYTES:
+            raise http.client.LineTooLong("answer head")
+        more = conn.recv()
+        if not more:
+            if data:
+                raise http.client.IncompleteRead(data)
+            raise http.client.RemoteDisconnected("the server closed the connection without an answer")
+        data += more
+    conn.buffer = data[end + sep:] + conn.buffer
+    lines = data[:end].decode("latin-1").split("\n")
+    parts = lines[0].rstrip("\r").split(None, 2)
+    if (len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isascii() or not parts[1].isdigit()
+            or len(parts[1]) != 3 or parts[1][0] == "0"):  # a status is 100 to 999, as http.client reads it
+        raise http.client.BadStatusLine(lines[0][:80])
+    headers = Headers()
+    last = None
+    for line in lines[1:]:
+        line = line.rstrip("\r")
+        if line[:1] in (" ", "\t") and last is not None:  # a folded continuation of the last one
+            headers[last] = f"{dict.__getitem__(headers, last)} {line.strip()}"
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            continue
+        last = name.strip().lower()
+        if last not in headers:
+            dict.__setitem__(headers, last, value.strip())
+        else:
+            last = None
+    return parts[0], int(parts[1]), parts[2].strip() if len(parts) > 2 else "", headers
 
 
 class ConnectionPool:
@@ -172,6 +329,7 @@ class ConnectionPool:
         self._slots = threading.BoundedSemaphore(self._max_idle)  # connections in use at once
         self._headers = dict(headers)
         self._idle: list[_Connection] = []
+        self._last_head: tuple = (None, b"")
         self._lock = threading.Lock()
         self._closed = False
 
@@ -199,12 +357,17 @@ class ConnectionPool:
                 return
         conn.close()
 
-    def _send(self, conn: _Connection, path: str, body: bytes | None,
-              headers: dict[str, str]) -> http.client.HTTPResponse:
+    def _send(self, conn: _Connection, path: str, body: bytes | None, headers: dict[str, str]) -> Response:
         if conn.sock is None:
             conn.connect()  # its failures are not write failures: nothing was sent
+        body = body or b""
+        key = (path, tuple(headers.items()))
+        cached_key, head = self._last_head  # one read: other threads may replace it
+        if cached_key != key:  # mostly the same request line and headers as last time
+            head = conn.head("POST", path, {**self._headers, **headers})
+            self._last_head = (key, head)
         try:
-            conn.request("POST", path, body=body, headers={**self._headers, **headers})
+            conn.send(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         except TimeoutError:
             raise PhaseTimeout("write") from None
         except WRITE_FAILED as exc:
@@ -217,15 +380,11 @@ class ConnectionPool:
         return self._response(conn)
 
     @staticmethod
-    def _response(conn: _Connection) -> http.client.HTTPResponse:
+    def _response(conn: _Connection) -> Response:
         try:
-            raw = conn.getresponse()
+            return Response(conn)
         except TimeoutError:
             raise PhaseTimeout("read") from None
-        if 100 <= raw.status < 200:  # http.client passes over 100 Continue only
-            raise http.client.HTTPException(f"the server answered {raw.status} (informational) "
-                                            "in place of an answer")
-        return raw
 
     @contextmanager
     def post(self, path: str, body: bytes | None, headers: dict[str, str]) -> Iterator[Response]:
@@ -240,21 +399,21 @@ class ConnectionPool:
             conn, reused = self._borrow()
             try:
                 try:
-                    raw = self._send(conn, path, body, headers)
+                    response = self._send(conn, path, body, headers)
                 except _Unsent as unsent:
                     conn.close()
                     if not reused:
                         raise unsent.error from None
                     conn = self._new()
                     try:
-                        raw = self._send(conn, path, body, headers)
+                        response = self._send(conn, path, body, headers)
                     except _Unsent as again:
                         raise again.error from None
-                yield Response(raw)
+                yield response
             except BaseException:
                 conn.close()  # an answer not read to the end leaves the connection unusable
                 raise
-            if raw.isclosed() and not raw.will_close:
+            if response.finished and not response.will_close:
                 self._give_back(conn)
             else:
                 conn.close()

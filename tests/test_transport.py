@@ -1,6 +1,7 @@
-"""The pooled http.client transport (streamer/transport.py) through DetectionClient, against
+"""The pooled HTTP/1.1 transport (streamer/transport.py) through DetectionClient, against
 real servers on 127.0.0.1: keep-alive, stale connections, sending a request at most once, early
-answers, the Host header, cut bodies, timeouts, the connection limit, TLS, proxies, the size cap.
+answers, the Host header, cut bodies, framings http.server never sends, timeouts, the
+connection limit, TLS, proxies, the size cap.
 
 Connections are counted server-side: tests/support/origin.py's Origin records every accepted
 connection and the requests read on it (headers, and how much of the body); its TcpRelay
@@ -21,7 +22,7 @@ import uuid
 import pytest
 from conftest import need
 from support import tls
-from support.origin import WAIT_S, Origin, TcpRelay
+from support.origin import ANSWER, WAIT_S, Origin, RawOrigin, TcpRelay
 from support.proxy import ForwardProxy
 
 from streamer import transport
@@ -129,7 +130,7 @@ def in_thread(call, timeout_s: float = WAIT_S):
 def test_sequential_requests_to_the_api_server_share_one_connection(api_server):
     with TcpRelay(("127.0.0.1", int(api_server.url.rsplit(":", 1)[1]))) as relay:
         with client_for(relay.url) as client:
-            assert client.backend == "http.client"
+            assert client.backend == "pool"
             for _ in range(4):
                 assert len(client.infer(UPLOAD.body).predictions) == 3
         assert relay.accepted == 1, f"{relay.accepted} connections for 4 sequential requests"
@@ -301,15 +302,9 @@ def test_an_answer_before_the_body_was_read_is_reported_not_the_broken_pipe(serv
     ("https://[::1]:8443", "[::1]:8443"),
 ])
 def test_the_host_header_names_the_port_unless_it_is_the_schemes(url, host):
-    """What the pool's connection would write (no network: its send is replaced to capture the
-    bytes), for ports that cannot be listened on here."""
+    """What the pool's connection would write (no network), for ports that cannot be listened on here."""
     pool = transport.ConnectionPool(url, connect_timeout_s=1.0, timeout_s=1.0, max_connections=1, headers={})
-    conn = pool._new()
-    sent: list[bytes] = []
-    conn.send = sent.append
-    conn.putrequest("POST", "/synthetic/1")
-    conn.endheaders()
-    head = b"".join(sent).decode("latin-1")
+    head = pool._new().head("POST", "/synthetic/1", {}).decode("latin-1")
     assert [line for line in head.split("\r\n") if line.lower().startswith("host:")] == [f"Host: {host}"]
 
 
@@ -353,8 +348,9 @@ def test_a_content_length_int_cannot_read_is_an_api_error(origin, length):
 
 
 def test_an_informational_answer_is_transient_and_its_connection_not_reused(origin):
-    """A 103 Early Hints before the 200: http.client passes over 100 only, the pool refuses the
-    rest (not a 4xx: the request was fine), and drops the connection with the 200 unread on it."""
+    """A 103 Early Hints before the 200: the pool passes over 100 only, as http.client does, and
+    refuses the rest (not a 4xx: the request was fine), dropping the connection with the 200
+    unread on it."""
     server = origin(lambda conn, nth: "103" if conn == 0 else "ok")
     with client_for(server.url) as client:
         exc = raised(ApiTransientError, lambda: client.infer(UPLOAD.body))
@@ -397,7 +393,7 @@ def test_https_verified_against_ssl_cert_file(tls_origin, certificate, monkeypat
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     with client_for(f"https://{host}:{tls_origin.port}") as client:
-        assert client.backend == "http.client"
+        assert client.backend == "pool"
         assert len(client.infer(UPLOAD.body).predictions) == 2
     assert tls_origin.requests_per_connection() == [1]
 
@@ -420,7 +416,7 @@ def test_https_with_an_untrusted_certificate_names_ssl_cert_file(tls_origin, iss
     else:
         monkeypatch.setenv("SSL_CERT_FILE", str(issued["ca"][0]))  # a CA that did not sign the server's
     with client_for(tls_origin.url) as client:
-        assert client.backend == "http.client"
+        assert client.backend == "pool"
         exc = raised(ApiTransientError, lambda: client.infer(UPLOAD.body))
     assert "certificate is not trusted" in str(exc) and "SSL_CERT_FILE" in str(exc)
     assert tls_origin.paths == []  # nothing was sent over the unverified connection
@@ -527,12 +523,12 @@ def test_a_proxy_from_the_environment_is_used_through_httpx(api_server, monkeypa
     {"HTTP_PROXY": "{proxy}", "NO_PROXY": "*"},
     {"HTTPS_PROXY": "{proxy}"},  # a proxy for https:// only; the API is http://
 ])
-def test_no_proxy_for_the_api_means_a_direct_http_client_connection(api_server, monkeypatch, env):
+def test_no_proxy_for_the_api_means_a_direct_pooled_connection(api_server, monkeypatch, env):
     with ForwardProxy() as proxy:
         for name, value in env.items():
             monkeypatch.setenv(name, value.format(proxy=proxy.url))
         with client_for(api_server.url) as client:
-            assert client.backend == "http.client"
+            assert client.backend == "pool"
             assert len(client.infer(UPLOAD.body).predictions) == 3
         assert proxy.seen == []
 
@@ -682,7 +678,7 @@ def test_a_request_that_gets_no_connection_in_time_is_a_pool_timeout(origin):
     assert server.requests_per_connection() == [2]
 
 
-@pytest.mark.parametrize("backend", ["http.client", "httpx"])
+@pytest.mark.parametrize("backend", ["pool", "httpx"])
 def test_a_closed_client_refuses_requests_and_sends_nothing(origin, monkeypatch, backend):
     server = origin()
     with ForwardProxy() as proxy:
@@ -731,8 +727,8 @@ def test_a_response_over_the_cap_is_refused_and_its_connection_dropped(origin, h
 
 @pytest.mark.parametrize("url", ["http://[::1]", "https://[::1]"])
 def test_an_ipv6_literal_without_a_port_is_connected_to_not_looked_up(url):
-    """http.client reads a bare "::1" with no port as host ":" port 1; the pool must pass the
-    default port itself.  Nothing listens on [::1]:80/443 here, so any error but a failed
+    """A bare "::1" with no port must not be read as host ":" port 1 (http.client's reading); the
+    pool passes the default port itself.  Nothing listens on [::1]:80/443 here, so any error but a failed
     name lookup (for ":") is right."""
     with client_for(url, connect_timeout_s=0.5) as client:
         try:
@@ -740,3 +736,65 @@ def test_an_ipv6_literal_without_a_port_is_connected_to_not_looked_up(url):
         except ApiError as exc:
             assert KEY not in str(exc)
             assert not isinstance(exc.__context__, socket.gaierror), str(exc)
+
+
+# --- 9. answers framed as http.server never frames them ---
+
+def _answer(head: str, body: bytes = ANSWER) -> bytes:
+    return head.replace("{n}", str(len(body))).encode("latin-1") + body
+
+
+def _chunked(body: bytes) -> bytes:
+    """body in two chunks, the first with a chunk extension, and a trailer after the last."""
+    half = len(body) // 2
+    return (b"%x;name=value\r\n" % half + body[:half] + b"\r\n" + b"%X\r\n" % (len(body) - half)
+            + body[half:] + b"\r\n0\r\nX-Trailer: yes\r\n\r\n")
+
+
+@pytest.mark.parametrize("name, answer, per_connection", [
+    ("CRLF, Content-Length", _answer("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n"), [2]),
+    ("LF-only lines", _answer("HTTP/1.1 200 OK\nContent-Type: application/json\nContent-Length: {n}\n\n"), [2]),
+    ("header names in any case", _answer("HTTP/1.1 200 OK\r\ncontent-LENGTH: {n}\r\n\r\n"), [2]),
+    ("a folded header", _answer("HTTP/1.1 200 OK\r\nX-Note: one\r\n two\r\nContent-Length: {n}\r\n\r\n"), [2]),
+    ("100 Continue first", b"HTTP/1.1 100 Continue\r\n\r\n"
+     + _answer("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n"), [2]),
+    ("chunked, extension and trailer", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(ANSWER),
+     [2]),
+    ("HTTP/1.0 without keep-alive", _answer("HTTP/1.0 200 OK\r\nContent-Length: {n}\r\n\r\n"), [1, 1]),
+    ("Connection: close", _answer("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {n}\r\n\r\n"), [1, 1]),
+    ("bytes past the body", _answer("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n") + b"junk", [1, 1]),
+])
+def test_answers_in_every_framing_are_read_and_reused_only_when_safe(name, answer, per_connection):
+    """Each answer is read whole and parsed; its connection is used again only when the framing
+    says the answer ended where it should and the server keeps it open."""
+    with RawOrigin([answer, answer]) as server, client_for(server.url) as client:  # the server never hangs up
+        for _ in range(2):
+            assert len(client.infer(UPLOAD.body).predictions) == 2
+    assert server.per_connection == per_connection
+
+
+def test_a_body_that_ends_when_the_server_hangs_up_is_read_to_the_end():
+    """No Content-Length and not chunked: the body is what comes before the hang-up."""
+    with RawOrigin([(b"HTTP/1.1 200 OK\r\n\r\n" + ANSWER, "close")]) as server, client_for(server.url) as client:
+        assert len(client.infer(UPLOAD.body).predictions) == 2
+
+
+@pytest.mark.parametrize("answer, words", [
+    (b"HELLO\r\n\r\n", "HELLO"),
+    (b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 2000"),
+    (b"HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 099"),
+    (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * (70 * 1024) + b"\r\n\r\n", "answer head"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "cannot reach"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcdeXY0\r\n\r\n", "cannot reach"),
+])
+def test_a_broken_status_line_head_or_chunk_is_a_transient_error(answer, words):
+    with RawOrigin([(answer, "close")]) as server, client_for(server.url) as client:
+        exc = raised(ApiTransientError, lambda: client.infer(UPLOAD.body))
+        assert words in str(exc) and str(server.port) in str(exc)
+
+
+def test_retry_after_is_read_whatever_the_case_of_its_name():
+    answer = _answer("HTTP/1.1 503 Busy\r\nretry-AFTER: 7\r\nContent-Length: {n}\r\n\r\n", b'{"message": "busy"}')
+    with RawOrigin([answer]) as server, client_for(server.url) as client:
+        exc = raised(ApiTransientError, lambda: client.infer(UPLOAD.body))
+        assert exc.status == 503 and exc.retry_after_s == 7 and "busy" in str(exc)

@@ -491,3 +491,71 @@ class TcpRelay:
             except OSError:
                 pass
             sock.close()
+
+
+class RawOrigin:
+    """A TCP server on 127.0.0.1 that answers each request with bytes a test wrote by hand: for
+    framings http.server never sends (LF-only lines, folded headers, a 100 Continue, chunk
+    extensions and trailers, HTTP/1.0, bytes past the body, an endless head).
+
+    ``answers`` lists, request by request across all connections, the bytes to write; after
+    writing an answer the server hangs up if ``close`` is in that answer's entry.  It counts the
+    requests read on each connection, as Origin does."""
+
+    def __init__(self, answers: list[bytes | tuple[bytes, str]]):
+        self._answers = list(answers)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.per_connection: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="test.raw-origin", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(WAIT_S)
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set() and self._answers:
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.per_connection.append(0)
+            with conn:
+                conn.settimeout(WAIT_S)
+                while self._answers and self._read_request(conn):
+                    self.per_connection[-1] += 1
+                    answer = self._answers.pop(0)
+                    data, close = (answer, "") if isinstance(answer, bytes) else answer
+                    conn.sendall(data)
+                    if close:
+                        break
+
+    @staticmethod
+    def _read_request(conn: socket.socket) -> bool:
+        """Read one request whole (head and Content-Length body); False if the client hung up."""
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(65536)
+                if not more:
+                    return False
+                data += more
+            head, body = data.split(b"\r\n\r\n", 1)
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(body) < length:
+                more = conn.recv(65536)
+                if not more:
+                    return False
+                body += more
+            return True
+        except OSError:
+            return False
