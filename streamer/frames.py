@@ -95,6 +95,11 @@ class DropOldestQueue(Generic[T]):
             self.taken += 1
             return self._items.popleft()
 
+    def wake(self) -> None:
+        """Wake every consumer waiting in a get, e.g. to see a stop flag at once."""
+        with self._cond:
+            self._cond.notify_all()
+
     def pending(self) -> int:
         """Items still waiting in the queue."""
         with self._cond:

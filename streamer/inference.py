@@ -4,6 +4,8 @@ A dispatcher thread decides when the next request goes out (pacing by latency, m
 the circuit breaker, Retry-After, the call budget and the motion gate) and takes the newest
 frame at that moment; request threads, up to max_in_flight of them busy at once, do the
 work and hand results in to ``NewestResults``, where a late one is counted and dropped.
+The request thread that got an answer also publishes it, at its release time: the work of
+a call is then done by two wake-ups of one thread, not spread over three threads.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 
 from streamer.backoff import Backoff, FaultLog
 from streamer.breaker import CircuitBreaker
@@ -28,9 +31,9 @@ from streamer.stats import Stats
 log = logging.getLogger(__name__)
 
 # The longest an idle thread sleeps before it looks at the stop flag again.  Each wake-up
-# costs CPU (about 0.1 to 0.3 ms on a 2-core machine), and the pipeline gives its threads
-# 1.5 s to finish, so half a second is both cheap and prompt.
-IDLE_WAIT_S = 0.5
+# costs CPU (about 0.1 to 0.3 ms on a 2-core machine); ``join`` wakes every thread at once,
+# so this bounds only a stop that nobody follows with a join.
+IDLE_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,12 @@ class InferenceWorker:
 
     def __init__(self, queue_: DropOldestQueue[Frame], client: DetectionClient, results: NewestResults,
                  stats: Stats, stop: threading.Event, settings: InferenceSettings,
-                 backoff: Backoff | None = None, failures_to_open: int = 3):
+                 backoff: Backoff | None = None, failures_to_open: int = 3,
+                 publish_due: Callable[[], None] | None = None):
         self.queue = queue_
         self.client = client
         self.results = results
+        self.publish_due = publish_due  # publishes the results whose release time has come
         self.stats = stats
         self.stop = stop
         self.settings = settings
@@ -99,11 +104,15 @@ class InferenceWorker:
         self.refusals_before_backoff = 3
         self._lock = threading.Condition()  # guards the counts below and the breaker
         self._in_flight = 0
+        self._waiting_for_capacity = False  # the dispatcher waits for a request to end
         self._last_result: Result | None = None
         self._work: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = [threading.Thread(target=self._dispatch, name="streamer.inference", daemon=True)]
+        # One thread more than requests in flight: a thread holding an early answer until
+        # its release time must not keep the next request from going out.
+        request_threads = settings.max_in_flight + (1 if settings.max_in_flight > 1 else 0)
         self._threads += [threading.Thread(target=self._serve, name=f"streamer.request-{i + 1}", daemon=True)
-                          for i in range(settings.max_in_flight)]
+                          for i in range(request_threads)]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -119,7 +128,13 @@ class InferenceWorker:
         return self.pause_until - time.monotonic() > self.backoff.max_s
 
     def join(self, timeout: float) -> bool:
+        """Wake every thread (they see the stop flag at once) and wait for them, up to timeout."""
         deadline = time.monotonic() + timeout
+        with self._lock:
+            self._lock.notify_all()
+        self.queue.wake()
+        for _ in self._threads:
+            self._work.put(None)
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
@@ -141,7 +156,9 @@ class InferenceWorker:
                 with self._lock:  # check and wait under one lock: a request ending is never missed
                     wait_s = self._wait_s()
                     if wait_s is None or wait_s > 0:  # None: at capacity, woken when a request ends
+                        self._waiting_for_capacity = wait_s is None
                         self._lock.wait(IDLE_WAIT_S if wait_s is None else min(wait_s, IDLE_WAIT_S))
+                        self._waiting_for_capacity = False
                         continue
                 frame = self.queue.get_newest(timeout=IDLE_WAIT_S)
                 if frame is not None:
@@ -196,6 +213,8 @@ class InferenceWorker:
             self.results.offer(dataclasses.replace(
                 last, frame_id=frame.frame_id, captured_at=frame.captured_at, captured_mono=frame.captured_mono,
                 width=frame.width, height=frame.height, predictions=predictions, reused=True))
+            if self.publish_due is not None:
+                self.publish_due()
         finally:
             with self._lock:  # after the offer: idle() must not turn true before it lands
                 self.finished_frames += 1
@@ -203,29 +222,49 @@ class InferenceWorker:
     # --- the request threads ---
 
     def _serve(self) -> None:
+        cpu_mark = time.thread_time()  # all of this thread's CPU goes to stats.request_cpu_s
         try:
             while not self.stop.is_set():
+                cpu_now = time.thread_time()
+                self.stats.add_request_cpu(cpu_now - cpu_mark)
+                cpu_mark = cpu_now
                 try:
-                    frame, thumb = self._work.get(timeout=IDLE_WAIT_S)
+                    work = self._work.get(timeout=IDLE_WAIT_S)
                 except queue.Empty:
                     continue
-                pause_s = 0.0
+                if work is None:  # join() wakes the threads with these
+                    continue
+                frame, thumb = work
+                pause_s, release_at = 0.0, None
                 try:
-                    pause_s = self._infer(frame, thumb)
+                    pause_s, release_at = self._infer(frame, thumb)
                 finally:
                     with self._lock:
                         self._in_flight -= 1
                         self.finished_frames += 1
                         if pause_s:
                             self.pause_until = max(self.pause_until, time.monotonic() + pause_s)
-                        self._lock.notify_all()
+                        if self._waiting_for_capacity:
+                            self._lock.notify_all()
+                if release_at is not None:
+                    self._publish_at(release_at)
         except BaseException as exc:  # ApiFatalError, or a bug: record, stop everything
             self._fail(exc)
 
-    def _infer(self, frame: Frame, thumb=None) -> float:
-        """Handle one frame; the seconds to pause before the next request (0 after a success)."""
+    def _publish_at(self, release_at: float) -> None:
+        """Publish the results due at release_at (a monotonic time), from this thread.  The
+        request is no longer in flight while it waits: its slot is free for the next one."""
+        if self.publish_due is None:
+            return
+        hold_s = release_at - time.monotonic()
+        if hold_s > 0 and self.stop.wait(hold_s):  # at most half the request's own latency
+            return  # stopping: the pipeline publishes what is left
+        self.publish_due()
+
+    def _infer(self, frame: Frame, thumb=None) -> tuple[float, float | None]:
+        """Handle one frame: the seconds to pause before the next request (0 after a success),
+        and when its result is due for publishing (None: there is no result)."""
         settings = self.settings
-        cpu_started = time.thread_time()
         upload = prepare_upload(frame.image, settings.max_side, settings.jpeg_quality)
         sent_at, sent_mono = time.time(), time.monotonic()
         with self._lock:
@@ -237,12 +276,10 @@ class InferenceWorker:
             parsed = self.client.infer(upload.body)
         except ApiTransientError as exc:
             with self._lock:
-                return self._transient(exc, probe)
+                return self._transient(exc, probe), None
         except (ApiMalformedResponse, ApiBadRequest) as exc:
             with self._lock:
-                return self._refused(exc)
-        finally:
-            self.stats.add_request_cpu(time.thread_time() - cpu_started)
+                return self._refused(exc), None
         received_at = time.time()
         result = make_result(frame, parsed, upload, self.client.model, sent_at, received_at, settings.classes)
         with self._lock:
@@ -256,7 +293,7 @@ class InferenceWorker:
             release_at = sent_mono + min(usual_s, 1.5 * (time.monotonic() - sent_mono))
         self.results.offer(result, release_at)
         self.stats.inference_rate.tick()
-        return 0.0
+        return 0.0, release_at
 
     def _succeeded(self, result: Result, latency_s: float) -> bool:
         """Bookkeeping after an answer (the lock is held); whether it is the newest answer."""

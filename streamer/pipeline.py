@@ -29,7 +29,11 @@ log = logging.getLogger(__name__)
 
 JOIN_DEADLINE_S = 1.5  # well inside the 3 s a service manager or a user waits
 STALE_AFTER_S = 3.0  # a result older than this is marked stale on the preview
-IDLE_WAKE_S = 0.25  # with no window the loop wakes for results, and this often for stall checks and heartbeats
+# With no window the output loop has no frames to draw and does not publish either (the
+# request threads do): it wakes for a stop at once, for heartbeats when they are due, and
+# otherwise this often (each wake-up costs CPU), to check for a stalled source ...
+IDLE_WAKE_S = 1.0
+FILE_WAKE_S = 0.25  # ... or this often while a file plays, to see its end soon after
 
 
 @dataclass(frozen=True)
@@ -66,18 +70,23 @@ class Pipeline:
         self.supervision = sup = supervision or Supervision()
         self.notifier = notifier
         self.source_name = source.name
-        self._changed = threading.Event()  # set on every new result, and every frame if drawn
+        self._changed = threading.Event()  # set on every frame, if frames are drawn
         self.queue: DropOldestQueue[Frame] = DropOldestQueue(queue_size)
         # Headless and not recording, frames are not drawn: the output loop need not wake for them.
-        draws = outputs.window is not None or outputs.recorder is not None
-        self.latest_frame: Latest[Frame] = Latest(self._changed if draws else None)
-        self.results = NewestResults(self._changed)
+        self.draws = outputs.window is not None or outputs.recorder is not None
+        self.latest_frame: Latest[Frame] = Latest(self._changed if self.draws else None)
+        # Results are published by the request thread that got them (at their release time),
+        # and by the output loop as it passes: whichever comes first, in release order.
+        self.results = NewestResults()
+        self._publish_lock = threading.Lock()
+        self._publishing = True  # False once the sinks are about to close
         self.capture = CaptureWorker(source, self.queue, self.latest_frame, self.stats, stop,
                                      loop=loop, backoff=source_backoff, stall_timeout_s=sup.stall_timeout_s,
                                      open_timeout_s=sup.open_timeout_s)
         self.inference = InferenceWorker(self.queue, client, self.results, self.stats, stop,
                                          settings, backoff=api_backoff,
-                                         failures_to_open=sup.probe_after_failures)
+                                         failures_to_open=sup.probe_after_failures,
+                                         publish_due=self.publish_due)
         self.user_quit = False
         self._last_heartbeat = self._last_watchdog = float("-inf")
 
@@ -107,15 +116,16 @@ class Pipeline:
         shown_frame = 0
         window = self.outputs.window
         while not self.stop.is_set():
-            timeout = 0.02 if window else IDLE_WAKE_S
-            release = self.results.next_release()
-            if release is not None:
-                timeout = min(timeout, max(0.0005, release - time.monotonic()))
-            self._changed.wait(timeout)
-            self._changed.clear()
+            if window:
+                self._changed.wait(0.02)
+                self._changed.clear()
+            elif self.draws:
+                self._changed.wait(IDLE_WAKE_S)
+                self._changed.clear()
+            else:  # nothing to draw: sleep until a stop, or the next thing due
+                self.stop.wait(self._idle_timeout(started))
             now = time.monotonic()
-            for fresh in self.results.drain(now):
-                self._publish(fresh)
+            self.publish_due(now)
             self.stats.late_results = self.results.late
             result = self.results.latest()
             frame_version, frame = self.latest_frame.get()
@@ -141,6 +151,22 @@ class Pipeline:
                     log.info("latency: %s", self.stats.latency_text())
                 if self.notifier is not None:
                     self.notifier.status(line)
+
+    def _idle_timeout(self, started: float) -> float:
+        """How long a headless loop may sleep: until the next heartbeat, watchdog ping or the
+        end of --duration, and at most IDLE_WAKE_S (a quarter of the stall timeout if shorter);
+        FILE_WAKE_S while a file plays, and briefly once it has ended (its last answer ends the run)."""
+        if self.capture.finished.is_set():
+            return 0.02
+        now = time.monotonic()
+        file_ends = self.capture.source.is_file and not self.capture.loop
+        due = [FILE_WAKE_S if file_ends else IDLE_WAKE_S, self.supervision.stall_timeout_s / 4,
+               self._last_heartbeat + self.supervision.heartbeat_s - now]
+        if self.duration_s is not None:
+            due.append(started + self.duration_s - now)
+        if self.notifier is not None and self.notifier.watchdog_interval_s:
+            due.append(self._last_watchdog + self.notifier.watchdog_interval_s / 4 - now)
+        return max(0.001, min(due))
 
     def _tell_outside(self, result: Result | None, now: float) -> None:
         """Heartbeats on the feed, and systemd's READY=1 and watchdog pings."""
@@ -194,13 +220,20 @@ class Pipeline:
         return self.stats.line(self.queue.dropped, age_ms)
 
     def _publish_last(self) -> None:
-        """Results that arrived after the output loop's last pass are still published."""
+        """Results still held back (or arrived after the output loop's last pass) are published."""
         try:
-            for result in self.results.drain():
-                self._publish(result)
+            self.publish_due(float("inf"))
         except Exception:  # a sink failing at exit must not hide the real exit status
             log.exception("could not publish the last results")
         self.stats.late_results = self.results.late
+
+    def publish_due(self, now: float | None = None) -> None:
+        """Publish the results whose release time has come, in order; any thread may call it."""
+        with self._publish_lock:
+            if not self._publishing:
+                return
+            for result in self.results.drain(time.monotonic() if now is None else now):
+                self._publish(result)
 
     def _publish(self, result: Result) -> None:
         published_at = time.time()
@@ -249,6 +282,8 @@ class Pipeline:
             self._heartbeat("stopped", self.results.latest(), time.monotonic())
         except Exception:  # a sink failing at exit must not hide the real exit status
             log.exception("could not send the last heartbeat")
+        with self._publish_lock:  # a request thread still finishing must not write to closed sinks
+            self._publishing = False
         for closer in (self.outputs.window, self.outputs.recorder, *self.outputs.sinks, self.notifier):
             if closer is not None:
                 try:

@@ -94,7 +94,7 @@ class Stats:
         self.skipped_budget = 0  # calls not made because the call budget was spent
         self.late_results = 0  # results for a frame older than one already published: dropped
         self.bytes_sent = 0  # request bodies, base64 JPEG
-        self.request_cpu_s = 0.0  # CPU of the request threads: resize, encode, HTTP, parse
+        self.request_cpu_s = 0.0  # CPU of the request threads: resize, encode, HTTP, parse, publish
         # CPU seconds of the other threads, each written by its own thread
         self.capture_cpu_s = 0.0
         self.dispatch_cpu_s = 0.0

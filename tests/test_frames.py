@@ -177,3 +177,44 @@ def test_frames_wake_the_output_loop_only_when_something_draws_them(tmp_path):
             pipeline.latest_frame.set(frame)
             assert pipeline._changed.is_set() is wakes
             assert pipeline.latest_frame.get() == (1, frame)
+
+
+def test_join_wakes_the_idle_inference_threads_at_once():
+    """Idle threads sleep up to IDLE_WAIT_S between looks at the stop flag; join() wakes them,
+    so a stop does not wait that long (a service manager or a user waits about 3 s)."""
+    from streamer.client import DetectionClient
+    from streamer.frames import DropOldestQueue, NewestResults
+    from streamer.inference import IDLE_WAIT_S, InferenceSettings, InferenceWorker
+    from streamer.stats import Stats
+
+    stop = threading.Event()
+    with DetectionClient("http://127.0.0.1:9", "synthetic/1", None) as client:  # never called: no frames
+        worker = InferenceWorker(DropOldestQueue(1), client, NewestResults(), Stats(), stop,
+                                 InferenceSettings(max_in_flight=4))
+        worker.start()
+        time.sleep(0.2)  # every thread is now asleep in its wait
+        stop.set()
+        started = time.monotonic()
+        assert worker.join(IDLE_WAIT_S / 2)
+        assert time.monotonic() - started < IDLE_WAIT_S / 2
+
+
+def test_results_are_not_published_to_sinks_once_they_are_closing(api_server, tmp_path):
+    """A request thread that gets its answer while the pipeline shuts down must not write to
+    a sink that is closed (a JsonlWriter's file is gone): its result is left unpublished."""
+    from support.running import Running, wait_until
+
+    from streamer.frames import Result
+    from streamer.pipeline import Outputs
+    from streamer.publish import JsonlWriter
+
+    path = tmp_path / "out.jsonl"
+    run = Running(api_server.url, Outputs(sinks=(JsonlWriter(str(path)),)))
+    assert wait_until(lambda: run.stats.published >= 2, 10)
+    run.finish()
+    lines = path.read_text().splitlines()
+    late = Result("synthetic", 10**9, time.time(), time.monotonic(), 640, 360, [], "synthetic/1",
+                  time.time(), time.time())
+    assert run.pipeline.results.offer(late)
+    run.pipeline.publish_due()  # what a request thread does at its result's release time
+    assert path.read_text().splitlines() == lines
