@@ -107,7 +107,7 @@ class DetectionClient:
             self._pool = ConnectionPool(self.api_url, connect_timeout_s=connect_timeout_s, timeout_s=timeout_s,
                                         max_connections=max_connections, headers=headers)
             self._path = quote(f"{urlsplit(self.api_url).path}/{model}", safe="/%:@-._~!$&'()*+,;=")
-            self._frame_target = f"{self._path}?{urlencode(self._params())}"
+            self._frame_target: tuple = (None, "")  # ((confidence, overlap), path and query) of a frame
         self._where = url_for_display(self.endpoint)  # for messages, worked out once
         self._closed = False
 
@@ -146,7 +146,9 @@ class DetectionClient:
         try:
             if self._pool is not None:
                 if image_url is None and fmt == "json":  # a frame: the same query every time
-                    target = self._frame_target
+                    if self._frame_target[0] != (self.confidence, self.overlap):
+                        self._frame_target = ((self.confidence, self.overlap), f"{self._path}?{urlencode(params)}")
+                    target = self._frame_target[1]
                 else:
                     target = f"{self._path}?{urlencode(params)}"
                 with self._pool.post(target, body, headers) as response:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import select
 import socket
 import ssl
@@ -30,7 +31,9 @@ from urllib.parse import urlsplit
 
 HTTP_PORT, HTTPS_PORT = 80, 443
 READ_BYTES = 64 * 1024
-MAX_HEAD_BYTES = 64 * 1024  # an answer's status line and headers, or one line of chunked framing
+MAX_HEAD_BYTES = 64 * 1024  # an answer's status line and headers, its trailers, a line of chunked framing
+MAX_INFORMATIONAL = 10  # 1xx answers passed over before the answer; more is an error
+_EMPTY_LINE = re.compile(rb"\n\r?\n")
 KEEPALIVE_EXPIRY_S = 5.0  # what httpx uses: servers often close idle connections soon after
 WRITE_STEP_BYTES = 64 * 1024  # the write timeout applies to each step of this size
 # What a write to a connection the server has closed raises, plain or TLS.
@@ -170,7 +173,7 @@ class _Connection:
 
 
 class Headers(dict):
-    """An answer's headers, looked up by name in any case; the first of repeated ones."""
+    """An answer's headers, looked up by name in any case; a repeated one's values joined by ", "."""
 
     def get(self, name: str, default=None):
         return super().get(name.lower(), default)
@@ -188,9 +191,11 @@ class Response:
 
     def __init__(self, conn: _Connection):
         self._conn = conn
-        while True:
+        for _ in range(MAX_INFORMATIONAL):
             version, self.status_code, self.reason_phrase, self.headers = _read_head(conn)
-            if self.status_code != 100:  # 100 Continue is passed over, as http.client does
+            # Informational answers (100 Continue, 103 Early Hints) come before the answer and are
+            # passed over, as httpx does; 101 would switch protocols, which we never ask for.
+            if not 100 <= self.status_code < 200 or self.status_code == 101:
                 break
         if 100 <= self.status_code < 200:
             raise http.client.HTTPException(f"the server answered {self.status_code} (informational) "
@@ -200,14 +205,19 @@ class Response:
         self.finished = False  # the body was read to its end
         self.chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
         self.length: int | None = None  # bytes of the body still to come, if known
-        if self.status_code in (204, 304):
-            self.length = 0
+        if self.status_code in (204, 304):  # never a body, whatever the headers say
+            self.chunked, self.length = False, 0
         elif not self.chunked:
-            declared = self.headers.get("Content-Length", "").strip()
-            if declared.isascii() and declared.isdigit() and len(declared) < 20:
-                self.length = int(declared)
-            else:  # none, or one we cannot read: the body ends when the server closes
+            declared = self.headers.get("Content-Length")
+            if declared is None:  # the body ends when the server closes
                 self.will_close = True
+            else:
+                values = {value.strip() for value in declared.split(",")}  # "2, 2" is one length
+                value = values.pop()
+                if values or not (value.isascii() and value.isdigit() and len(value) < 20):
+                    raise http.client.HTTPException(f"the answer's Content-Length is not a length "
+                                                    f"({declared[:40]!r})")
+                self.length = int(value)
 
     def iter_raw(self, chunk_bytes: int) -> Iterator[bytes]:
         """The body as it arrives (at most about chunk_bytes a piece, chunked framing removed)."""
@@ -232,16 +242,16 @@ class Response:
     def _chunks(self, chunk_bytes: int) -> Iterator[bytes]:
         conn = self._conn
         while True:
-            size_line = _read_line(conn)
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise http.client.IncompleteRead(b"") from None
-            if size < 0 or len(size_line) > 64:
+            size_text = _read_line(conn).split(b";", 1)[0].strip()  # a chunk extension is ignored
+            if not size_text or len(size_text) > 16 or size_text.strip(b"0123456789abcdefABCDEF"):
                 raise http.client.IncompleteRead(b"")
+            size = int(size_text, 16)
             if size == 0:
-                while _read_line(conn):  # trailers, up to the empty line
-                    pass
+                trailers = 0
+                while line := _read_line(conn):  # trailers, up to the empty line
+                    trailers += len(line)
+                    if trailers > MAX_HEAD_BYTES:
+                        raise http.client.LineTooLong("trailers")
                 return
             while size:
                 data = conn.recv()
@@ -273,11 +283,10 @@ def _read_head(conn: _Connection) -> tuple[str, int, str, Headers]:
     """The status line and headers of the next answer on conn."""
     data = b""
     while True:
-        # The head ends at an empty line: CRLF CRLF, or LF LF from a server that ends lines in LF alone.
-        ends = [(at, size) for at, size in ((data.find(b"\r\n\r\n"), 4), (data.find(b"\n\n"), 2)) if at >= 0]
-        if ends:
-            end, sep = min(ends)
-        if ends and end <= MAX_HEAD_BYTES:
+        # The head ends at the first empty line, whether lines end in CRLF or in LF alone.
+        found = _EMPTY_LINE.search(data)
+        if found and found.start() <= MAX_HEAD_BYTES:
+            end, after = found.start(), found.end()
             break
         if len(data) > MAX_HEAD_BYTES:
             raise http.client.LineTooLong("answer head")
@@ -287,7 +296,7 @@ def _read_head(conn: _Connection) -> tuple[str, int, str, Headers]:
                 raise http.client.IncompleteRead(data)
             raise http.client.RemoteDisconnected("the server closed the connection without an answer")
         data += more
-    conn.buffer = data[end + sep:] + conn.buffer
+    conn.buffer = data[after:] + conn.buffer
     lines = data[:end].decode("latin-1").split("\n")
     parts = lines[0].rstrip("\r").split(None, 2)
     if (len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isascii() or not parts[1].isdigit()
@@ -297,17 +306,18 @@ def _read_head(conn: _Connection) -> tuple[str, int, str, Headers]:
     last = None
     for line in lines[1:]:
         line = line.rstrip("\r")
-        if line[:1] in (" ", "\t") and last is not None:  # a folded continuation of the last one
-            headers[last] = f"{dict.__getitem__(headers, last)} {line.strip()}"
+        if line[:1] in (" ", "\t"):  # a folded continuation of the last header (ignored if none)
+            if last is not None:
+                dict.__setitem__(headers, last, f"{dict.__getitem__(headers, last)} {line.strip()}")
             continue
         name, colon, value = line.partition(":")
         if not colon:
+            last = None
             continue
         last = name.strip().lower()
-        if last not in headers:
-            dict.__setitem__(headers, last, value.strip())
-        else:
-            last = None
+        if last in headers:  # a repeated header is one list, as RFC 9110 reads it ("keep-alive, close")
+            value = f"{dict.__getitem__(headers, last)}, {value.strip()}"
+        dict.__setitem__(headers, last, value.strip())
     return parts[0], int(parts[1]), parts[2].strip() if len(parts) > 2 else "", headers
 
 

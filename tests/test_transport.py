@@ -347,16 +347,14 @@ def test_a_content_length_int_cannot_read_is_an_api_error(origin, length):
     assert server.requests_per_connection() == [1, 1]
 
 
-def test_an_informational_answer_is_transient_and_its_connection_not_reused(origin):
-    """A 103 Early Hints before the 200: the pool passes over 100 only, as http.client does, and
-    refuses the rest (not a 4xx: the request was fine), dropping the connection with the 200
-    unread on it."""
-    server = origin(lambda conn, nth: "103" if conn == 0 else "ok")
+def test_an_informational_answer_is_passed_over_and_the_connection_kept(origin):
+    """A 103 Early Hints before the 200 is passed over, as httpx does (RFC 9110 asks a client
+    to read 1xx answers and go on): the 200 after it is the answer."""
+    server = origin(lambda conn, nth: "103")
     with client_for(server.url) as client:
-        exc = raised(ApiTransientError, lambda: client.infer(UPLOAD.body))
-        assert "103" in str(exc)
-        assert len(client.infer(UPLOAD.body).predictions) == 2
-    assert server.requests_per_connection() == [1, 1]
+        for _ in range(2):
+            assert len(client.infer(UPLOAD.body).predictions) == 2
+    assert server.requests_per_connection() == [2]
 
 
 # --- 6. TLS ---
@@ -798,3 +796,70 @@ def test_retry_after_is_read_whatever_the_case_of_its_name():
     with RawOrigin([answer]) as server, client_for(server.url) as client:
         exc = raised(ApiTransientError, lambda: client.infer(UPLOAD.body))
         assert exc.status == 503 and exc.retry_after_s == 7 and "busy" in str(exc)
+
+
+@pytest.mark.parametrize("name, answer", [
+    ("a long chunk extension", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+     + b"%x;name=\"%s\"\r\n" % (len(ANSWER), b"v" * 200) + ANSWER + b"\r\n0\r\n\r\n"),
+    ("LF-only lines ending in CRLF", _answer("HTTP/1.1 200 OK\nContent-Length: {n}\n\r\n")),
+    ("103 Early Hints first", b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+     + _answer("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n")),
+    ("a Content-Length list of one value", _answer("HTTP/1.1 200 OK\r\nContent-Length: {n}, {n}\r\n\r\n")),
+])
+def test_more_framings_are_read_and_the_connection_kept(name, answer):
+    with RawOrigin([answer, answer]) as server, client_for(server.url) as client:
+        for _ in range(2):
+            assert len(client.infer(UPLOAD.body).predictions) == 2
+    assert server.per_connection == [2]
+
+
+def test_close_on_a_second_connection_line_is_honoured():
+    """A repeated Connection header is one list ("keep-alive, close"): the connection is not reused."""
+    answer = _answer("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: {n}\r\n\r\n")
+    with RawOrigin([answer, answer]) as server, client_for(server.url) as client:  # the server never hangs up
+        for _ in range(2):
+            assert len(client.infer(UPLOAD.body).predictions) == 2
+    assert server.per_connection == [1, 1]
+
+
+def test_a_204_has_no_body_whatever_its_headers_say():
+    """Reading stops at its head (a chunked body would never come: a read timeout), and the
+    connection is kept."""
+    answer = b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with RawOrigin([answer, answer]) as server, client_for(server.url, timeout_s=2.0) as client:
+        for _ in range(2):
+            assert "204" in str(raised(ApiBadRequest, lambda: client.infer(UPLOAD.body)))
+    assert server.per_connection == [2]
+
+
+@pytest.mark.parametrize("answer, words", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhi", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n" + b"X-T: aaaaaaaaaa\r\n" * 5000,
+     "trailers"),
+    (b"HTTP/1.1 100 Continue\r\n\r\n" * 11 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "informational"),
+])
+def test_an_answer_that_breaks_the_framing_rules_is_refused(answer, words):
+    """Two different Content-Lengths, trailers past 64 KiB and more than 10 informational
+    answers are errors, not guesses."""
+    with RawOrigin([(answer, "close")]) as server, client_for(server.url) as client, pytest.raises(ApiError) as info:
+        client.infer(UPLOAD.body)
+    assert words in str(info.value)
+
+
+def test_a_header_line_that_starts_with_a_space_after_the_status_line_is_ignored():
+    """RFC 9112 2.2: such a line is ignored, not read as a header.  Read as one, this
+    Content-Length would cut the answer to 2 bytes; ignored, the body runs to the hang-up."""
+    answer = b"HTTP/1.1 200 OK\r\n Content-Length: 2\r\n\r\n" + ANSWER
+    with RawOrigin([(answer, "close")]) as server, client_for(server.url) as client:
+        assert len(client.infer(UPLOAD.body).predictions) == 2
+
+
+def test_a_frame_uses_the_confidence_set_after_the_client_was_made(origin):
+    """A frame's query is worked out once and kept, but not past a change of confidence."""
+    server = origin()
+    with client_for(server.url) as client:
+        client.infer(UPLOAD.body)
+        client.confidence = 0.9
+        client.infer(UPLOAD.body)
+    assert ["confidence=0.4" in seen.path for seen in server.seen] == [True, False]
+    assert "confidence=0.9" in server.seen[1].path
