@@ -72,10 +72,11 @@ class DropOldestQueue(Generic[T]):
             self._items.append(item)
             self._cond.notify()
 
-    def get_newest(self, timeout: float) -> T | None:
-        """Wait up to timeout for an item; return the newest and drop (count) any older ones."""
+    def get_newest(self, timeout: float, stop: threading.Event | None = None) -> T | None:
+        """Wait up to timeout for an item; return the newest and drop (count) any older ones.
+        With ``stop``, a stop set before ``wake`` is seen without waiting."""
         with self._cond:
-            if not self._items:
+            if not self._items and not (stop is not None and stop.is_set()):
                 self._cond.wait(timeout)
             if not self._items:
                 return None

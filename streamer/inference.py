@@ -154,13 +154,15 @@ class InferenceWorker:
             while not self.stop.is_set():
                 self.stats.dispatch_cpu_s = time.thread_time() - cpu_start
                 with self._lock:  # check and wait under one lock: a request ending is never missed
+                    if self.stop.is_set():  # seen under the lock join() notifies under: never missed
+                        break
                     wait_s = self._wait_s()
                     if wait_s is None or wait_s > 0:  # None: at capacity, woken when a request ends
                         self._waiting_for_capacity = wait_s is None
                         self._lock.wait(IDLE_WAIT_S if wait_s is None else min(wait_s, IDLE_WAIT_S))
                         self._waiting_for_capacity = False
                         continue
-                frame = self.queue.get_newest(timeout=IDLE_WAIT_S)
+                frame = self.queue.get_newest(timeout=IDLE_WAIT_S, stop=self.stop)
                 if frame is not None:
                     self._send(frame)
         except BaseException as exc:  # fail fast: record, stop everything

@@ -119,8 +119,8 @@ class Pipeline:
             if window:
                 self._changed.wait(0.02)
                 self._changed.clear()
-            elif self.draws:
-                self._changed.wait(IDLE_WAKE_S)
+            elif self.draws:  # a recorder: frames wake it; without frames, look often for a stop
+                self._changed.wait(min(FILE_WAKE_S, self._idle_timeout(started)))
                 self._changed.clear()
             else:  # nothing to draw: sleep until a stop, or the next thing due
                 self.stop.wait(self._idle_timeout(started))
@@ -157,15 +157,16 @@ class Pipeline:
         end of --duration, and at most IDLE_WAKE_S (a quarter of the stall timeout if shorter);
         FILE_WAKE_S while a file plays, and briefly once it has ended (its last answer ends the run)."""
         if self.capture.finished.is_set():
-            return 0.02
+            return 0.1
         now = time.monotonic()
         file_ends = self.capture.source.is_file and not self.capture.loop
         due = [FILE_WAKE_S if file_ends else IDLE_WAKE_S, self.supervision.stall_timeout_s / 4,
                self._last_heartbeat + self.supervision.heartbeat_s - now]
         if self.duration_s is not None:
             due.append(started + self.duration_s - now)
-        if self.notifier is not None and self.notifier.watchdog_interval_s:
-            due.append(self._last_watchdog + self.notifier.watchdog_interval_s / 4 - now)
+        window = self.notifier.watchdog_interval_s if self.notifier is not None else None
+        if window and self.notifier.is_ready:  # the next ping; while unhealthy, look again soon
+            due.append(max(self._last_watchdog + window / 4 - now, window / 16))
         return max(0.001, min(due))
 
     def _tell_outside(self, result: Result | None, now: float) -> None:

@@ -220,6 +220,7 @@ def test_streamer_run_tells_systemd_ready_pings_only_while_healthy_and_says_stop
     import time
 
     from conftest import clean_env, free_port
+
     from streamer.server import ApiServer
 
     receiver = Receiver(str(tmp_path / "notify.sock"))
@@ -269,3 +270,35 @@ def test_streamer_run_tells_systemd_ready_pings_only_while_healthy_and_says_stop
             api.stop()
     assert code == 0
     assert any(m == "STOPPING=1" for _, m in seen), seen
+
+
+def test_the_output_loop_does_not_spin_while_it_may_not_ping(receiver):
+    """With a watchdog, a headless loop sleeps until the next ping is due.  Before READY, or
+    while unhealthy (here the API is never there), no ping is due: the loop must still sleep,
+    not wake every millisecond for one."""
+    import threading
+    import time
+
+    from conftest import free_port
+
+    from streamer.client import DetectionClient
+    from streamer.inference import InferenceSettings
+    from streamer.pipeline import Outputs, Pipeline
+    from streamer.sources import SyntheticSource
+
+    stop = threading.Event()
+    notifier = SystemdNotifier(receiver.env_value, watchdog_interval_s=4.0)
+    with DetectionClient(f"http://127.0.0.1:{free_port()}", "synthetic/1", None, timeout_s=0.5) as client:
+        pipeline = Pipeline(SyntheticSource(64, 64, 30.0, stop), client, Outputs(), InferenceSettings(), stop,
+                            notifier=notifier)
+        passes = []
+        check_stall = pipeline.capture.check_stall
+        pipeline.capture.check_stall = lambda now=None: passes.append(now) or check_stall(now)
+        runner = threading.Thread(target=pipeline.run, name="test.pipeline")
+        runner.start()
+        time.sleep(1.5)
+        stop.set()
+        runner.join(5)
+    assert not runner.is_alive()
+    assert not notifier.is_ready
+    assert 1 <= len(passes) < 30, f"{len(passes)} passes of the output loop in 1.5 s"
