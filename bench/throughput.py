@@ -12,9 +12,11 @@ process for --seconds (60) after a 5 s warm-up:
 Measured: results a second, result age at publish (p50, p95, and p95 of each half of the
 window to show a trend), the gap between results (mean, coefficient of variation),
 client CPU per API call (the whole process but the capture thread, which renders the
-synthetic scene in the camera's place) and process CPU per call and per captured frame, RSS at
-start and end, bytes uploaded per call against a full-size quality-95 JPEG of the same frame.  Then one 5-minute streamer run
-(N 4, 300 ms) for RSS growth.  Prints a table and writes JSON.
+synthetic scene in the camera's place), the part of it the request threads spend on the
+steps of the calls (resize, encode, base64, HTTP, parse, publish; their idle wake-ups
+excepted), process CPU per call and per captured frame, RSS at start and end, and bytes
+uploaded per call against a full-size quality-95 JPEG of the same frame.  Then one 5-minute
+streamer run (N 4, 300 ms) for RSS growth.  Prints a table and writes JSON.
 
     .venv/bin/python bench/throughput.py [--seconds 60] [--rss-minutes 5] [--json bench/results/throughput.json]
 """
@@ -153,6 +155,9 @@ def run_streamer(url: str, n: int, seconds: float, tmp: Path) -> dict:
     threads = {k.removesuffix("_cpu_s"): c1[k] - c0[k] for k in ("request_cpu_s", "dispatch_cpu_s", "output_cpu_s")}
     threads["other"] = client_cpu - sum(threads.values())
     out["client_cpu_ms_per_call_by_thread"] = {k: round(v * 1000 / calls, 2) for k, v in threads.items()}
+    # The request threads' CPU on the steps of the calls themselves (resize, encode, base64, HTTP,
+    # parse, publish), without their idle wake-ups: the work the client must do for each call.
+    out["steps_cpu_ms_per_call"] = round((c1["steps_cpu_s"] - c0["steps_cpu_s"]) * 1000 / calls, 2)
     out["late_dropped"] = c1["late_results"] - c0["late_results"]
     out["capture_cpu_ms_per_frame"] = round(capture_cpu * 1000 / frames, 2)
     return out
@@ -274,26 +279,28 @@ def line(row: dict, full_q95: int) -> str:
     tgt = target(row)
     age_limit = row["latency_ms"] + 2000 / SOURCE_FPS + 30
     cpu = row["client_cpu_ms_per_call"]
+    steps = row.get("steps_cpu_ms_per_call")
     return (f"| {row['latency_ms']:>4.0f} | {row['client']:<10} | {row['in_flight']:>2} "
             f"| {row['results_per_s']:>6.2f} | {'-' if tgt is None else f'{tgt:.2f}':>6} "
             f"| {row['age_p50_ms']:>5.0f} | {row['age_p95_ms']:>5.0f} | {age_limit:>5.0f} "
             f"| {row['age_p95_first_half_ms']:>4.0f}/{row['age_p95_second_half_ms']:<4.0f} "
             f"| {row['gap_mean_ms']:>5.0f} | {row['gap_cv']:>5.2f} "
-            f"| {'-' if cpu is None else f'{cpu:.2f}':>5} | {row['process_cpu_ms_per_call']:>6.2f} "
+            f"| {'-' if cpu is None else f'{cpu:.2f}':>5} | {'-' if steps is None else f'{steps:.2f}':>5} "
+            f"| {row['process_cpu_ms_per_call']:>6.2f} "
             f"| {row['process_cpu_ms_per_frame']:>5.2f} "
             f"| {row['rss_start_mb']:>5.0f} -> {row['rss_end_mb']:<5.0f} "
             f"| {row['bytes_per_call']:>6} ({row['bytes_per_call'] / full_q95:.2f}) |")
 
 
 HEADER = ("| L ms | client     |  N | res/s  | target |  p50  |  p95  | limit | p95 1st/2nd half "
-          "| gap ms |  CV  | cli ms/call | proc ms/call | proc ms/frame | RSS MB | bytes/call (of q95) |")
+          "| gap ms |  CV  | cli ms/call | steps ms/call | proc ms/call | proc ms/frame | RSS MB | bytes/call (of q95) |")
 
 
 def print_table(report: dict) -> None:
     print(f"machine: {report['machine']}; source {report['source']}; {report['seconds']:.0f} s each; "
           f"a full-size quality-95 JPEG of the frame is {report['full_size_q95_bytes']} bytes (base64)")
     print(HEADER)
-    print("|" + "---|" * 16)
+    print("|" + "---|" * 17)
     for row in report["rows"]:
         print(line(row, report["full_size_q95_bytes"]))
     rss = report["rss_run"]

@@ -238,9 +238,11 @@ class InferenceWorker:
                     continue
                 frame, thumb = work
                 pause_s, release_at = 0.0, None
+                steps_from = time.thread_time()
                 try:
                     pause_s, release_at = self._infer(frame, thumb)
                 finally:
+                    self.stats.add_steps_cpu(time.thread_time() - steps_from)
                     with self._lock:
                         self._in_flight -= 1
                         self.finished_frames += 1
@@ -261,7 +263,9 @@ class InferenceWorker:
         hold_s = release_at - time.monotonic()
         if hold_s > 0 and self.stop.wait(hold_s):  # at most half the request's own latency
             return  # stopping: the pipeline publishes what is left
+        steps_from = time.thread_time()
         self.publish_due()
+        self.stats.add_steps_cpu(time.thread_time() - steps_from)
 
     def _infer(self, frame: Frame, thumb=None) -> tuple[float, float | None]:
         """Handle one frame: the seconds to pause before the next request (0 after a success),

@@ -95,6 +95,7 @@ class Stats:
         self.late_results = 0  # results for a frame older than one already published: dropped
         self.bytes_sent = 0  # request bodies, base64 JPEG
         self.request_cpu_s = 0.0  # CPU of the request threads: resize, encode, HTTP, parse, publish
+        self.steps_cpu_s = 0.0  # the part of it spent on those steps themselves (not idle wake-ups)
         # CPU seconds of the other threads, each written by its own thread
         self.capture_cpu_s = 0.0
         self.dispatch_cpu_s = 0.0
@@ -106,6 +107,10 @@ class Stats:
     def add_request_cpu(self, seconds: float) -> None:
         with self._cpu_lock:
             self.request_cpu_s += seconds
+
+    def add_steps_cpu(self, seconds: float) -> None:
+        with self._cpu_lock:
+            self.steps_cpu_s += seconds
 
     def calls_text(self) -> str:
         """e.g. "calls 120, skipped 30 (no change 25, budget 5)"."""
@@ -154,7 +159,8 @@ class Stats:
             "requests": self.requests, "results": self.results, "published": self.published,
             "late_results": self.late_results, "skipped_no_change": self.skipped_no_change,
             "skipped_budget": self.skipped_budget, "bytes_sent": self.bytes_sent,
-            "request_cpu_s": round(self.request_cpu_s, 3), "dispatch_cpu_s": round(self.dispatch_cpu_s, 3),
+            "request_cpu_s": round(self.request_cpu_s, 3), "steps_cpu_s": round(self.steps_cpu_s, 3),
+            "dispatch_cpu_s": round(self.dispatch_cpu_s, 3),
             "output_cpu_s": round(self.output_cpu_s, 3), "capture_cpu_s": round(self.capture_cpu_s, 3),
             "api_transient_errors": self.transient_errors, "api_skipped_bad_request": self.skipped_bad_request,
             "api_malformed": self.malformed, "api_failures": dict(self.api_failures),
