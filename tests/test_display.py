@@ -226,7 +226,10 @@ def test_pixel_checks_fail_on_the_raw_scene():
 @pytest.mark.system
 @pytest.mark.parametrize("key", ["q", "Escape"])
 def test_window_shows_overlay_and_quits_on_key(xvfb, spawn, tmp_path, key):
-    proc = spawn(["demo", "--duration", "60"], env=clean_env(DISPLAY=xvfb))
+    # Under Xvfb a Qt window sometimes stays black for good (4 of 43 demo runs on a loaded
+    # machine, and once in this test under CI); with Qt's X11 shared-memory images off it did
+    # not happen in 19 runs.  A screen of a real machine is not Xvfb: the product keeps them on.
+    proc = spawn(["demo", "--duration", "60"], env=clean_env(DISPLAY=xvfb, QT_X11_NO_MITSHM="1"))
     window = _find_window(xvfb, "streamer demo", proc, WINDOW_TIMEOUT_S)
     assert window, (f"no window titled 'streamer demo' within {WINDOW_TIMEOUT_S:.0f} s "
                     f"(exit code {proc.popen.poll()}):\n{proc.stderr}")
@@ -234,8 +237,7 @@ def test_window_shows_overlay_and_quits_on_key(xvfb, spawn, tmp_path, key):
 
     time.sleep(2.5)  # let results arrive and the status line fill in
     shot_path = tmp_path / "shot.png"
-    # A window can be mapped before Qt has painted it (seen once as an all-black shot on a
-    # loaded machine): look again, for a bounded time, before judging.
+    # A window can be mapped before Qt has painted it: look again, for a bounded time, before judging.
     deadline = time.monotonic() + 10
     while True:
         assert proc.popen.poll() is None, f"demo exited early with {proc.popen.poll()}:\n{proc.stderr}"
