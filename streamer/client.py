@@ -138,7 +138,7 @@ class DetectionClient:
 
     def request(self, body: bytes | None = None, image_url: str | None = None, fmt: str = "json") -> bytes:
         """Send one request and return the raw response body of a 200; raise ApiError otherwise."""
-        params = self._params(image=image_url, format=None if fmt == "json" else fmt)
+        extra = {"image": image_url, "format": None if fmt == "json" else fmt}
         headers = BODY_HEADERS if body is not None else {}
         where = self._where
         if self._closed:
@@ -147,15 +147,16 @@ class DetectionClient:
             if self._pool is not None:
                 if image_url is None and fmt == "json":  # a frame: the same query every time
                     if self._frame_target[0] != (self.confidence, self.overlap):
-                        self._frame_target = ((self.confidence, self.overlap), f"{self._path}?{urlencode(params)}")
+                        self._frame_target = ((self.confidence, self.overlap),
+                                              f"{self._path}?{urlencode(self._params())}")
                     target = self._frame_target[1]
                 else:
-                    target = f"{self._path}?{urlencode(params)}"
+                    target = f"{self._path}?{urlencode(self._params(**extra))}"
                 with self._pool.post(target, body, headers) as response:
                     content = self._read_capped(response)
             else:
                 assert self._http is not None
-                with self._http.stream("POST", self.endpoint, params=params, content=body,
+                with self._http.stream("POST", self.endpoint, params=self._params(**extra), content=body,
                                        headers=headers) as response:
                     content = self._read_capped(response)
         except (httpx.TimeoutException, TimeoutError) as exc:

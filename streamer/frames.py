@@ -141,17 +141,17 @@ class NewestResults:
     When a result is released, one for a frame older than (or the same as) the last one
     released arrived late: it is counted, not kept.
 
-    The output loop takes released results in order with ``drain`` (a bounded backlog, so
-    nothing is lost between two of its passes) and the newest with ``latest``."""
+    Whoever publishes (the request thread at a result's release time, or the output loop as
+    it passes) takes released results in order with ``drain`` (a bounded backlog, so nothing
+    is lost between two passes); the preview takes the newest with ``latest``."""
 
-    def __init__(self, changed: threading.Event | None = None, backlog: int = 64):
+    def __init__(self, backlog: int = 64):
         self._lock = threading.Lock()
         self._held: list = []  # heap of (release_at, seq, result)
         self._seq = 0
         self._backlog = backlog
         self._latest = None
         self._last_frame_id = -1
-        self._changed = changed
         self.accepted = 0
         self.late = 0
 
@@ -169,8 +169,6 @@ class NewestResults:
                 self.late += len(self._held) - len(kept)
                 self._held = kept
                 heapq.heapify(self._held)
-        if self._changed is not None:
-            self._changed.set()
         return True
 
     def next_release(self) -> float | None:
