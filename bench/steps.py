@@ -2,7 +2,11 @@
 prepare_upload with OpenCV's thread pool and without, and one POST on a kept-alive
 connection through httpx, through http.client, written by hand on a bare socket, and through
 streamer's own DetectionClient.  prepare_upload and DetectionClient.infer are measured once
-more with a 40 ms sleep before each call, as in the running pipeline.
+more with a 40 ms sleep before each call, as in the running pipeline.  Last, the floor: one
+thread doing every step of a call and nothing else (prepare_upload, POST, parse, make_result,
+the message, a ZeroMQ send), one call after the other, against stand-in APIs that answer at
+once (with a sleep before each call) or after 100, 300 or 600 ms.  No client that sends
+these requests from Python with these settings can spend less CPU per call than this.
 
 The stand-in API (fixed boxes, no latency) runs in its own process, as a real server would.
 Frames are rendered fresh from the synthetic scene at 1280x720 and cycled, so that the
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import cv2
 import httpx
+import zmq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -32,7 +37,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support.rtsp import free_port
 
 from streamer.client import DetectionClient
+from streamer.frames import Frame
 from streamer.imaging import prepare_upload
+from streamer.inference import make_result
+from streamer.publish import encode_message, result_message
 from streamer.synthetic import SyntheticScene
 
 HEADERS = {"User-Agent": "streamer-bench", "Accept": "*/*", "Accept-Encoding": "gzip, deflate",
@@ -118,6 +126,79 @@ def http_steps(port: int, body: bytes, n: int) -> None:
               f"{after_sleep_ms(lambda i: client.infer(body), min(n, 100)):6.3f} ms")
 
 
+def start_api(latency_ms: float = 0.0) -> tuple[subprocess.Popen, int]:
+    """The stand-in API in its own process, as a real server would be; (process, port)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", ("import time; from streamer.server import ApiServer; "
+                                f"ApiServer('127.0.0.1', {port}, latency_ms={latency_ms}, detector=False).start(); "
+                                "time.sleep(3600)")],
+        cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, port
+        except OSError:
+            if time.monotonic() > deadline:
+                server.terminate()
+                raise
+            time.sleep(0.1)
+
+
+def floor_steps(frames: list, port: int, n: int, sleep_s: float) -> dict[str, float]:
+    """Thread CPU ms per call of a one-thread loop doing a call's steps and nothing else."""
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}")
+    time.sleep(0.3)  # let the subscription reach the publisher
+    spent = {"prepare_upload": 0.0, "POST and parse": 0.0, "result and publish": 0.0}
+    try:
+        with DetectionClient(f"http://127.0.0.1:{port}", "synthetic/1", "bench") as client:
+            for i in range(n + 5):  # the first 5 are not counted
+                if sleep_s:
+                    time.sleep(sleep_s)
+                frame = Frame("synthetic", i, time.time(), time.monotonic(), frames[i % len(frames)])
+                t0 = time.thread_time()
+                upload = prepare_upload(frame.image, 640, 75)
+                t1 = time.thread_time()
+                sent_at = time.time()
+                parsed = client.infer(upload.body)
+                t2 = time.thread_time()
+                result = make_result(frame, parsed, upload, "synthetic/1", sent_at, time.time())
+                pub.send_multipart([b"detections", encode_message(result_message(result))], flags=zmq.NOBLOCK)
+                t3 = time.thread_time()
+                if i >= 5:
+                    for key, seconds in zip(spent, (t1 - t0, t2 - t1, t3 - t2)):
+                        spent[key] += seconds
+                if not sub.poll(5000):
+                    raise RuntimeError("the subscriber got nothing in 5 s")
+                sub.recv_multipart()
+    finally:
+        pub.close(linger=0)
+        sub.close(linger=0)
+        context.term()
+    return {key: seconds * 1000 / n for key, seconds in spent.items()}
+
+
+def floor(frames: list, n: int) -> None:
+    print("The floor: one thread, a call's steps one after the other, nothing else running "
+          "(thread CPU ms per call; ZeroMQ's own I/O thread not counted):")
+    for latency_ms, sleep_s in ((0, 0.04), (100, 0.0), (300, 0.0), (600, 0.0)):
+        calls = max(20, min(n, round(20 / (latency_ms / 1000 + sleep_s))))  # about 20 s each
+        server, port = start_api(latency_ms)
+        try:
+            spent = floor_steps(frames, port, calls, sleep_s)
+        finally:
+            server.terminate()
+            server.wait(10)
+        how = f"API answers after {latency_ms} ms" if latency_ms else "API answers at once, 40 ms sleep first"
+        print(f"  {how:<40} total {sum(spent.values()):5.2f} ms = "
+              + ", ".join(f"{key} {ms:.2f}" for key, ms in spent.items()) + f"  ({calls} calls)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300, help="measured calls per step")
@@ -126,26 +207,14 @@ def main() -> int:
     frames = [scene.render(i) for i in range(60)]
     image_steps(frames, args.calls)
     body = prepare_upload(frames[0], 640, 75).body
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-c", ("import time; from streamer.server import ApiServer; "
-                                f"ApiServer('127.0.0.1', {port}, detector=False).start(); time.sleep(3600)")],
-        cwd=ROOT, stderr=subprocess.DEVNULL)
+    server, port = start_api()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
         print(f"upload body {len(body)} bytes; the API in another process:")
         http_steps(port, body, args.calls)
     finally:
         server.terminate()
         server.wait(10)
+    floor(frames, args.calls)
     return 0
 
 
