@@ -203,11 +203,22 @@ class Response:
         connection = self.headers.get("Connection", "").lower()
         self.will_close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
         self.finished = False  # the body was read to its end
-        self.chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        self.chunked = "Transfer-Encoding" in self.headers
         self.length: int | None = None  # bytes of the body still to come, if known
         if self.status_code in (204, 304):  # never a body, whatever the headers say
             self.chunked, self.length = False, 0
-        elif not self.chunked:
+        elif self.chunked:
+            encoding = self.headers["Transfer-Encoding"]
+            if [coding.strip() for coding in encoding.lower().split(",") if coding.strip()] != ["chunked"]:
+                # gzip or another coding on top of chunked: an API never sends it, and its body
+                # could not be read as JSON (h11, under httpx, refuses it too)
+                raise http.client.HTTPException(f"the answer's Transfer-Encoding is not supported "
+                                                f"({encoding[:40]!r}); only chunked is")
+            if "Content-Length" in self.headers:
+                # chunked wins, but both at once may be a smuggling attempt: read this answer,
+                # then close (RFC 9112, 6.3)
+                self.will_close = True
+        else:
             declared = self.headers.get("Content-Length")
             if declared is None:  # the body ends when the server closes
                 self.will_close = True

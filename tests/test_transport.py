@@ -761,6 +761,8 @@ def _chunked(body: bytes) -> bytes:
     ("HTTP/1.0 without keep-alive", _answer("HTTP/1.0 200 OK\r\nContent-Length: {n}\r\n\r\n"), [1, 1]),
     ("Connection: close", _answer("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {n}\r\n\r\n"), [1, 1]),
     ("bytes past the body", _answer("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n") + b"junk", [1, 1]),
+    ("chunked and a Content-Length", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+     + _chunked(ANSWER), [1, 1]),
 ])
 def test_answers_in_every_framing_are_read_and_reused_only_when_safe(name, answer, per_connection):
     """Each answer is read whole and parsed; its connection is used again only when the framing
@@ -805,6 +807,7 @@ def test_retry_after_is_read_whatever_the_case_of_its_name():
     ("103 Early Hints first", b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
      + _answer("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n")),
     ("a Content-Length list of one value", _answer("HTTP/1.1 200 OK\r\nContent-Length: {n}, {n}\r\n\r\n")),
+    ("Chunked in another case", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n" + _chunked(ANSWER)),
 ])
 def test_more_framings_are_read_and_the_connection_kept(name, answer):
     with RawOrigin([answer, answer]) as server, client_for(server.url) as client:
@@ -837,10 +840,12 @@ def test_a_204_has_no_body_whatever_its_headers_say():
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n" + b"X-T: aaaaaaaaaa\r\n" * 5000,
      "trailers"),
     (b"HTTP/1.1 100 Continue\r\n\r\n" * 11 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "informational"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n" + _chunked(ANSWER), "Transfer-Encoding"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + _chunked(ANSWER), "Transfer-Encoding"),
 ])
 def test_an_answer_that_breaks_the_framing_rules_is_refused(answer, words):
-    """Two different Content-Lengths, trailers past 64 KiB and more than 10 informational
-    answers are errors, not guesses."""
+    """Two different Content-Lengths, trailers past 64 KiB, more than 10 informational answers
+    and a transfer coding other than chunked alone are errors, not guesses."""
     with RawOrigin([(answer, "close")]) as server, client_for(server.url) as client, pytest.raises(ApiError) as info:
         client.infer(UPLOAD.body)
     assert words in str(info.value)
