@@ -1,18 +1,18 @@
 """The inference worker: newest frame -> resize, encode, POST -> result in original pixels.
 
-A dispatcher thread decides when the next request goes out (pacing by latency, max_fps,
-the circuit breaker, Retry-After, the call budget and the motion gate) and takes the newest
-frame at that moment; request threads, up to max_in_flight of them busy at once, do the
-work and hand results in to ``NewestResults``, where a late one is counted and dropped.
-The request thread that got an answer also publishes it, at its release time: the work of
-a call is then done by two wake-ups of one thread, not spread over three threads.
+Request threads, up to max_in_flight of them busy at once and one more, share the work.
+One idle thread at a time leads: it decides when the next request goes out (pacing by
+latency, max_fps, the circuit breaker, Retry-After, the call budget and the motion gate),
+publishes the results whose release time has come, takes the newest frame and makes the
+request itself.  The thread whose answer comes back next leads after it.  Results go to
+``NewestResults``, where a late one is counted and dropped; an early one is held until its
+release time, so that results leave evenly spaced.  A call then costs its thread one wake-up
+for the answer and, mostly, one that both publishes an answer and sends the next request.
 """
-
 from __future__ import annotations
 
 import logging
 import dataclasses
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 # costs CPU (about 0.1 to 0.3 ms on a 2-core machine); ``join`` wakes every thread at once,
 # so this bounds only a stop that nobody follows with a join.
 IDLE_WAIT_S = 2.0
+
+# A result due within this of a send (at most a quarter of the send interval) goes out with
+# it: releases fall just after the send slots, and one wake-up then does both.
+EARLY_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def make_result(frame: Frame, parsed: Parsed, upload, model: str, sent_at: float
 
 
 class InferenceWorker:
-    """Threads ``streamer.inference`` (the dispatcher) and ``streamer.request-N``.
+    """Threads ``streamer.request-N``, N from 1 to max_in_flight + 1; one of the idle ones leads.
 
     Each request takes the newest frame at the moment it is sent, never one already sent.
     400s and malformed answers skip the frame; 429/5xx/timeouts/refused connections go
@@ -102,17 +106,21 @@ class InferenceWorker:
         # After this many refused frames in a row the next ones are paced by the backoff:
         # a 400 that every frame gets (e.g. a missing key) must not hammer the API.
         self.refusals_before_backoff = 3
+        # The leader waits on _lock, the other idle threads on _followers (the same lock):
+        # waking the leader never wakes them too.
         self._lock = threading.Condition()  # guards the counts below and the breaker
+        self._followers = threading.Condition(self._lock)
         self._in_flight = 0
-        self._waiting_for_capacity = False  # the dispatcher waits for a request to end
+        self._leader = False  # one idle thread leads: it paces, sends and publishes on time
+        self._leader_until = 0.0  # when the leader wakes by itself (monotonic)
+        self._leader_in_queue = False  # it waits for a frame, on the queue's condition
+        self._early_s = 0.0  # EARLY_S, or less for a short send interval (set with the latency)
+        self._published_s = threading.local()  # CPU a thread spent publishing while it led
+        self._waiting_for_capacity = False  # the leader waits for a request to end
         self._last_result: Result | None = None
-        self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._dispatch, name="streamer.inference", daemon=True)]
-        # One thread more than requests in flight: a thread holding an early answer until
-        # its release time must not keep the next request from going out.
-        request_threads = settings.max_in_flight + (1 if settings.max_in_flight > 1 else 0)
-        self._threads += [threading.Thread(target=self._serve, name=f"streamer.request-{i + 1}", daemon=True)
-                          for i in range(request_threads)]
+        # A thread per request in flight, and one more to lead while they all are.
+        self._threads = [threading.Thread(target=self._serve, name=f"streamer.request-{i + 1}", daemon=True)
+                         for i in range(settings.max_in_flight + 1)]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -132,9 +140,8 @@ class InferenceWorker:
         deadline = time.monotonic() + timeout
         with self._lock:
             self._lock.notify_all()
+            self._followers.notify_all()
         self.queue.wake()
-        for _ in self._threads:
-            self._work.put(None)
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
@@ -146,27 +153,87 @@ class InferenceWorker:
             self.error = exc
         self.stop.set()
 
-    # --- the dispatcher ---
+    # --- leading: pacing, sending and publishing on time ---
+    #
+    # There is no dispatcher thread.  One idle request thread at a time leads: it waits for
+    # the next send (or a result's release time), publishes what is due, takes the newest
+    # frame and makes the request itself.  The thread whose answer comes back next leads
+    # after it.  A call then costs its thread one wake-up for the answer and, mostly, one
+    # that both publishes the answer before it and sends: not four wake-ups over two threads.
 
-    def _dispatch(self) -> None:
-        cpu_start = time.thread_time()
+    def _lead_or_follow(self) -> tuple[tuple[Frame, object] | None, float]:
+        """Wait to lead, then lead until there is a request to make: (the request, or None once
+        stopping; the CPU seconds spent leading, which stats count as the dispatcher's)."""
+        with self._lock:
+            while self._leader:
+                if self.stop.is_set():
+                    return None, 0.0
+                self._followers.wait(IDLE_WAIT_S)
+            if self.stop.is_set():
+                return None, 0.0
+            self._leader = True
+        cpu_from = time.thread_time()
+        self._published_s.value = 0.0
+        job = None
         try:
-            while not self.stop.is_set():
-                self.stats.dispatch_cpu_s = time.thread_time() - cpu_start
-                with self._lock:  # check and wait under one lock: a request ending is never missed
-                    if self.stop.is_set():  # seen under the lock join() notifies under: never missed
-                        break
-                    wait_s = self._wait_s()
-                    if wait_s is None or wait_s > 0:  # None: at capacity, woken when a request ends
-                        self._waiting_for_capacity = wait_s is None
-                        self._lock.wait(IDLE_WAIT_S if wait_s is None else min(wait_s, IDLE_WAIT_S))
-                        self._waiting_for_capacity = False
-                        continue
-                frame = self.queue.get_newest(timeout=IDLE_WAIT_S, stop=self.stop)
-                if frame is not None:
-                    self._send(frame)
-        except BaseException as exc:  # fail fast: record, stop everything
-            self._fail(exc)
+            job = self._lead()
+        finally:
+            # Publishing is one of a call's steps, whoever does it: not leading.
+            led_s = time.thread_time() - cpu_from - self._published_s.value
+            self.stats.add_dispatch_cpu(led_s)
+            with self._lock:
+                self._leader = False
+                # Someone must lead while the requests are out: for a send due before one of
+                # them ends, or for a result held for later.
+                if not self.stop.is_set() and (self._in_flight < self.pacing.capacity()
+                                               or self.results.next_release() is not None):
+                    self._followers.notify()
+        return job, led_s
+
+    def _lead(self) -> tuple[Frame, object] | None:
+        while not self.stop.is_set():
+            self._publish_due()
+            with self._lock:  # check and wait under one lock: a request ending is never missed
+                if self.stop.is_set():  # seen under the lock join() notifies under: never missed
+                    return None
+                now = time.monotonic()
+                wait_s = self._wait_s()
+                release_at = self.results.next_release() if self.publish_due is not None else None
+                if release_at is not None and release_at <= now:
+                    release_at = None  # it was due at the top and is still here: publishing is off
+                if wait_s is None or wait_s > 0:  # None: at capacity, woken when a request ends
+                    wake_at = now + (IDLE_WAIT_S if wait_s is None else min(wait_s, IDLE_WAIT_S))
+                    # A result due just before the send goes out with it: one wake-up for both.
+                    if release_at is not None and (wait_s is None or release_at < wake_at - self._early_s):
+                        wake_at = min(wake_at, release_at)
+                    self._waiting_for_capacity = wait_s is None
+                    self._leader_until = wake_at
+                    self._lock.wait(max(0.0, wake_at - now))
+                    self._waiting_for_capacity = False
+                    continue
+                frame_wait_s = IDLE_WAIT_S if release_at is None else min(IDLE_WAIT_S, max(0.0, release_at - now))
+                self._leader_until = now + frame_wait_s
+                self._leader_in_queue = True
+            try:
+                frame = self.queue.get_newest(timeout=frame_wait_s, stop=self.stop)
+            finally:
+                with self._lock:
+                    self._leader_in_queue = False
+            if frame is not None:
+                self._publish_due(self._early_s)  # what falls due before the next send goes now
+                job = self._send(frame)
+                if job is not None:
+                    return job
+        return None
+
+    def _publish_due(self, early_s: float = 0.0) -> None:
+        """Publish the results due by now + early_s; its CPU counts as the calls' steps."""
+        if self.publish_due is not None:
+            cpu_from = time.thread_time()
+            self.publish_due(time.monotonic() + early_s)
+            spent = time.thread_time() - cpu_from
+            self.stats.add_steps_cpu(spent)
+            self._published_s.value = getattr(self._published_s, "value", 0.0) + spent
 
     def _wait_s(self) -> float | None:
         """Seconds until a request may go out (0: now), None while at capacity (lock held)."""
@@ -177,23 +244,24 @@ class InferenceWorker:
             return None  # one probe at a time while the API is down
         return self.pacing.wait_s(self._in_flight)
 
-    def _send(self, frame: Frame) -> None:
+    def _send(self, frame: Frame) -> tuple[Frame, object] | None:
+        """The request to make for this frame, or None when it is skipped or its last result reused."""
         if self.budget.exhausted():  # the call this slot would have made is skipped
             with self._lock:
                 self.finished_frames += 1
                 self.pacing.sent()
                 self.stats.skipped_budget += 1
                 self.stats.last_skip_mono = time.monotonic()
-            return
+            return None
         thumb = self.gate.thumbnail(frame.image) if self.gate.enabled else None
         if thumb is not None and not self.gate.worth_sending(thumb):
             self._reuse(frame)
-            return
+            return None
         self.budget.spend()
         with self._lock:
             self._in_flight += 1
             self.pacing.sent()
-        self._work.put((frame, thumb))
+        return frame, thumb
 
     def _reuse(self, frame: Frame) -> None:
         """The frame hardly differs from the last one answered: republish that one's result.
@@ -226,21 +294,22 @@ class InferenceWorker:
     def _serve(self) -> None:
         cpu_mark = time.thread_time()  # all of this thread's CPU goes to stats.request_cpu_s
         try:
+            led_s = 0.0
             while not self.stop.is_set():
                 cpu_now = time.thread_time()
-                self.stats.add_request_cpu(cpu_now - cpu_mark)
+                self.stats.add_request_cpu(cpu_now - cpu_mark - led_s)  # leading counts as dispatching
                 cpu_mark = cpu_now
-                try:
-                    work = self._work.get(timeout=IDLE_WAIT_S)
-                except queue.Empty:
+                job, led_s = self._lead_or_follow()
+                if job is None:
                     continue
-                if work is None:  # join() wakes the threads with these
-                    continue
-                frame, thumb = work
+                frame, thumb = job
                 pause_s, release_at = 0.0, None
                 steps_from = time.thread_time()
                 try:
                     pause_s, release_at = self._infer(frame, thumb)
+                    if release_at is not None and release_at <= time.monotonic() and self.publish_due:
+                        self.publish_due()  # due already: this thread is awake, publish it
+                        release_at = None
                 finally:
                     self.stats.add_steps_cpu(time.thread_time() - steps_from)
                     with self._lock:
@@ -248,24 +317,15 @@ class InferenceWorker:
                         self.finished_frames += 1
                         if pause_s:
                             self.pause_until = max(self.pause_until, time.monotonic() + pause_s)
-                        if self._waiting_for_capacity:
-                            self._lock.notify_all()
-                if release_at is not None:
-                    self._publish_at(release_at)
+                        # The leader may have to wake earlier now: for the free slot, or to
+                        # publish this result on time.
+                        if self._leader and (self._waiting_for_capacity or (
+                                release_at is not None and release_at < self._leader_until)):
+                            self._lock.notify()
+                            if self._leader_in_queue:
+                                self.queue.wake()
         except BaseException as exc:  # ApiFatalError, or a bug: record, stop everything
             self._fail(exc)
-
-    def _publish_at(self, release_at: float) -> None:
-        """Publish the results due at release_at (a monotonic time), from this thread.  The
-        request is no longer in flight while it waits: its slot is free for the next one."""
-        if self.publish_due is None:
-            return
-        hold_s = release_at - time.monotonic()
-        if hold_s > 0 and self.stop.wait(hold_s):  # at most half the request's own latency
-            return  # stopping: the pipeline publishes what is left
-        steps_from = time.thread_time()
-        self.publish_due()
-        self.stats.add_steps_cpu(time.thread_time() - steps_from)
 
     def _infer(self, frame: Frame, thumb=None) -> tuple[float, float | None]:
         """Handle one frame: the seconds to pause before the next request (0 after a success),
@@ -307,6 +367,7 @@ class InferenceWorker:
         self.stats.results += 1
         self.stats.request_latency.add(latency_s)
         self.pacing.record_latency(latency_s)
+        self._early_s = min(EARLY_S, self.pacing.interval_s() / 4)
         newest = self._last_result is None or result.frame_id > self._last_result.frame_id
         if newest:
             self._last_result = result

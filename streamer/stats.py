@@ -94,11 +94,11 @@ class Stats:
         self.skipped_budget = 0  # calls not made because the call budget was spent
         self.late_results = 0  # results for a frame older than one already published: dropped
         self.bytes_sent = 0  # request bodies, base64 JPEG
-        self.request_cpu_s = 0.0  # CPU of the request threads: resize, encode, HTTP, parse, publish
-        self.steps_cpu_s = 0.0  # the part of it spent on those steps themselves (not idle wake-ups)
+        self.request_cpu_s = 0.0  # CPU of the request threads, less their time leading
+        self.steps_cpu_s = 0.0  # theirs on a call's steps (resize, encode, HTTP, parse, publish)
+        self.dispatch_cpu_s = 0.0  # theirs leading: pacing and taking frames
         # CPU seconds of the other threads, each written by its own thread
         self.capture_cpu_s = 0.0
-        self.dispatch_cpu_s = 0.0
         self.output_cpu_s = 0.0
         self.request_latency = Percentiles()  # seconds from sending a request to its answer
         self.result_age = Percentiles()  # seconds from capture to publish, of fresh results
@@ -107,6 +107,10 @@ class Stats:
     def add_request_cpu(self, seconds: float) -> None:
         with self._cpu_lock:
             self.request_cpu_s += seconds
+
+    def add_dispatch_cpu(self, seconds: float) -> None:
+        with self._cpu_lock:
+            self.dispatch_cpu_s += seconds
 
     def add_steps_cpu(self, seconds: float) -> None:
         with self._cpu_lock:

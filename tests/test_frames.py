@@ -220,37 +220,29 @@ def test_results_are_not_published_to_sinks_once_they_are_closing(api_server, tm
     assert path.read_text().splitlines() == lines
 
 
-def test_a_dispatcher_that_misses_the_wake_up_of_join_still_sees_the_stop():
-    """The dispatcher may be between its look at the stop flag and its wait when join() wakes
-    the threads: it must see the stop before it waits, not sleep through IDLE_WAIT_S."""
+def test_a_leader_that_misses_the_wake_up_of_join_still_sees_the_stop():
+    """The leading request thread may be busy at the top of its loop (publishing) when join()
+    wakes the threads: it must see the stop before it waits, not sleep through IDLE_WAIT_S."""
     from streamer.client import DetectionClient
     from streamer.frames import DropOldestQueue, NewestResults
     from streamer.inference import IDLE_WAIT_S, InferenceSettings, InferenceWorker
     from streamer.stats import Stats
 
-    class SlowStats(Stats):
-        """Holds the dispatcher for 0.3 s at the top of its loop, once armed."""
+    armed = threading.Event()
 
-        armed = False
-
-        @property
-        def dispatch_cpu_s(self) -> float:
-            return self._dispatch_cpu_s
-
-        @dispatch_cpu_s.setter
-        def dispatch_cpu_s(self, value: float) -> None:
-            self._dispatch_cpu_s = value
-            if self.armed:
-                time.sleep(0.3)
+    def slow_publish_due(now: float | None = None) -> None:
+        """Holds the leader for 0.3 s at the top of its loop, once armed."""
+        if armed.is_set():
+            time.sleep(0.3)
 
     stop = threading.Event()
     queue: DropOldestQueue = DropOldestQueue(1)
-    stats = SlowStats()
     with DetectionClient("http://127.0.0.1:9", "synthetic/1", None) as client:  # never called: no frames
-        worker = InferenceWorker(queue, client, NewestResults(), stats, stop, InferenceSettings())
+        worker = InferenceWorker(queue, client, NewestResults(), Stats(), stop, InferenceSettings(),
+                                 publish_due=slow_publish_due)
         worker.start()
-        time.sleep(0.2)  # the dispatcher waits for a frame
-        stats.armed = True
+        time.sleep(0.2)  # the leader waits for a frame
+        armed.set()
         queue.wake()  # it goes round its loop, and is held at the top
         time.sleep(0.1)
         stop.set()
