@@ -63,6 +63,7 @@ class DropOldestQueue(Generic[T]):
         self._cond = threading.Condition()
         self.dropped = 0
         self.taken = 0  # items handed to a consumer; with the consumer's own count, tells idle
+        self.wakes = 0  # calls of wake(): a consumer that read it before waiting sees one it missed
 
     def put(self, item: T) -> None:
         with self._cond:
@@ -72,11 +73,14 @@ class DropOldestQueue(Generic[T]):
             self._items.append(item)
             self._cond.notify()
 
-    def get_newest(self, timeout: float, stop: threading.Event | None = None) -> T | None:
+    def get_newest(self, timeout: float, stop: threading.Event | None = None,
+                   wakes_seen: int | None = None) -> T | None:
         """Wait up to timeout for an item; return the newest and drop (count) any older ones.
-        With ``stop``, a stop set before ``wake`` is seen without waiting."""
+        With ``stop``, a stop set before ``wake`` is seen without waiting; with ``wakes_seen``
+        (``wakes`` as read earlier), so is a ``wake`` since then."""
         with self._cond:
-            if not self._items and not (stop is not None and stop.is_set()):
+            if not self._items and not (stop is not None and stop.is_set()) and (
+                    wakes_seen is None or wakes_seen == self.wakes):
                 self._cond.wait(timeout)
             if not self._items:
                 return None
@@ -99,6 +103,7 @@ class DropOldestQueue(Generic[T]):
     def wake(self) -> None:
         """Wake every consumer waiting in a get, e.g. to see a stop flag at once."""
         with self._cond:
+            self.wakes += 1
             self._cond.notify_all()
 
     def pending(self) -> int:
@@ -141,7 +146,7 @@ class NewestResults:
     When a result is released, one for a frame older than (or the same as) the last one
     released arrived late: it is counted, not kept.
 
-    Whoever publishes (the request thread at a result's release time, or the output loop as
+    Whoever publishes (a request thread at a result's release time, or the output loop as
     it passes) takes released results in order with ``drain`` (a bounded backlog, so nothing
     is lost between two passes); the preview takes the newest with ``latest``."""
 

@@ -83,7 +83,7 @@ class InferenceWorker:
     def __init__(self, queue_: DropOldestQueue[Frame], client: DetectionClient, results: NewestResults,
                  stats: Stats, stop: threading.Event, settings: InferenceSettings,
                  backoff: Backoff | None = None, failures_to_open: int = 3,
-                 publish_due: Callable[[], None] | None = None):
+                 publish_due: Callable[[float | None], None] | None = None):
         self.queue = queue_
         self.client = client
         self.results = results
@@ -115,7 +115,7 @@ class InferenceWorker:
         self._leader_until = 0.0  # when the leader wakes by itself (monotonic)
         self._leader_in_queue = False  # it waits for a frame, on the queue's condition
         self._early_s = 0.0  # EARLY_S, or less for a short send interval (set with the latency)
-        self._published_s = threading.local()  # CPU a thread spent publishing while it led
+        self._leading = threading.local()  # per thread: CPU mark and total while it leads
         self._waiting_for_capacity = False  # the leader waits for a request to end
         self._last_result: Result | None = None
         # A thread per request in flight, and one more to lead while they all are.
@@ -172,15 +172,13 @@ class InferenceWorker:
             if self.stop.is_set():
                 return None, 0.0
             self._leader = True
-        cpu_from = time.thread_time()
-        self._published_s.value = 0.0
+        self._leading.cpu_mark = time.thread_time()
+        self._leading.total_s = 0.0
         job = None
         try:
             job = self._lead()
         finally:
-            # Publishing is one of a call's steps, whoever does it: not leading.
-            led_s = time.thread_time() - cpu_from - self._published_s.value
-            self.stats.add_dispatch_cpu(led_s)
+            self._count_leading()
             with self._lock:
                 self._leader = False
                 # Someone must lead while the requests are out: for a send due before one of
@@ -188,19 +186,29 @@ class InferenceWorker:
                 if not self.stop.is_set() and (self._in_flight < self.pacing.capacity()
                                                or self.results.next_release() is not None):
                     self._followers.notify()
-        return job, led_s
+        return job, self._leading.total_s
+
+    def _count_leading(self) -> None:
+        """Add the CPU this thread spent leading since the last count to stats' dispatch_cpu_s
+        (counted as it goes, so the heartbeat's figure moves while one thread leads for long)."""
+        mark = time.thread_time()
+        spent = mark - self._leading.cpu_mark
+        self._leading.cpu_mark = mark
+        self._leading.total_s += spent
+        self.stats.add_dispatch_cpu(spent)
 
     def _lead(self) -> tuple[Frame, object] | None:
         while not self.stop.is_set():
-            self._publish_due()
+            self._count_leading()
+            drained_to = self._publish_due()
             with self._lock:  # check and wait under one lock: a request ending is never missed
                 if self.stop.is_set():  # seen under the lock join() notifies under: never missed
                     return None
                 now = time.monotonic()
                 wait_s = self._wait_s()
                 release_at = self.results.next_release() if self.publish_due is not None else None
-                if release_at is not None and release_at <= now:
-                    release_at = None  # it was due at the top and is still here: publishing is off
+                if release_at is not None and release_at <= drained_to:
+                    release_at = None  # due when publish_due ran, and still here: publishing is off
                 if wait_s is None or wait_s > 0:  # None: at capacity, woken when a request ends
                     wake_at = now + (IDLE_WAIT_S if wait_s is None else min(wait_s, IDLE_WAIT_S))
                     # A result due just before the send goes out with it: one wake-up for both.
@@ -214,8 +222,9 @@ class InferenceWorker:
                 frame_wait_s = IDLE_WAIT_S if release_at is None else min(IDLE_WAIT_S, max(0.0, release_at - now))
                 self._leader_until = now + frame_wait_s
                 self._leader_in_queue = True
+                wakes_seen = self.queue.wakes  # a wake() before get_newest waits is not lost
             try:
-                frame = self.queue.get_newest(timeout=frame_wait_s, stop=self.stop)
+                frame = self.queue.get_newest(timeout=frame_wait_s, stop=self.stop, wakes_seen=wakes_seen)
             finally:
                 with self._lock:
                     self._leader_in_queue = False
@@ -226,14 +235,20 @@ class InferenceWorker:
                     return job
         return None
 
-    def _publish_due(self, early_s: float = 0.0) -> None:
-        """Publish the results due by now + early_s; its CPU counts as the calls' steps."""
-        if self.publish_due is not None:
-            cpu_from = time.thread_time()
-            self.publish_due(time.monotonic() + early_s)
-            spent = time.thread_time() - cpu_from
-            self.stats.add_steps_cpu(spent)
-            self._published_s.value = getattr(self._published_s, "value", 0.0) + spent
+    def _publish_due(self, early_s: float = 0.0) -> float:
+        """Publish the results due by now + early_s, if any; that time.  Publishing is one of a
+        call's steps, whoever does it: its CPU counts as steps, not as leading."""
+        due_by = time.monotonic() + early_s
+        release_at = self.results.next_release()
+        if self.publish_due is None or release_at is None or release_at > due_by:
+            return due_by
+        cpu_from = time.thread_time()
+        self.publish_due(due_by)
+        spent = time.thread_time() - cpu_from
+        self.stats.add_steps_cpu(spent)
+        if getattr(self._leading, "cpu_mark", None) is not None:
+            self._leading.cpu_mark += spent  # not leading
+        return due_by
 
     def _wait_s(self) -> float | None:
         """Seconds until a request may go out (0: now), None while at capacity (lock held)."""
@@ -283,8 +298,7 @@ class InferenceWorker:
             self.results.offer(dataclasses.replace(
                 last, frame_id=frame.frame_id, captured_at=frame.captured_at, captured_mono=frame.captured_mono,
                 width=frame.width, height=frame.height, predictions=predictions, reused=True))
-            if self.publish_due is not None:
-                self.publish_due()
+            self._publish_due()
         finally:
             with self._lock:  # after the offer: idle() must not turn true before it lands
                 self.finished_frames += 1
@@ -292,7 +306,7 @@ class InferenceWorker:
     # --- the request threads ---
 
     def _serve(self) -> None:
-        cpu_mark = time.thread_time()  # all of this thread's CPU goes to stats.request_cpu_s
+        cpu_mark = time.thread_time()  # this thread's CPU, less its leading, goes to stats.request_cpu_s
         try:
             led_s = 0.0
             while not self.stop.is_set():

@@ -1,6 +1,6 @@
 """When to send the next request: pacing by latency, the call budget and the motion gate.
 
-All three are plain objects with an injectable clock, used by the inference dispatcher
+All three are plain objects with an injectable clock, used by the leading request thread
 and tested without threads or sockets.
 """
 

@@ -75,8 +75,8 @@ class Pipeline:
         # Headless and not recording, frames are not drawn: the output loop need not wake for them.
         self.draws = outputs.window is not None or outputs.recorder is not None
         self.latest_frame: Latest[Frame] = Latest(self._changed if self.draws else None)
-        # Results are published by the request thread that got them (at their release time),
-        # and by the output loop as it passes: whichever comes first, in release order.
+        # Results are published by the request threads (whichever is awake at a result's
+        # release time), and by the output loop as it passes: in release order.
         self.results = NewestResults()
         self._publish_lock = threading.Lock()
         self._publishing = True  # False once the sinks are about to close

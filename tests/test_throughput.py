@@ -66,8 +66,8 @@ def test_each_request_takes_the_newest_frame_and_never_one_already_sent():
         taken: list[tuple[int, int]] = []  # (frame id taken, newest frame id read at that moment)
         queue, take = run.pipeline.queue, run.pipeline.queue.get_newest
 
-        def recording_get_newest(timeout, stop=None):
-            frame = take(timeout, stop)
+        def recording_get_newest(timeout, stop=None, **more):
+            frame = take(timeout, stop, **more)
             if frame is not None:
                 taken.append((frame.frame_id, run.pipeline.latest_frame.get()[1].frame_id))
             return frame
