@@ -40,7 +40,7 @@ from streamer.client import DetectionClient
 from streamer.frames import Frame
 from streamer.imaging import prepare_upload
 from streamer.inference import make_result
-from streamer.publish import encode_message, result_message
+from streamer.publish import ZmqPublisher, encode_message, result_message
 from streamer.synthetic import SyntheticScene
 
 HEADERS = {"User-Agent": "streamer-bench", "Accept": "*/*", "Accept-Encoding": "gzip, deflate",
@@ -148,11 +148,12 @@ def start_api(latency_ms: float = 0.0) -> tuple[subprocess.Popen, int]:
 
 def floor_steps(frames: list, port: int, n: int, sleep_s: float) -> dict[str, float]:
     """Thread CPU ms per call of a one-thread loop doing a call's steps and nothing else."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    pub = ZmqPublisher(endpoint)  # what the pipeline publishes with
     context = zmq.Context()
-    pub = context.socket(zmq.PUB)
     sub = context.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}")
+    sub.connect(endpoint)
     time.sleep(0.3)  # let the subscription reach the publisher
     spent = {"prepare_upload": 0.0, "POST and parse": 0.0, "result and publish": 0.0}
     try:
@@ -168,7 +169,7 @@ def floor_steps(frames: list, port: int, n: int, sleep_s: float) -> dict[str, fl
                 parsed = client.infer(upload.body)
                 t2 = time.thread_time()
                 result = make_result(frame, parsed, upload, "synthetic/1", sent_at, time.time())
-                pub.send_multipart([b"detections", encode_message(result_message(result))], flags=zmq.NOBLOCK)
+                pub.send(encode_message(result_message(result)))
                 t3 = time.thread_time()
                 if i >= 5:
                     for key, seconds in zip(spent, (t1 - t0, t2 - t1, t3 - t2)):
@@ -177,7 +178,7 @@ def floor_steps(frames: list, port: int, n: int, sleep_s: float) -> dict[str, fl
                     raise RuntimeError("the subscriber got nothing in 5 s")
                 sub.recv_multipart()
     finally:
-        pub.close(linger=0)
+        pub.close()
         sub.close(linger=0)
         context.term()
     return {key: seconds * 1000 / n for key, seconds in spent.items()}

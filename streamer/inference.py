@@ -246,8 +246,7 @@ class InferenceWorker:
         self.publish_due(due_by)
         spent = time.thread_time() - cpu_from
         self.stats.add_steps_cpu(spent)
-        if getattr(self._leading, "cpu_mark", None) is not None:
-            self._leading.cpu_mark += spent  # not leading
+        self._leading.cpu_mark += spent  # only the leader calls this: not leading, so not counted as such
         return due_by
 
     def _wait_s(self) -> float | None:
