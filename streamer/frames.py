@@ -90,6 +90,17 @@ class DropOldestQueue(Generic[T]):
             self.taken += 1
             return item
 
+    def put_back(self, item: T) -> None:
+        """Return an item from get_newest that was not used after all: it waits again, unless
+        a newer one has come in meanwhile, which wins (the returned one is counted as dropped)."""
+        with self._cond:
+            self.taken -= 1
+            if len(self._items) < self._maxsize:
+                self._items.appendleft(item)
+                self._cond.notify()
+            else:
+                self.dropped += 1
+
     def get(self, timeout: float) -> T | None:
         """Wait up to timeout for an item; return the oldest one (in-order consumers)."""
         with self._cond:

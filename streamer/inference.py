@@ -229,6 +229,11 @@ class InferenceWorker:
                 with self._lock:
                     self._leader_in_queue = False
             if frame is not None:
+                with self._lock:  # while it waited: a stop, or an answer that paused the sending (a 429)
+                    held = self.stop.is_set() or self._wait_s() != 0
+                if held:
+                    self.queue.put_back(frame)  # not sent: it may still go once the wait is over
+                    continue
                 self._publish_due(self._early_s)  # what falls due before the next send goes now
                 job = self._send(frame)
                 if job is not None:

@@ -264,3 +264,14 @@ def test_a_leader_that_misses_the_wake_up_of_join_still_sees_the_stop():
         time.sleep(0.1)
         stop.set()
         assert worker.join(IDLE_WAIT_S / 2)
+
+
+def test_put_back_returns_an_item_unless_a_newer_one_came_in():
+    q = DropOldestQueue(1)
+    q.put(1)
+    item = q.get_newest(0.01)
+    q.put_back(item)
+    assert q.taken == 0 and q.dropped == 0 and q.get_newest(0.01) == 1
+    q.put(2)  # newer than the one handed back next: the newer one wins
+    q.put_back(1)
+    assert q.taken == 0 and q.dropped == 1 and q.get_newest(0.01) == 2 and q.pending() == 0

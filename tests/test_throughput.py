@@ -155,3 +155,83 @@ def test_rate_flags_are_checked(spawn, flag, value, key):
     assert run.wait(20) == 2
     lines = run.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: {key}:") and f"(from {flag})" in lines[-1]
+
+
+def _worker_on(url: str, queue, stop, max_in_flight: int = 2):
+    from streamer.client import DetectionClient
+    from streamer.frames import NewestResults
+    from streamer.inference import InferenceWorker
+    from streamer.stats import Stats
+
+    client = DetectionClient(url, "synthetic/1", None)
+    return client, InferenceWorker(queue, client, NewestResults(), Stats(), stop,
+                                   InferenceSettings(max_in_flight=max_in_flight))
+
+
+def _frame(frame_id: int):
+    import time
+
+    from streamer.frames import Frame
+    from streamer.synthetic import SyntheticScene
+
+    return Frame("synthetic", frame_id, time.time(), time.monotonic(), SyntheticScene(320, 240).render(frame_id))
+
+
+def test_a_429_that_comes_while_the_leader_waits_for_a_frame_holds_the_next_send(api_server):
+    """The leading thread may already wait for a frame when another request's answer is a
+    429 with Retry-After: the frame that then comes must wait out the pause too."""
+    import threading
+    import time
+
+    from streamer.frames import DropOldestQueue
+    from streamer.server import Fault
+
+    queue, stop = DropOldestQueue(1), threading.Event()
+    client, worker = _worker_on(api_server.url, queue, stop)
+    worker.start()
+    try:
+        queue.put(_frame(1))  # answered at once: the latency is known, two may be in flight
+        assert wait_until(lambda: api_server.counts.get(200) == 1 and worker.idle(), 5)
+        api_server.set_fault(Fault(status=429, message="slow down", retry_after="2", hang_s=0.5, remaining=1))
+        queue.put(_frame(2))  # answered 429 after 0.5 s, while the leader waits for a frame
+        assert wait_until(lambda: worker.pause_until > 0, 5)
+        paused_at = time.monotonic()
+        queue.put(_frame(3))
+        assert wait_until(lambda: api_server.counts.get(200, 0) >= 2, 5)
+        held_s = time.monotonic() - paused_at
+    finally:
+        stop.set()
+        assert worker.join(5)
+        client.close()
+    assert api_server.counts == {200: 2, 429: 1}
+    assert held_s >= 1.5, f"frame 3 went {held_s:.2f} s into a 2 s pause"
+
+
+def test_a_frame_taken_as_the_stop_comes_is_not_sent():
+    """A frame that get_newest hands over just as the stop is set is put back, not sent:
+    nothing goes to the API during a shutdown."""
+    import threading
+
+    from streamer.frames import DropOldestQueue
+
+    class StopOnTake(DropOldestQueue):
+        def get_newest(self, timeout, stop=None, wakes_seen=None):
+            frame = super().get_newest(timeout, stop, wakes_seen)
+            if frame is not None:
+                stop.set()  # the stop lands while the leader holds the frame
+            return frame
+
+    with ApiServer("127.0.0.1", 0) as server:
+        queue, stop = StopOnTake(1), threading.Event()
+        client, worker = _worker_on(server.url, queue, stop)
+        worker.start()
+        queue.put(_frame(1))
+        try:
+            assert wait_until(stop.is_set, 5)
+            assert worker.join(5)
+        finally:
+            stop.set()
+            client.close()
+        assert server.counts == {}
+        assert queue.pending() == 1 and queue.taken == 0  # back in the queue, not counted as handled
+        assert worker.idle() is False
