@@ -4,6 +4,7 @@
     ├── UsageError                 exit 2: bad command line or input file
     │   └── ConfigError            exit 2: a config key or value is refused
     ├── SourceError                exit 1: the video source cannot be opened or read
+    ├── OutputError                exit 1: an output file cannot be written (a full disk)
     ├── Interrupted                exit 130: Ctrl-C/SIGTERM cut a one-shot job (predict, video) short
     └── ApiError                   any failure talking to the detection API
         ├── ApiFatalError          exit 2: 401/402/403/404/423, retrying cannot help
@@ -46,6 +47,10 @@ class Interrupted(StreamerError):
 
 class SourceError(StreamerError):
     """The video source could not be opened or stopped delivering frames."""
+
+
+class OutputError(StreamerError):
+    """An output (the JSONL file) could not be written while running."""
 
 
 class ApiError(StreamerError):

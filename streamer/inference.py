@@ -21,7 +21,7 @@ from collections.abc import Callable
 from streamer.backoff import Backoff, FaultLog
 from streamer.breaker import CircuitBreaker
 from streamer.client import DetectionClient
-from streamer.errors import ApiBadRequest, ApiFatalError, ApiMalformedResponse, ApiTransientError
+from streamer.errors import ApiBadRequest, ApiMalformedResponse, ApiTransientError, StreamerError
 from streamer.frames import DropOldestQueue, Frame, NewestResults, Result
 from streamer.imaging import prepare_upload, scale_predictions
 from streamer.pacing import CallBudget, MotionGate, Pacing
@@ -147,7 +147,7 @@ class InferenceWorker:
         return not any(t.is_alive() for t in self._threads)
 
     def _fail(self, exc: BaseException) -> None:
-        if not isinstance(exc, ApiFatalError):
+        if not isinstance(exc, StreamerError):  # ours (a refused key, a full disk): one line at exit
             log.error("inference stopped by an unexpected error", exc_info=exc)
         if self.error is None:
             self.error = exc
@@ -342,7 +342,7 @@ class InferenceWorker:
                             self._lock.notify()
                             if self._leader_in_queue:
                                 self.queue.wake()
-        except BaseException as exc:  # ApiFatalError, or a bug: record, stop everything
+        except BaseException as exc:  # ApiFatalError, a sink that cannot write, or a bug: record, stop everything
             self._fail(exc)
 
     def _infer(self, frame: Frame, thumb=None) -> tuple[float, float | None]:

@@ -305,7 +305,7 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
         raise UsageError(f"{args.input}: not a video OpenCV can read")
     recorder = Recorder(args.output, cap.get(cv2.CAP_PROP_FPS) or 30.0, what="-o")
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    jsonl = JsonlWriter(args.jsonl, append=False) if args.jsonl else None  # one file per video
+    jsonl = JsonlWriter(args.jsonl, append=False, what="--jsonl") if args.jsonl else None  # one file per video
     client = _client(config, args.workers)
     progress = Progress(total)
     pool = OrderedInference(client, args.workers, stop, lambda: _backoff(config))

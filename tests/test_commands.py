@@ -194,3 +194,20 @@ def test_listen_prints_each_message_as_a_json_line(api_server, spawn):
         assert msg["type"] == "detections" and len(msg["predictions"]) == 3
     code, _ = run.terminate()
     assert code == 0
+
+
+@pytest.mark.parametrize("command", ["run", "video"])
+def test_a_jsonl_file_that_cannot_be_written_stops_with_one_line_naming_it(api_server, spawn, tmp_path, command):
+    """A full disk under the JSONL output (/dev/full is one): a one-line error naming the
+    file, exit 1, no traceback, and no second error as the file is closed."""
+    if command == "run":
+        args = ["run", "--source", "synthetic", "--headless", "--duration", "20"]
+    else:
+        args = ["video", str(write_clip(tmp_path / "in.avi", SyntheticScene(320, 240, 25.0), 10)), "-o", "out.avi"]
+    proc = spawn([*args, "--jsonl", "/dev/full", "--model", "synthetic/1", "--api-url", api_server.url])
+    assert proc.wait(20) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "ERROR" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    name = "output.jsonl" if command == "run" else "--jsonl"
+    expected = f"error: {name}: cannot write /dev/full: No space left on device; free some space or choose another file"
+    assert errors == [expected], proc.stderr
