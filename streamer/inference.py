@@ -229,11 +229,6 @@ class InferenceWorker:
                 with self._lock:
                     self._leader_in_queue = False
             if frame is not None:
-                with self._lock:  # while it waited: a stop, or an answer that paused the sending (a 429)
-                    held = self.stop.is_set() or self._wait_s() != 0
-                if held:
-                    self.queue.put_back(frame)  # not sent: it may still go once the wait is over
-                    continue
                 self._publish_due(self._early_s)  # what falls due before the next send goes now
                 job = self._send(frame)
                 if job is not None:
@@ -276,10 +271,16 @@ class InferenceWorker:
         if thumb is not None and not self.gate.worth_sending(thumb):
             self._reuse(frame)
             return None
-        self.budget.spend()
         with self._lock:
+            # While the leader waited for the frame, an answer may have paused the sending (a
+            # 429, the breaker opening) or a stop come: the frame then waits, not sent.  Under
+            # the lock idle() reads the queue under: it never sees the frame in neither place.
+            if self.stop.is_set() or self._wait_s() != 0:
+                self.queue.put_back(frame)
+                return None
             self._in_flight += 1
             self.pacing.sent()
+        self.budget.spend()
         return frame, thumb
 
     def _reuse(self, frame: Frame) -> None:
