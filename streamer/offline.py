@@ -22,7 +22,7 @@ from streamer.backoff import Backoff
 from streamer.client import DetectionClient
 from streamer.config import Config, resolve_api_key
 from streamer.errors import (ApiBadRequest, ApiError, ApiMalformedResponse, ApiTransientError, Interrupted,
-                             UsageError)
+                             OutputError, UsageError)
 from streamer.frames import Frame
 from streamer.imaging import Upload, limit_opencv_threads, prepare_upload
 from streamer.inference import make_result
@@ -311,6 +311,8 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
     pool = OrderedInference(client, args.workers, stop, lambda: _backoff(config))
     try:
         written, complete = _annotate(cap, pool, recorder, jsonl, progress, config, args.input)
+    except OutputError as exc:
+        raise OutputError(f"{exc} ({args.output} holds the first {progress.done} of {total} frames)") from None
     finally:
         stop.set()  # ends the workers
         progress.close()
@@ -359,6 +361,7 @@ def _annotate(cap, pool: OrderedInference, recorder: Recorder, jsonl: JsonlWrite
         if not pool.wait(job) or pool.error is not None:
             break
         pending.popleft()
+        line = None
         if job.parsed is None:
             recorder.write(job.image)
         else:
@@ -366,8 +369,9 @@ def _annotate(cap, pool: OrderedInference, recorder: Recorder, jsonl: JsonlWrite
             result = make_result(frame, job.parsed, job.upload, pool.client.model, job.sent_at,
                                  job.received_at, classes)
             recorder.write(draw_predictions(job.image.copy(), result.predictions))
-            if jsonl:
-                jsonl.send(encode_message(result_message(result)))
+            line = encode_message(result_message(result)) if jsonl else None
         written += 1
-        progress.update()
+        progress.update()  # before the JSONL line: a failure there still counts the frame in -o
+        if line is not None:
+            jsonl.send(line)
     return written, end_of_file and not pending

@@ -98,9 +98,12 @@ class Pipeline:
             self._output_loop()
         finally:
             self.stop.set()
-            self._publish_last()
+            last_error = self._publish_last()
             self._shutdown()
-        return self._exit_code()
+        code = self._exit_code()
+        if last_error is not None:
+            raise last_error
+        return code
 
     def _exit_code(self) -> int:
         for worker in (self.inference, self.capture):
@@ -220,13 +223,18 @@ class Pipeline:
         age_ms = (now - result.captured_mono) * 1000 if result is not None else None
         return self.stats.line(self.queue.dropped, age_ms)
 
-    def _publish_last(self) -> None:
-        """Results still held back (or arrived after the output loop's last pass) are published."""
+    def _publish_last(self) -> StreamerError | None:
+        """Results still held back (or arrived after the output loop's last pass) are published;
+        streamer's own error if that failed (a full disk), for run() to raise after the shutdown."""
+        error = None
         try:
             self.publish_due(float("inf"))
+        except StreamerError as exc:  # one line at exit, like the same error while running
+            error = exc
         except Exception:  # a sink failing at exit must not hide the real exit status
             log.exception("could not publish the last results")
         self.stats.late_results = self.results.late
+        return error
 
     def publish_due(self, now: float | None = None) -> None:
         """Publish the results whose release time has come, in order; any thread may call it."""

@@ -275,3 +275,30 @@ def test_put_back_returns_an_item_unless_a_newer_one_came_in():
     q.put(2)  # newer than the one handed back next: the newer one wins
     q.put_back(1)
     assert q.taken == 0 and q.dropped == 1 and q.get_newest(0.01) == 2 and q.pending() == 0
+
+
+def test_a_full_disk_met_while_publishing_the_last_results_is_raised_not_logged(caplog):
+    """Results still held at the stop are published on the way out; if the JSONL file cannot
+    take them, run() raises streamer's one-line error after the shutdown (exit code 1 at the
+    CLI), with no traceback in the log."""
+    from support.running import Running, wait_until
+
+    from streamer.errors import OutputError
+    from streamer.frames import Result
+    from streamer.pipeline import Outputs
+    from streamer.publish import JsonlWriter
+    from streamer.server import ApiServer
+
+    with ApiServer("127.0.0.1", 0, latency_ms=5000) as server:  # no answer before the stop
+        run = Running(server.url, Outputs(sinks=(JsonlWriter("/dev/full"),)))
+        assert wait_until(lambda: run.stats.frames_read > 0, 5)
+        held = Result("synthetic", 10**9, time.time(), time.monotonic(), 640, 360, [], "synthetic/1",
+                      time.time(), time.time())
+        assert run.pipeline.results.offer(held, release_at=time.monotonic() + 3600)
+        run.stop.set()
+        run.thread.join(5)
+        run.client.close()
+    assert not run.thread.is_alive() and run.codes == []
+    assert [type(e) for e in run.errors] == [OutputError], run.errors
+    assert "cannot write /dev/full" in str(run.errors[0])
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
