@@ -96,14 +96,26 @@ class Pipeline:
         self.inference.start()
         try:
             self._output_loop()
-        finally:
-            self.stop.set()
-            last_error = self._publish_last()
-            self._shutdown()
+        except BaseException:
+            self._close(loop_failed=True)
+            raise
+        last_error = self._close(loop_failed=False)
         code = self._exit_code()
         if last_error is not None:
             raise last_error
         return code
+
+    def _close(self, loop_failed: bool) -> StreamerError | None:
+        """Stop, publish the last results and shut down.  Streamer's own error from publishing
+        them (a full disk) is returned for run() to raise, unless another error ends the run:
+        then it is logged, so that it is still said."""
+        self.stop.set()
+        error = self._publish_last()
+        self._shutdown()
+        if error is not None and (loop_failed or any(w.error is not None for w in (self.inference, self.capture))):
+            log.error("%s", error)
+            return None
+        return error
 
     def _exit_code(self) -> int:
         for worker in (self.inference, self.capture):

@@ -302,3 +302,30 @@ def test_a_full_disk_met_while_publishing_the_last_results_is_raised_not_logged(
     assert [type(e) for e in run.errors] == [OutputError], run.errors
     assert "cannot write /dev/full" in str(run.errors[0])
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_a_full_disk_at_exit_is_still_logged_when_another_error_ends_the_run(caplog):
+    """A refused key (401) ends the run and sets the exit code; a full disk met while
+    publishing the results held at that stop is logged in one line, not lost."""
+    from support.running import Running, wait_until
+
+    from streamer.errors import ApiFatalError
+    from streamer.frames import Result
+    from streamer.pipeline import Outputs
+    from streamer.publish import JsonlWriter
+    from streamer.server import ApiServer, Fault
+
+    with ApiServer("127.0.0.1", 0) as server:
+        server.set_fault(Fault(status=401, message="Unauthorized api_key", hang_s=1.0))
+        run = Running(server.url, Outputs(sinks=(JsonlWriter("/dev/full"),)), client_timeout_s=5)
+        assert wait_until(lambda: run.stats.frames_read > 0, 5)
+        held = Result("synthetic", 10**9, time.time(), time.monotonic(), 640, 360, [], "synthetic/1",
+                      time.time(), time.time())
+        assert run.pipeline.results.offer(held, release_at=time.monotonic() + 3600)
+        run.thread.join(10)  # the 401 comes after 1 s and stops the run
+        run.client.close()
+    assert not run.thread.is_alive()
+    assert [type(e) for e in run.errors] == [ApiFatalError], run.errors
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    expected = "output.jsonl: cannot write /dev/full: No space left on device; free some space or choose another file"
+    assert logged == [expected], caplog.text
