@@ -212,12 +212,19 @@ def test_join_wakes_the_idle_inference_threads_at_once():
         assert time.monotonic() - started < IDLE_WAIT_S / 2
 
 
+def _far_newer_result():
+    """A result for a frame far newer than any a test run reaches: never dropped as late."""
+    from streamer.frames import Result
+
+    return Result("synthetic", 10**9, time.time(), time.monotonic(), 640, 360, [], "synthetic/1",
+                  time.time(), time.time())
+
+
 def test_results_are_not_published_to_sinks_once_they_are_closing(api_server, tmp_path):
     """A request thread that gets its answer while the pipeline shuts down must not write to
     a sink that is closed (a JsonlWriter's file is gone): its result is left unpublished."""
     from support.running import Running, wait_until
 
-    from streamer.frames import Result
     from streamer.pipeline import Outputs
     from streamer.publish import JsonlWriter
 
@@ -226,8 +233,7 @@ def test_results_are_not_published_to_sinks_once_they_are_closing(api_server, tm
     assert wait_until(lambda: run.stats.published >= 2, 10)
     run.finish()
     lines = path.read_text().splitlines()
-    late = Result("synthetic", 10**9, time.time(), time.monotonic(), 640, 360, [], "synthetic/1",
-                  time.time(), time.time())
+    late = _far_newer_result()
     assert run.pipeline.results.offer(late)
     run.pipeline.publish_due()  # what a request thread does at its result's release time
     assert path.read_text().splitlines() == lines
@@ -284,7 +290,6 @@ def test_a_full_disk_met_while_publishing_the_last_results_is_raised_not_logged(
     from support.running import Running, wait_until
 
     from streamer.errors import OutputError
-    from streamer.frames import Result
     from streamer.pipeline import Outputs
     from streamer.publish import JsonlWriter
     from streamer.server import ApiServer
@@ -292,8 +297,7 @@ def test_a_full_disk_met_while_publishing_the_last_results_is_raised_not_logged(
     with ApiServer("127.0.0.1", 0, latency_ms=5000) as server:  # no answer before the stop
         run = Running(server.url, Outputs(sinks=(JsonlWriter("/dev/full"),)))
         assert wait_until(lambda: run.stats.frames_read > 0, 5)
-        held = Result("synthetic", 10**9, time.time(), time.monotonic(), 640, 360, [], "synthetic/1",
-                      time.time(), time.time())
+        held = _far_newer_result()
         assert run.pipeline.results.offer(held, release_at=time.monotonic() + 3600)
         run.stop.set()
         run.thread.join(5)
@@ -310,7 +314,6 @@ def test_a_full_disk_at_exit_is_still_logged_when_another_error_ends_the_run(cap
     from support.running import Running, wait_until
 
     from streamer.errors import ApiFatalError
-    from streamer.frames import Result
     from streamer.pipeline import Outputs
     from streamer.publish import JsonlWriter
     from streamer.server import ApiServer, Fault
@@ -319,8 +322,7 @@ def test_a_full_disk_at_exit_is_still_logged_when_another_error_ends_the_run(cap
         server.set_fault(Fault(status=401, message="Unauthorized api_key", hang_s=1.0))
         run = Running(server.url, Outputs(sinks=(JsonlWriter("/dev/full"),)), client_timeout_s=5)
         assert wait_until(lambda: run.stats.frames_read > 0, 5)
-        held = Result("synthetic", 10**9, time.time(), time.monotonic(), 640, 360, [], "synthetic/1",
-                      time.time(), time.time())
+        held = _far_newer_result()
         assert run.pipeline.results.offer(held, release_at=time.monotonic() + 3600)
         run.thread.join(10)  # the 401 comes after 1 s and stops the run
         run.client.close()

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 
 import pytest
 import zmq
 
 from conftest import Subscriber, free_port
-from streamer.inference import InferenceSettings
+from streamer.client import DetectionClient
+from streamer.frames import DropOldestQueue, Frame, NewestResults
+from streamer.inference import InferenceSettings, InferenceWorker
 from streamer.pipeline import Outputs
 from streamer.publish import ZmqPublisher
-from streamer.server import ApiServer
+from streamer.server import ApiServer, Fault
 from streamer.sources import SyntheticSource
+from streamer.stats import Stats
+from streamer.synthetic import SyntheticScene
 from support.running import Running, streamer_threads, wait_until
 
 
@@ -158,34 +164,18 @@ def test_rate_flags_are_checked(spawn, flag, value, key):
 
 
 def _worker_on(url: str, queue, stop, max_in_flight: int = 2):
-    from streamer.client import DetectionClient
-    from streamer.frames import NewestResults
-    from streamer.inference import InferenceWorker
-    from streamer.stats import Stats
-
     client = DetectionClient(url, "synthetic/1", None)
     return client, InferenceWorker(queue, client, NewestResults(), Stats(), stop,
                                    InferenceSettings(max_in_flight=max_in_flight))
 
 
 def _frame(frame_id: int):
-    import time
-
-    from streamer.frames import Frame
-    from streamer.synthetic import SyntheticScene
-
     return Frame("synthetic", frame_id, time.time(), time.monotonic(), SyntheticScene(320, 240).render(frame_id))
 
 
 def test_a_429_that_comes_while_the_leader_waits_for_a_frame_holds_the_next_send(api_server):
     """The leading thread may already wait for a frame when another request's answer is a
     429 with Retry-After: the frame that then comes must wait out the pause too."""
-    import threading
-    import time
-
-    from streamer.frames import DropOldestQueue
-    from streamer.server import Fault
-
     queue, stop = DropOldestQueue(1), threading.Event()
     client, worker = _worker_on(api_server.url, queue, stop)
     worker.start()
@@ -210,10 +200,6 @@ def test_a_429_that_comes_while_the_leader_waits_for_a_frame_holds_the_next_send
 def test_a_frame_taken_as_the_stop_comes_is_not_sent():
     """A frame that get_newest hands over just as the stop is set is put back, not sent:
     nothing goes to the API during a shutdown."""
-    import threading
-
-    from streamer.frames import DropOldestQueue
-
     class StopOnTake(DropOldestQueue):
         def get_newest(self, timeout, stop=None, wakes_seen=None):
             frame = super().get_newest(timeout, stop, wakes_seen)
