@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support.clips import camera_clip  # noqa: E402
 from support.rtsp import RtspServer, free_port  # noqa: E402
 
-from streamer.imaging import iou_xyxy, xywh_to_xyxy  # noqa: E402
-from streamer.synthetic import SyntheticScene  # noqa: E402
+from streamer.live.imaging import iou_xyxy, xywh_to_xyxy  # noqa: E402
+from streamer.sources.synthetic import SyntheticScene  # noqa: E402
 
 
 def main() -> int:

@@ -38,8 +38,8 @@ from support.rtsp import RtspServer, free_port  # noqa: E402
 
 from feed import Feed  # noqa: E402
 
-from streamer.server import ApiServer, Fault  # noqa: E402
-from streamer.synthetic import SyntheticScene  # noqa: E402
+from streamer.standin.server import ApiServer, Fault  # noqa: E402
+from streamer.sources.synthetic import SyntheticScene  # noqa: E402
 
 API_FAULTS = [
     ("503 + Retry-After", lambda: Fault(503, "model loading", retry_after="1", label="503")),

@@ -36,12 +36,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support.rtsp import free_port
 
-from streamer.client import DetectionClient
-from streamer.frames import Frame
-from streamer.imaging import prepare_upload
-from streamer.inference import make_result
-from streamer.publish import ZmqPublisher, encode_message, result_message
-from streamer.synthetic import SyntheticScene
+from streamer.api.client import DetectionClient
+from streamer.live.frames import Frame
+from streamer.live.imaging import prepare_upload
+from streamer.live.dispatch import make_result
+from streamer.outputs.message import encode_message, result_message
+from streamer.outputs.zmq_feed import ZmqPublisher
+from streamer.sources.synthetic import SyntheticScene
 
 HEADERS = {"User-Agent": "streamer-bench", "Accept": "*/*", "Accept-Encoding": "gzip, deflate",
            "Content-Type": "application/x-www-form-urlencoded"}
@@ -130,7 +131,7 @@ def start_api(latency_ms: float = 0.0) -> tuple[subprocess.Popen, int]:
     """The stand-in API in its own process, as a real server would be; (process, port)."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-c", ("import time; from streamer.server import ApiServer; "
+        [sys.executable, "-c", ("import time; from streamer.standin.server import ApiServer; "
                                 f"ApiServer('127.0.0.1', {port}, latency_ms={latency_ms}, detector=False).start(); "
                                 "time.sleep(3600)")],
         cwd=ROOT, stderr=subprocess.DEVNULL)

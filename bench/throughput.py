@@ -42,7 +42,7 @@ from support.rtsp import free_port  # noqa: E402
 
 from feed import Feed  # noqa: E402
 
-from streamer.server import ApiServer  # noqa: E402
+from streamer.standin.server import ApiServer  # noqa: E402
 
 WARMUP_S = 5.0
 SOURCE_FPS = 30.0
@@ -65,7 +65,7 @@ def full_size_q95_bytes() -> int:
     """What the same frame costs sent as inference_sdk does by default: full size, quality 95."""
     import cv2
 
-    from streamer.synthetic import SyntheticScene
+    from streamer.sources.synthetic import SyntheticScene
 
     frame = SyntheticScene(1280, 720, SOURCE_FPS).render(0)
     ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -79,7 +79,7 @@ def sequential_worker(url: str, seconds: float, out_path: str) -> None:
     import cv2
     import httpx
 
-    from streamer.sources import SyntheticSource
+    from streamer.sources.open import SyntheticSource
 
     source = SyntheticSource(1280, 720, SOURCE_FPS)
     source.open()

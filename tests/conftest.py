@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from streamer.server import ApiServer
+from streamer.standin.server import ApiServer
 from support.clips import write_clip  # noqa: F401  (re-exported for the tests)
-from streamer.synthetic import SyntheticScene
+from streamer.sources.synthetic import SyntheticScene
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from streamer.backoff import Backoff
-from streamer.breaker import CircuitBreaker
+from streamer.api.backoff import Backoff
+from streamer.api.breaker import CircuitBreaker
 
 
 class Clock:

@@ -5,12 +5,12 @@ import time
 
 import numpy as np
 
-import streamer.sources as sources
-from streamer.capture import CaptureWorker
-from streamer.backoff import Backoff
-from streamer.frames import DropOldestQueue, Latest
-from streamer.sources import CvSource, SyntheticSource, source_kind
-from streamer.stats import Stats
+import streamer.sources.open as sources
+from streamer.sources.capture import CaptureWorker
+from streamer.api.backoff import Backoff
+from streamer.live.frames import DropOldestQueue, Latest
+from streamer.sources.open import CvSource, SyntheticSource, source_kind
+from streamer.live.stats import Stats
 
 
 class FakeWebcam:

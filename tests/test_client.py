@@ -2,11 +2,11 @@
 
 import pytest
 
-from streamer.client import DetectionClient
+from streamer.api.client import DetectionClient
 from streamer.errors import (ApiBadRequest, ApiFatalError, ApiMalformedResponse, ApiTransientError)
-from streamer.imaging import prepare_upload
-from streamer.server import ApiServer, Fault
-from streamer.synthetic import SyntheticScene
+from streamer.live.imaging import prepare_upload
+from streamer.standin.server import ApiServer, Fault
+from streamer.sources.synthetic import SyntheticScene
 
 UPLOAD = prepare_upload(SyntheticScene(1280, 720).render(0), 640, 80)
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import free_port, write_clip
-from streamer.imaging import iou_xyxy, xywh_to_xyxy
-from streamer.synthetic import SyntheticScene
+from streamer.live.imaging import iou_xyxy, xywh_to_xyxy
+from streamer.sources.synthetic import SyntheticScene
 
 SCENE = SyntheticScene(1600, 900, 30.0)
 
@@ -73,7 +73,7 @@ def test_predict_format_image_saves_the_servers_drawing(api_server, spawn, scene
 
 
 def test_predict_retries_a_passing_503(api_server, spawn, scene_jpg):
-    from streamer.server import Fault
+    from streamer.standin.server import Fault
     api_server.set_fault(Fault(status=503, retry_after="1", remaining=1))
     proc = spawn(["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url])
     assert proc.wait(30) == 0, proc.stderr
@@ -92,7 +92,7 @@ def test_predict_refuses_a_bad_save_path_before_asking_the_api(api_server, spawn
 def test_ctrl_c_ends_a_one_shot_command_at_once(spawn, scene_jpg, tmp_path, command):
     import signal
     import time
-    from streamer.server import ApiServer
+    from streamer.standin.server import ApiServer
     with ApiServer("127.0.0.1", 0, latency_ms=20000) as slow:
         if command == "predict":
             args = ["predict", str(scene_jpg)]
@@ -107,7 +107,7 @@ def test_ctrl_c_ends_a_one_shot_command_at_once(spawn, scene_jpg, tmp_path, comm
 
 
 def test_video_survives_a_body_too_deep_to_parse_and_rewrites_its_jsonl(api_server, spawn, tmp_path):
-    from streamer.server import Fault
+    from streamer.standin.server import Fault
     src = write_clip(tmp_path / "in.avi", SyntheticScene(640, 360, 25.0), 6)
     api_server.set_fault(Fault(status=200, raw_body=b"[" * 200000, remaining=1))
     args = ["video", str(src), "-o", "out.avi", "--jsonl", "d.jsonl", "--model", "synthetic/1",
@@ -122,7 +122,7 @@ def test_video_survives_a_body_too_deep_to_parse_and_rewrites_its_jsonl(api_serv
 
 
 def test_predict_reports_a_long_retry_after_instead_of_sleeping(api_server, spawn, scene_jpg):
-    from streamer.server import Fault
+    from streamer.standin.server import Fault
     api_server.set_fault(Fault(status=429, retry_after="3600"))
     proc = spawn(["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url])
     assert proc.wait(20) == 1
@@ -130,7 +130,7 @@ def test_predict_reports_a_long_retry_after_instead_of_sleeping(api_server, spaw
 
 
 def test_video_stops_sending_after_a_fatal_answer(spawn, tmp_path):
-    from streamer.server import ApiServer
+    from streamer.standin.server import ApiServer
     src = write_clip(tmp_path / "in.avi", SyntheticScene(640, 360, 25.0), 30)
     with ApiServer("127.0.0.1", 0, api_key="other") as server:
         proc = spawn(["video", str(src), "-o", "out.avi", "--model", "synthetic/1", "--api-url", server.url,

@@ -140,7 +140,7 @@ def test_key_value_never_shown_in_errors(tmp_path):
 
 
 def test_every_flag_named_in_config_exists_in_the_cli():
-    from streamer.cli import OVERRIDES
+    from streamer.commands.options import OVERRIDES
     import dataclasses
     flags = set()
     for section in dataclasses.fields(Config):

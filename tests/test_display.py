@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.overlay import class_colour
-from streamer.synthetic import SHAPES, SyntheticScene
+from streamer.outputs.overlay import class_colour
+from streamer.sources.synthetic import SHAPES, SyntheticScene
 from conftest import clean_env, need_tool
 
 SCENE_W, SCENE_H = 1280, 720  # what `streamer demo` renders

@@ -17,13 +17,14 @@ import pytest
 
 from conftest import Subscriber, free_port
 from support.running import Running, streamer_threads, wait_until
-from streamer.client import DetectionClient
-from streamer.inference import InferenceSettings
-from streamer.overlay import status_band_height
-from streamer.pipeline import Outputs, Pipeline
-from streamer.publish import Recorder, ZmqPublisher
-from streamer.server import ApiServer, Fault
-from streamer.sources import SyntheticSource
+from streamer.api.client import DetectionClient
+from streamer.live.dispatch import InferenceSettings
+from streamer.outputs.overlay import status_band_height
+from streamer.live.pipeline import Outputs, Pipeline
+from streamer.outputs.recorder import Recorder
+from streamer.outputs.zmq_feed import ZmqPublisher
+from streamer.standin.server import ApiServer, Fault
+from streamer.sources.open import SyntheticSource
 
 BACKOFF_MAX_S = 1.0
 CLIENT_TIMEOUT_S = 0.8
@@ -134,7 +135,7 @@ def check_stale_marks(recording) -> None:
 
 @pytest.mark.parametrize("size", [(640, 360), (320, 240)])
 def test_a_result_for_a_frame_of_another_size_is_scaled_to_the_shown_frame(size):
-    from streamer.frames import Frame, Result
+    from streamer.live.frames import Frame, Result
 
     stop = threading.Event()
     shown = []

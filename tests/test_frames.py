@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from streamer.backoff import Backoff, parse_retry_after
-from streamer.frames import DropOldestQueue, Latest
+from streamer.api.backoff import Backoff, parse_retry_after
+from streamer.live.frames import DropOldestQueue, Latest
 from streamer.redact import RedactingFilter, register_secret, scrub, url_for_display
 
 
@@ -123,8 +123,8 @@ def test_url_secrets_are_masked_wherever_they_appear_later():
 def test_fault_log_reports_a_spell_once_and_folds_short_spells_into_the_next_warning(caplog, monkeypatch):
     import logging
 
-    import streamer.backoff as backoff_module
-    from streamer.backoff import FaultLog
+    import streamer.api.backoff as backoff_module
+    from streamer.api.backoff import FaultLog
 
     clock = [1000.0]
     monkeypatch.setattr(backoff_module.time, "monotonic", lambda: clock[0])
@@ -150,7 +150,7 @@ def test_fault_log_reports_a_spell_once_and_folds_short_spells_into_the_next_war
 
 
 def test_backoff_survives_days_of_failures_without_overflowing():
-    from streamer.backoff import Backoff
+    from streamer.api.backoff import Backoff
 
     backoff = Backoff(0.5, 5.0, jitter=0.0)
     delays = [backoff.next_delay() for _ in range(5000)]  # > 1024 failures overflowed 2.0 ** n
@@ -162,12 +162,12 @@ def test_frames_wake_the_output_loop_only_when_something_draws_them(tmp_path):
     second for nothing); with a recorder (or a window) it must."""
     import numpy as np
 
-    from streamer.client import DetectionClient
-    from streamer.frames import Frame
-    from streamer.inference import InferenceSettings
-    from streamer.pipeline import Outputs, Pipeline
-    from streamer.publish import Recorder
-    from streamer.sources import SyntheticSource
+    from streamer.api.client import DetectionClient
+    from streamer.live.frames import Frame
+    from streamer.live.dispatch import InferenceSettings
+    from streamer.live.pipeline import Outputs, Pipeline
+    from streamer.outputs.recorder import Recorder
+    from streamer.sources.open import SyntheticSource
 
     stop = threading.Event()
     frame = Frame("cam", 1, time.time(), time.monotonic(), np.zeros((8, 8, 3), np.uint8))
@@ -195,10 +195,10 @@ def test_a_wake_before_the_wait_is_not_lost():
 def test_join_wakes_the_idle_inference_threads_at_once():
     """Idle threads sleep up to IDLE_WAIT_S between looks at the stop flag; join() wakes them,
     so a stop does not wait that long (a service manager or a user waits about 3 s)."""
-    from streamer.client import DetectionClient
-    from streamer.frames import DropOldestQueue, NewestResults
-    from streamer.inference import IDLE_WAIT_S, InferenceSettings, InferenceWorker
-    from streamer.stats import Stats
+    from streamer.api.client import DetectionClient
+    from streamer.live.frames import DropOldestQueue, NewestResults
+    from streamer.live.dispatch import IDLE_WAIT_S, InferenceSettings, InferenceWorker
+    from streamer.live.stats import Stats
 
     stop = threading.Event()
     with DetectionClient("http://127.0.0.1:9", "synthetic/1", None) as client:  # never called: no frames
@@ -214,7 +214,7 @@ def test_join_wakes_the_idle_inference_threads_at_once():
 
 def _far_newer_result():
     """A result for a frame far newer than any a test run reaches: never dropped as late."""
-    from streamer.frames import Result
+    from streamer.live.frames import Result
 
     return Result("synthetic", 10**9, time.time(), time.monotonic(), 640, 360, [], "synthetic/1",
                   time.time(), time.time())
@@ -225,8 +225,8 @@ def test_results_are_not_published_to_sinks_once_they_are_closing(api_server, tm
     a sink that is closed (a JsonlWriter's file is gone): its result is left unpublished."""
     from support.running import Running, wait_until
 
-    from streamer.pipeline import Outputs
-    from streamer.publish import JsonlWriter
+    from streamer.live.pipeline import Outputs
+    from streamer.outputs.jsonl import JsonlWriter
 
     path = tmp_path / "out.jsonl"
     run = Running(api_server.url, Outputs(sinks=(JsonlWriter(str(path)),)))
@@ -242,10 +242,10 @@ def test_results_are_not_published_to_sinks_once_they_are_closing(api_server, tm
 def test_a_leader_that_misses_the_wake_up_of_join_still_sees_the_stop():
     """The leading request thread may be at the top of its loop when join() wakes the threads:
     it must see the stop before it waits again, not sleep through IDLE_WAIT_S."""
-    from streamer.client import DetectionClient
-    from streamer.frames import DropOldestQueue, NewestResults
-    from streamer.inference import IDLE_WAIT_S, InferenceSettings, InferenceWorker
-    from streamer.stats import Stats
+    from streamer.api.client import DetectionClient
+    from streamer.live.frames import DropOldestQueue, NewestResults
+    from streamer.live.dispatch import IDLE_WAIT_S, InferenceSettings, InferenceWorker
+    from streamer.live.stats import Stats
 
     class SlowStats(Stats):
         """Holds the leader for 0.3 s at the top of its loop (where it counts its CPU), once armed."""
@@ -290,9 +290,9 @@ def test_a_full_disk_met_while_publishing_the_last_results_is_raised_not_logged(
     from support.running import Running, wait_until
 
     from streamer.errors import OutputError
-    from streamer.pipeline import Outputs
-    from streamer.publish import JsonlWriter
-    from streamer.server import ApiServer
+    from streamer.live.pipeline import Outputs
+    from streamer.outputs.jsonl import JsonlWriter
+    from streamer.standin.server import ApiServer
 
     with ApiServer("127.0.0.1", 0, latency_ms=5000) as server:  # no answer before the stop
         run = Running(server.url, Outputs(sinks=(JsonlWriter("/dev/full"),)))
@@ -314,9 +314,9 @@ def test_a_full_disk_at_exit_is_still_logged_when_another_error_ends_the_run(cap
     from support.running import Running, wait_until
 
     from streamer.errors import ApiFatalError
-    from streamer.pipeline import Outputs
-    from streamer.publish import JsonlWriter
-    from streamer.server import ApiServer, Fault
+    from streamer.live.pipeline import Outputs
+    from streamer.outputs.jsonl import JsonlWriter
+    from streamer.standin.server import ApiServer, Fault
 
     with ApiServer("127.0.0.1", 0) as server:
         server.set_fault(Fault(status=401, message="Unauthorized api_key", hang_s=1.0))

@@ -23,18 +23,18 @@ import numpy as np
 import pytest
 from conftest import ROOT, Proc, clean_env, write_clip
 
-from streamer.cli import main
-from streamer.client import MAX_RESPONSE_BYTES, DetectionClient
+from streamer.commands.cli import main
+from streamer.api.client import MAX_RESPONSE_BYTES, DetectionClient
 from streamer.errors import ApiError, ApiMalformedResponse, ApiTransientError
-from streamer.frames import Frame
-from streamer.imaging import iou_xyxy, prepare_upload, xywh_to_xyxy
-from streamer.inference import make_result
-from streamer.overlay import MAX_DRAWN_BOXES, draw_predictions, most_confident
-from streamer.predictions import MAX_COORDINATE_PX, parse_response
-from streamer.publish import encode_message, result_message
+from streamer.live.frames import Frame
+from streamer.live.imaging import iou_xyxy, prepare_upload, xywh_to_xyxy
+from streamer.live.dispatch import make_result
+from streamer.outputs.overlay import MAX_DRAWN_BOXES, draw_predictions, most_confident
+from streamer.api.responses import MAX_COORDINATE_PX, parse_response
+from streamer.outputs.message import encode_message, result_message
 from streamer.redact import RedactingFilter
-from streamer.server import ApiServer, Fault
-from streamer.synthetic import SyntheticScene
+from streamer.standin.server import ApiServer, Fault
+from streamer.sources.synthetic import SyntheticScene
 
 UPLOAD = prepare_upload(SyntheticScene(1280, 720).render(0), 640, 80)
 BOX = {"x": 320, "y": 180, "width": 40, "height": 30, "confidence": 0.8, "class": "helmet"}
@@ -232,7 +232,7 @@ def test_long_class_names_are_cut_when_drawn():
 
 PROBE = """
 import json, sys
-from streamer.client import DetectionClient
+from streamer.api.client import DetectionClient
 from streamer.errors import ApiError
 
 def peak_kib():
@@ -566,7 +566,7 @@ def _check_config_error(stderr: str, path: Path, start: str) -> None:
 
 @pytest.fixture
 def cli_main(monkeypatch, tmp_path):
-    """``streamer.cli.main`` in this process; puts back the signal and log handlers it installs."""
+    """``streamer.commands.cli.main`` in this process; puts back the signal and log handlers it installs."""
     monkeypatch.delenv("ROBOFLOW_API_KEY", raising=False)
     monkeypatch.chdir(tmp_path)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}

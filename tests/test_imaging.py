@@ -7,9 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.imaging import (fit_size, iou_xyxy, prepare_upload, resize_for_upload, scale_predictions,
+from streamer.live.imaging import (fit_size, iou_xyxy, prepare_upload, resize_for_upload, scale_predictions,
                               xywh_to_xyxy)
-from streamer.synthetic import SyntheticScene, detect
+from streamer.sources.synthetic import SyntheticScene
+from streamer.standin.detector import detect
 
 
 @pytest.mark.parametrize("size, max_side, expected", [
@@ -74,7 +75,7 @@ def test_iou():
 
 
 def test_overlay_survives_absurd_boxes_and_draws_sane_ones():
-    from streamer.overlay import draw_predictions
+    from streamer.outputs.overlay import draw_predictions
     image = np.zeros((100, 200, 3), np.uint8)
     draw_predictions(image, [{"x": 1e300, "y": -1e300, "width": 1e300, "height": 1e300, "class": "a",
                               "confidence": 0.5, "points": [{"x": 1e300, "y": 0}]}])
@@ -83,7 +84,7 @@ def test_overlay_survives_absurd_boxes_and_draws_sane_ones():
 
 
 def test_recorder_keeps_real_time_when_frames_were_missed_or_early(tmp_path):
-    from streamer.publish import Recorder
+    from streamer.outputs.recorder import Recorder
     recorder = Recorder(str(tmp_path / "r.avi"), lambda: 10.0)
     frame = np.zeros((48, 64, 3), np.uint8)
     for t in (100.0, 100.5, 100.52, 101.0):  # 0.5 s gap (4 frames missed), one early frame
@@ -103,7 +104,7 @@ def opencv_threads():
 
 
 def test_opencv_runs_on_the_calling_thread_unless_the_environment_says(monkeypatch, opencv_threads):
-    from streamer.imaging import limit_opencv_threads
+    from streamer.live.imaging import limit_opencv_threads
     cv2.setNumThreads(4)
     monkeypatch.setenv("OPENCV_FOR_THREADS_NUM", "4")
     limit_opencv_threads()
@@ -116,7 +117,7 @@ def test_opencv_runs_on_the_calling_thread_unless_the_environment_says(monkeypat
 def test_the_live_pipeline_limits_opencv_threads_before_anything_else(monkeypatch, opencv_threads):
     from streamer.config import load
     from streamer.errors import ConfigError
-    from streamer.live import run_pipeline
+    from streamer.commands.run import run_pipeline
     monkeypatch.delenv("OPENCV_FOR_THREADS_NUM", raising=False)
     cv2.setNumThreads(4)
     config = load(None, {"source.uri": "synthetic"}, env={})  # no model: refused before it starts

@@ -1,4 +1,4 @@
-"""streamer.notify: real AF_UNIX datagram sockets stand in for systemd's notification socket."""
+"""streamer.outputs.notify: real AF_UNIX datagram sockets stand in for systemd's notification socket."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-import streamer.notify
-from streamer.notify import SystemdNotifier
+import streamer.outputs.notify
+from streamer.outputs.notify import SystemdNotifier
 from streamer.redact import register_secret
 
 
@@ -142,13 +142,13 @@ def test_a_vanished_socket_is_logged_once_and_never_raises(tmp_path, caplog):
     rx.close()
     os.unlink(rx.env_value)  # systemd went away
     try:
-        with caplog.at_level(logging.WARNING, logger="streamer.notify"):
+        with caplog.at_level(logging.WARNING, logger="streamer.outputs.notify"):
             n.ready("ready")
             n.watchdog()
             n.status("still here")
             n.stopping()
         assert n.is_ready
-        warnings = [r for r in caplog.records if r.name == "streamer.notify"]
+        warnings = [r for r in caplog.records if r.name == "streamer.outputs.notify"]
         assert len(warnings) == 1, caplog.text
         assert "gone.sock" in warnings[0].getMessage()
     finally:
@@ -164,7 +164,7 @@ def test_a_full_receiver_queue_never_blocks_the_sender(receiver, notifier, caplo
             notifier.watchdog()
         sent.set()
 
-    with caplog.at_level(logging.WARNING, logger="streamer.notify"):
+    with caplog.at_level(logging.WARNING, logger="streamer.outputs.notify"):
         worker = threading.Thread(target=flood, name="test.flood", daemon=True)
         worker.start()
         worker.join(timeout=10)
@@ -173,7 +173,7 @@ def test_a_full_receiver_queue_never_blocks_the_sender(receiver, notifier, caplo
         worker.join(timeout=5)
         pytest.fail("watchdog() blocked on a full socket queue")
     assert sent.is_set()
-    assert len([r for r in caplog.records if r.name == "streamer.notify"]) == 1, caplog.text
+    assert len([r for r in caplog.records if r.name == "streamer.outputs.notify"]) == 1, caplog.text
     assert 0 < len(receiver.pending()) < 5000
 
 
@@ -183,7 +183,7 @@ def test_without_notify_socket_everything_is_a_no_op(env, monkeypatch):
     def no_socket(*args, **kwargs):
         raise AssertionError("a disabled notifier must not open a socket")
 
-    monkeypatch.setattr(streamer.notify.socket, "socket", no_socket)
+    monkeypatch.setattr(streamer.outputs.notify.socket, "socket", no_socket)
     n = SystemdNotifier.from_env(env)
     assert not n.enabled
     assert n.watchdog_interval_s is None
@@ -197,7 +197,7 @@ def test_without_notify_socket_everything_is_a_no_op(env, monkeypatch):
 
 
 def test_an_unusable_notify_socket_value_disables_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="streamer.notify"):
+    with caplog.at_level(logging.WARNING, logger="streamer.outputs.notify"):
         n = SystemdNotifier.from_env({"NOTIFY_SOCKET": "vsock:2:1234"})
     assert not n.enabled
     assert "NOTIFY_SOCKET" in caplog.text
@@ -207,7 +207,7 @@ def test_close_twice_and_nothing_is_sent_after_close(receiver, notifier, caplog)
     notifier.close()
     notifier.close()
     assert not notifier.enabled
-    with caplog.at_level(logging.WARNING, logger="streamer.notify"):
+    with caplog.at_level(logging.WARNING, logger="streamer.outputs.notify"):
         notifier.ready()
         notifier.watchdog()
     assert receiver.pending() == []
@@ -221,7 +221,7 @@ def test_streamer_run_tells_systemd_ready_pings_only_while_healthy_and_says_stop
 
     from conftest import clean_env, free_port
 
-    from streamer.server import ApiServer
+    from streamer.standin.server import ApiServer
 
     receiver = Receiver(str(tmp_path / "notify.sock"))
     port = free_port()
@@ -281,10 +281,10 @@ def test_the_output_loop_does_not_spin_while_it_may_not_ping(receiver):
 
     from conftest import free_port
 
-    from streamer.client import DetectionClient
-    from streamer.inference import InferenceSettings
-    from streamer.pipeline import Outputs, Pipeline
-    from streamer.sources import SyntheticSource
+    from streamer.api.client import DetectionClient
+    from streamer.live.dispatch import InferenceSettings
+    from streamer.live.pipeline import Outputs, Pipeline
+    from streamer.sources.open import SyntheticSource
 
     stop = threading.Event()
     notifier = SystemdNotifier(receiver.env_value, watchdog_interval_s=4.0)

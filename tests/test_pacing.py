@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from streamer.frames import NewestResults, Result
-from streamer.pacing import CallBudget, MotionGate, Pacing
+from streamer.live.frames import NewestResults, Result
+from streamer.live.pacing import CallBudget, MotionGate, Pacing
 
 
 class Clock:

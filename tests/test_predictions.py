@@ -5,7 +5,7 @@ import math
 import pytest
 
 from streamer.errors import ApiMalformedResponse
-from streamer.predictions import filter_classes, parse_response
+from streamer.api.responses import filter_classes, parse_response
 
 DETECTION = {"inference_id": "abc", "time": 0.041, "image": {"width": 640, "height": 360},
              "predictions": [{"x": 189.5, "y": 100, "width": 163, "height": 186, "confidence": 0.544,
@@ -78,8 +78,8 @@ def test_filter_classes():
 
 
 def test_message_carries_extra_top_level_fields_without_clobbering_ours():
-    from streamer.frames import Result
-    from streamer.publish import result_message
+    from streamer.live.frames import Result
+    from streamer.outputs.message import result_message
     result = Result("cam", 7, 1.0, 1.0, 640, 480, [{"class": "cat", "confidence": 0.9}], "m/1", 2.0, 3.0,
                     extra={"top": "cat", "confidence": 0.9, "frame_id": 999})
     msg = result_message(result, published_at=4.0)
@@ -91,8 +91,8 @@ def test_message_carries_extra_top_level_fields_without_clobbering_ours():
 def test_a_non_finite_number_in_an_extra_field_is_published_as_null():
     import json
 
-    from streamer.frames import Result
-    from streamer.publish import encode_message, result_message
+    from streamer.live.frames import Result
+    from streamer.outputs.message import encode_message, result_message
     result = Result("cam", 7, 1.0, 1.0, 640, 480, [], "m/1", 2.0, 3.0,
                     extra={"score": float("nan"), "nested": {"spread": [1.5, float("-inf")]}})
     message = json.loads(encode_message(result_message(result, published_at=4.0)))

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from conftest import rtsp_clip
-from streamer.imaging import iou_xyxy, xywh_to_xyxy
-from streamer.synthetic import SyntheticScene
+from streamer.live.imaging import iou_xyxy, xywh_to_xyxy
+from streamer.sources.synthetic import SyntheticScene
 from support.rtsp import RtspServer
 
 # A still scene, so that the truth is the same for every frame the camera sends.

@@ -9,9 +9,9 @@ import cv2
 import pytest
 
 from conftest import clean_env, free_port, write_clip
-from streamer.imaging import iou_xyxy, xywh_to_xyxy
-from streamer.server import ApiServer, Fault
-from streamer.synthetic import SyntheticScene
+from streamer.live.imaging import iou_xyxy, xywh_to_xyxy
+from streamer.standin.server import ApiServer, Fault
+from streamer.sources.synthetic import SyntheticScene
 
 SCENE = SyntheticScene(1280, 720, 30.0)
 

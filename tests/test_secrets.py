@@ -14,8 +14,8 @@ import time
 import pytest
 
 from conftest import clean_env, free_port, rtsp_clip
-from streamer.server import ApiServer, Fault
-from streamer.synthetic import SyntheticScene
+from streamer.standin.server import ApiServer, Fault
+from streamer.sources.synthetic import SyntheticScene
 from support.rtsp import RtspServer
 
 KEY = "canaryKEY7f3a9c"

@@ -6,8 +6,8 @@ import cv2
 import httpx
 import pytest
 
-from streamer.server import ApiServer
-from streamer.synthetic import SyntheticScene
+from streamer.standin.server import ApiServer
+from streamer.sources.synthetic import SyntheticScene
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 

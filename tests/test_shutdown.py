@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import free_port, rtsp_clip
-from streamer.server import ApiServer, Fault
-from streamer.synthetic import SyntheticScene
+from streamer.standin.server import ApiServer, Fault
+from streamer.sources.synthetic import SyntheticScene
 from support.rtsp import RtspServer
 
 SCENE = SyntheticScene(640, 360, 30.0, moving=False)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, need, need_tool
 
-from streamer.cli import build_parser
+from streamer.commands.cli import build_parser
 from streamer.config import CREDENTIAL_NAME, ApiConfig, SourceConfig
 
 pytestmark = pytest.mark.system
@@ -179,7 +179,7 @@ def test_security_offline_scores_the_unit(unit_copy):
 def test_ready_is_awaited_and_the_watchdog_outlasts_streamers_own_backoff(unit_file):
     unit = settings(unit_file.read_text())
     source, api = SourceConfig(), ApiConfig()
-    # streamer sends READY=1 and WATCHDOG=1 itself (streamer.notify); a helper may not.
+    # streamer sends READY=1 and WATCHDOG=1 itself (streamer.outputs.notify); a helper may not.
     assert unit["Type"] == ["notify"]
     assert unit["NotifyAccess"] == ["main"]
     # Pings stop while the camera or the API is down; the longest wait between two attempts

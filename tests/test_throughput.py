@@ -12,15 +12,15 @@ import pytest
 import zmq
 
 from conftest import Subscriber, free_port
-from streamer.client import DetectionClient
-from streamer.frames import DropOldestQueue, Frame, NewestResults
-from streamer.inference import InferenceSettings, InferenceWorker
-from streamer.pipeline import Outputs
-from streamer.publish import ZmqPublisher
-from streamer.server import ApiServer, Fault
-from streamer.sources import SyntheticSource
-from streamer.stats import Stats
-from streamer.synthetic import SyntheticScene
+from streamer.api.client import DetectionClient
+from streamer.live.frames import DropOldestQueue, Frame, NewestResults
+from streamer.live.dispatch import InferenceSettings, InferenceWorker
+from streamer.live.pipeline import Outputs
+from streamer.outputs.zmq_feed import ZmqPublisher
+from streamer.standin.server import ApiServer, Fault
+from streamer.sources.open import SyntheticSource
+from streamer.live.stats import Stats
+from streamer.sources.synthetic import SyntheticScene
 from support.running import Running, streamer_threads, wait_until
 
 
@@ -136,7 +136,7 @@ def test_motion_gate_republishes_the_last_result_for_a_still_scene_and_calls_for
 
 
 def test_call_budget_stops_calls_warns_once_and_keeps_the_preview_running(caplog):
-    with ApiServer("127.0.0.1", 0) as server, caplog.at_level(logging.WARNING, logger="streamer.pacing"):
+    with ApiServer("127.0.0.1", 0) as server, caplog.at_level(logging.WARNING, logger="streamer.live.pacing"):
         run = Running(server.url, settings=InferenceSettings(max_in_flight=2, max_fps=20.0, budget_calls=5))
         try:
             assert wait_until(lambda: run.stats.skipped_budget >= 10, 10)

@@ -25,8 +25,8 @@ from support import tls
 from support.origin import ANSWER, WAIT_S, Origin, RawOrigin, TcpRelay
 from support.proxy import ForwardProxy
 
-from streamer import transport
-from streamer.client import DetectionClient
+from streamer.api import transport
+from streamer.api.client import DetectionClient
 from streamer.errors import (
     ApiBadRequest,
     ApiError,
@@ -34,10 +34,10 @@ from streamer.errors import (
     ApiMalformedResponse,
     ApiTransientError,
 )
-from streamer.imaging import prepare_upload
-from streamer.server import ApiServer
-from streamer.synthetic import SyntheticScene
-from streamer.transport import proxy_for
+from streamer.live.imaging import prepare_upload
+from streamer.standin.server import ApiServer
+from streamer.sources.synthetic import SyntheticScene
+from streamer.api.transport import proxy_for
 
 UPLOAD = prepare_upload(SyntheticScene(1280, 720).render(0), 640, 80)
 KEY = f"canary-{uuid.uuid4().hex}"  # sent with every request; must never show in an error
@@ -501,7 +501,7 @@ def test_a_tls_handshake_reset_by_the_server_is_transient():
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
 def test_a_proxy_from_the_environment_is_used_through_httpx(api_server, monkeypatch, caplog, variable):
-    caplog.set_level("INFO", logger="streamer.client")
+    caplog.set_level("INFO", logger="streamer.api.client")
     with ForwardProxy() as proxy:
         password = f"proxy-pw-{uuid.uuid4().hex[:8]}"
         monkeypatch.setenv(variable, f"http://user:{password}@127.0.0.1:{proxy.port}")

@@ -18,10 +18,10 @@ import pytest
 import zmq
 from conftest import free_port
 
-from streamer import curve
+from streamer.outputs import curve
 from streamer.config import load, zmq_endpoint_is_local
 from streamer.errors import ConfigError, UsageError
-from streamer.publish import ZmqPublisher
+from streamer.outputs.zmq_feed import ZmqPublisher
 
 PAYLOAD = json.dumps({"type": "detections", "predictions": []}).encode()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streamer.synthetic import SyntheticScene
+from streamer.sources.synthetic import SyntheticScene
 from support.rtsp import encode_h264
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
-from streamer.backoff import Backoff
-from streamer.client import DetectionClient
-from streamer.inference import InferenceSettings
-from streamer.pipeline import Outputs, Pipeline, Supervision
-from streamer.sources import SyntheticSource
+from streamer.api.backoff import Backoff
+from streamer.api.client import DetectionClient
+from streamer.live.dispatch import InferenceSettings
+from streamer.live.pipeline import Outputs, Pipeline, Supervision
+from streamer.sources.open import SyntheticSource
 
 
 def wait_until(condition, timeout_s: float, step_s: float = 0.02) -> bool:

@@ -19,12 +19,12 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 import httpx
 
 from streamer import __version__
-from streamer.backoff import parse_retry_after
+from streamer.api.backoff import parse_retry_after
 from streamer.errors import (ApiBadRequest, ApiError, ApiFatalError, ApiMalformedResponse,
                              ApiTransientError)
-from streamer.predictions import Parsed, parse_response
+from streamer.api.responses import Parsed, parse_response
 from streamer.redact import register_secret, scrub, url_for_display
-from streamer.transport import ConnectionPool, PhaseTimeout, proxy_for
+from streamer.api.transport import ConnectionPool, PhaseTimeout, proxy_for
 
 log = logging.getLogger(__name__)
 

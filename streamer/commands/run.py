@@ -6,18 +6,20 @@ import logging
 import threading
 from urllib.parse import urlsplit
 
-from streamer.backoff import Backoff
-from streamer.client import DetectionClient
+from streamer.api.backoff import Backoff
+from streamer.api.client import DetectionClient
 from streamer.config import Config, resolve_api_key
-from streamer.display import Window, display_available
+from streamer.outputs.window import Window, display_available
 from streamer.errors import ConfigError
-from streamer.imaging import limit_opencv_threads
-from streamer.inference import InferenceSettings
-from streamer.notify import SystemdNotifier
-from streamer.pipeline import Outputs, Pipeline, Supervision
-from streamer.publish import JsonlWriter, Recorder, ZmqPublisher
+from streamer.live.imaging import limit_opencv_threads
+from streamer.live.dispatch import InferenceSettings
+from streamer.outputs.notify import SystemdNotifier
+from streamer.live.pipeline import Outputs, Pipeline, Supervision
+from streamer.outputs.jsonl import JsonlWriter
+from streamer.outputs.recorder import Recorder
+from streamer.outputs.zmq_feed import ZmqPublisher
 from streamer.redact import url_for_display
-from streamer.sources import make_source
+from streamer.sources.open import make_source
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from streamer.backoff import Backoff
+from streamer.api.backoff import Backoff
 
 CLOSED, OPEN = "closed", "open"
 

@@ -18,15 +18,15 @@ import time
 from dataclasses import dataclass
 from collections.abc import Callable
 
-from streamer.backoff import Backoff, FaultLog
-from streamer.breaker import CircuitBreaker
-from streamer.client import DetectionClient
+from streamer.api.backoff import Backoff, FaultLog
+from streamer.api.breaker import CircuitBreaker
+from streamer.api.client import DetectionClient
 from streamer.errors import ApiBadRequest, ApiMalformedResponse, ApiTransientError, StreamerError
-from streamer.frames import DropOldestQueue, Frame, NewestResults, Result
-from streamer.imaging import prepare_upload, scale_predictions
-from streamer.pacing import CallBudget, MotionGate, Pacing
-from streamer.predictions import Parsed, filter_classes
-from streamer.stats import Stats
+from streamer.live.frames import DropOldestQueue, Frame, NewestResults, Result
+from streamer.live.imaging import prepare_upload, scale_predictions
+from streamer.live.pacing import CallBudget, MotionGate, Pacing
+from streamer.api.responses import Parsed, filter_classes
+from streamer.live.stats import Stats
 
 log = logging.getLogger(__name__)
 

@@ -18,17 +18,21 @@ import cv2
 import httpx
 import numpy as np
 
-from streamer.backoff import Backoff
-from streamer.client import DetectionClient
+from streamer.api.backoff import Backoff
+from streamer.api.client import DetectionClient
+from streamer.commands.options import api_options, config_from_args, log_option
+from streamer.commands.run import make_client
 from streamer.config import Config, resolve_api_key
 from streamer.errors import (ApiBadRequest, ApiError, ApiMalformedResponse, ApiTransientError, Interrupted,
                              OutputError, UsageError)
-from streamer.frames import Frame
-from streamer.imaging import Upload, limit_opencv_threads, prepare_upload
-from streamer.inference import make_result
-from streamer.overlay import draw_predictions
-from streamer.predictions import Parsed, filter_classes
-from streamer.publish import JsonlWriter, Recorder, encode_message, result_message
+from streamer.live.frames import Frame
+from streamer.live.imaging import Upload, limit_opencv_threads, prepare_upload
+from streamer.live.dispatch import make_result
+from streamer.outputs.overlay import draw_predictions
+from streamer.api.responses import Parsed, filter_classes
+from streamer.outputs.jsonl import JsonlWriter
+from streamer.outputs.message import encode_message, result_message
+from streamer.outputs.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 PREDICT_ATTEMPTS = 3
 
 
-def add_commands(sub, api_options: Callable, log_option: Callable) -> None:
+def add_commands(sub) -> None:
     p = sub.add_parser("predict", help="detect objects in one image file or URL and print the JSON")
     p.add_argument("image", metavar="IMAGE_OR_URL")
     api_options(p)
@@ -59,14 +63,10 @@ def add_commands(sub, api_options: Callable, log_option: Callable) -> None:
 
 
 def _config(args) -> Config:
-    from streamer.cli import config_from_args
-
     return config_from_args(args)
 
 
 def _client(config: Config, connections: int = 1) -> DetectionClient:
-    from streamer.live import make_client
-
     return make_client(config, resolve_api_key(config), max_connections=connections)
 
 
@@ -297,7 +297,7 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
         raise UsageError(f"input video {args.input!r} not found")
     if not 1 <= args.workers <= 32:
         raise UsageError(f"--workers: expected 1 to 32, got {args.workers}")
-    from streamer.sources import quiet_ffmpeg
+    from streamer.sources.open import quiet_ffmpeg
 
     quiet_ffmpeg()
     cap = cv2.VideoCapture(args.input)

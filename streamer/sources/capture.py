@@ -6,10 +6,10 @@ import logging
 import threading
 import time
 
-from streamer.backoff import Backoff, FaultLog
+from streamer.api.backoff import Backoff, FaultLog
 from streamer.errors import SourceError, StreamerError, UsageError
-from streamer.frames import DropOldestQueue, Frame, Latest
-from streamer.stats import Stats
+from streamer.live.frames import DropOldestQueue, Frame, Latest
+from streamer.live.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class CaptureWorker:
 
     def _new_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, args=(self._generation, self.source),
-                                  name="streamer.capture", daemon=True)
+                                  name="streamer.sources.capture", daemon=True)
         self._threads.append(thread)
         return thread
 

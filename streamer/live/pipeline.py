@@ -12,18 +12,20 @@ import threading
 import time
 from dataclasses import dataclass
 
-from streamer.backoff import Backoff
-from streamer.capture import CaptureWorker
-from streamer.client import DetectionClient
-from streamer.display import Window
+from streamer.api.backoff import Backoff
+from streamer.sources.capture import CaptureWorker
+from streamer.api.client import DetectionClient
+from streamer.outputs.window import Window
 from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError
-from streamer.frames import DropOldestQueue, Frame, Latest, NewestResults, Result
-from streamer.imaging import scale_predictions
-from streamer.inference import InferenceSettings, InferenceWorker
-from streamer.notify import SystemdNotifier
-from streamer.overlay import draw_notice, draw_predictions, draw_status, status_band_height
-from streamer.publish import Recorder, ZmqPublisher, encode_message, result_message, status_message
-from streamer.stats import Stats
+from streamer.live.frames import DropOldestQueue, Frame, Latest, NewestResults, Result
+from streamer.live.imaging import scale_predictions
+from streamer.live.dispatch import InferenceSettings, InferenceWorker
+from streamer.outputs.notify import SystemdNotifier
+from streamer.outputs.overlay import draw_notice, draw_predictions, draw_status, status_band_height
+from streamer.outputs.message import encode_message, result_message, status_message
+from streamer.outputs.recorder import Recorder
+from streamer.outputs.zmq_feed import ZmqPublisher
+from streamer.live.stats import Stats
 
 log = logging.getLogger(__name__)
 

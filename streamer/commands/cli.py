@@ -12,30 +12,15 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
-
 
 from streamer import __version__
-from streamer.config import Config, load
+from streamer.commands import offline
+from streamer.commands.options import (api_options, config_from_args, log_option,
+                                         setup_logging)
 from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError, UsageError
-from streamer.redact import RedactingFilter, register_secret, scrub
+from streamer.redact import register_secret, scrub
 
 log = logging.getLogger("streamer")
-
-DEFAULT_CONFIG = "config.yaml"
-
-
-def setup_logging(level: str = "info") -> None:
-    root = logging.getLogger()
-    if not any(isinstance(f, RedactingFilter) for h in root.handlers for f in h.filters):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-        handler.addFilter(RedactingFilter())  # on the handler, so records from every logger pass it
-        root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # httpx logs every request (with its query string) at INFO: keep it to warnings.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
@@ -51,22 +36,6 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handle)
 
 
-# --- shared options ---
-
-def _api_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("detection API")
-    g.add_argument("-c", "--config", metavar="FILE",
-                   help=f"config file (default: ./{DEFAULT_CONFIG} if it exists)")
-    g.add_argument("--model", metavar="PROJECT/VERSION", help="model id, e.g. hard-hat-sample/2")
-    g.add_argument("--api-url", metavar="URL", help="API base URL (default https://detect.roboflow.com)")
-    g.add_argument("--api-key", metavar="KEY",
-                   help="API key; prefer $ROBOFLOW_API_KEY: a flag is visible to every user in ps")
-    g.add_argument("--confidence", type=float, metavar="0-1", help="minimum confidence (default 0.4)")
-    g.add_argument("--overlap", type=float, metavar="0-1", help="NMS overlap threshold (default 0.3)")
-    g.add_argument("--classes", metavar="A,B", help="keep only these classes (comma separated)")
-    g.add_argument("--max-side", type=int, metavar="PX", help="longest side of the upload (default 640)")
-
-
 def _rate_options(p: argparse.ArgumentParser, demo: bool = False) -> None:
     g = p.add_argument_group("request rate")
     g.add_argument("--max-in-flight", type=int, metavar="N",
@@ -78,10 +47,6 @@ def _rate_options(p: argparse.ArgumentParser, demo: bool = False) -> None:
                    help="skip the call when the frame changed less than this (default 0: off)")
 
 
-def _log_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-
-
 def _output_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--headless", action="store_true", default=None, help="never open a window")
@@ -90,45 +55,19 @@ def _output_options(p: argparse.ArgumentParser) -> None:
                    "tcp://127.0.0.1:5555, or just a port (5555: this machine only)")
     g.add_argument("--jsonl", metavar="FILE", help="append each message to FILE, one per line")
     g.add_argument("--record", metavar="FILE", help="write the annotated video (.mp4 or .avi)")
-    _log_option(g)
-
-
-OVERRIDES = {  # argparse dest -> config key path
-    "source": "source.uri", "model": "api.model", "api_url": "api.url", "api_key": "api.api_key",
-    "confidence": "inference.confidence", "overlap": "inference.overlap", "classes": "inference.classes",
-    "max_side": "inference.max_side", "headless": "output.headless", "duration": "duration_s",
-    "zmq": "output.zmq", "jsonl": "output.jsonl", "record": "output.record", "log_level": "log_level",
-    "max_in_flight": "inference.max_in_flight", "max_fps": "inference.max_fps",
-    "min_change": "inference.min_change",
-}
-
-
-def config_from_args(args: argparse.Namespace, extra: dict | None = None, use_file: bool = True) -> Config:
-    path = getattr(args, "config", None)
-    if path is None and use_file and Path(DEFAULT_CONFIG).is_file():
-        path = DEFAULT_CONFIG
-    if getattr(args, "api_key", None):
-        register_secret(args.api_key)
-        log.warning("--api-key is visible to other users in ps; prefer $ROBOFLOW_API_KEY or api.api_key_file")
-    overrides = {key: getattr(args, dest) for dest, key in OVERRIDES.items() if getattr(args, dest, None) is not None}
-    overrides.update(extra or {})
-    config = load(path, overrides)
-    setup_logging(config.log_level)
-    if path:
-        log.debug("configuration from %s", path)
-    return config
+    log_option(g)
 
 
 # --- commands ---
 
 def cmd_run(args: argparse.Namespace, stop: threading.Event) -> int:
-    from streamer.live import run_pipeline
+    from streamer.commands.run import run_pipeline
     return run_pipeline(config_from_args(args), stop)
 
 
 def cmd_demo(args: argparse.Namespace, stop: threading.Event) -> int:
-    from streamer.live import run_pipeline
-    from streamer.server import ApiServer
+    from streamer.commands.run import run_pipeline
+    from streamer.standin.server import ApiServer
 
     with ApiServer("127.0.0.1", 0, latency_ms=args.latency_ms, jitter=0.1) as server:
         demo = {"source.uri": "synthetic", "api.url": server.url, "api.model": "synthetic/1",
@@ -145,7 +84,7 @@ def cmd_demo(args: argparse.Namespace, stop: threading.Event) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
-    from streamer.server import ApiServer
+    from streamer.standin.server import ApiServer
 
     setup_logging(args.log_level or "info")
     register_secret(args.api_key)
@@ -168,7 +107,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
     import zmq
     from zmq.utils.monitor import recv_monitor_message
 
-    from streamer.curve import HANDSHAKE_FAILURES, client_keys, handshake_hint
+    from streamer.outputs.curve import HANDSHAKE_FAILURES, client_keys, handshake_hint
 
     setup_logging(args.log_level or "info")
     keys = client_keys(args.server_key, args.client_key)
@@ -219,7 +158,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace, stop: threading.Event) -> int:
-    from streamer.curve import create_pair
+    from streamer.outputs.curve import create_pair
 
     public, secret = create_pair(args.dir, args.name)
     print(f"""wrote a CURVE certificate pair:
@@ -245,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the live pipeline: source -> API -> window and feed")
     p.add_argument("--source", metavar="SRC", help="webcam index (0), /dev/videoN, rtsp:// or http(s):// "
                    "URL, video file, or 'synthetic'")
-    _api_options(p)
+    api_options(p)
     _rate_options(p)
     _output_options(p)
     p.set_defaults(func=cmd_run)
@@ -256,8 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay the local API's answers")
     p.set_defaults(func=cmd_demo)
 
-    from streamer import offline  # the one-image and whole-video commands
-    offline.add_commands(sub, _api_options, _log_option)
+    offline.add_commands(sub)
 
     p = sub.add_parser("listen", help="subscribe to a feed and print each message as a JSON line")
     p.add_argument("--connect", default="tcp://127.0.0.1:5555", metavar="ENDPOINT")
@@ -267,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "feed encrypted with CURVE")
     p.add_argument("--client-key", metavar="FILE", help="this subscriber's secret certificate (.key_secret), "
                    "for a publisher that admits only listed clients (default: a throwaway key pair)")
-    _log_option(p)
+    log_option(p)
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("keygen", help="write a CURVE certificate pair for an encrypted feed")
@@ -282,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jitter", type=float, default=0.0, help="spread of the delay, e.g. 0.1 for +-10%%")
     p.add_argument("--api-key", help="require this key (401 for any other)")
     p.add_argument("--model", action="append", help="serve only this model id (repeatable; default: any)")
-    _log_option(p)
+    log_option(p)
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -21,7 +21,7 @@ import numpy as np
 from streamer.config import Config
 from streamer.errors import SourceError, UsageError
 from streamer.redact import url_for_display
-from streamer.synthetic import SyntheticScene
+from streamer.sources.synthetic import SyntheticScene
 
 log = logging.getLogger(__name__)
 

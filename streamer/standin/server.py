@@ -28,8 +28,8 @@ import httpx
 import numpy as np
 
 from streamer.config import MODEL_ID
-from streamer.overlay import draw_predictions
-from streamer.synthetic import detect
+from streamer.outputs.overlay import draw_predictions
+from streamer.standin.detector import detect
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class ApiServer:
 
     def start(self) -> "ApiServer":
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="streamer.server", daemon=True)
+                                        name="streamer.standin.server", daemon=True)
         self._thread.start()
         return self
 

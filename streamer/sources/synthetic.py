@@ -1,7 +1,7 @@
 """A generated scene of moving coloured shapes whose true boxes are known for every frame.
 
-The demo and the tests use it as a camera that needs no hardware; ``detect`` (used by
-``streamer serve``) finds these shapes again by colour.  It is not a general detector.
+The demo and the tests use it as a camera that needs no hardware; the stand-in server's
+detector (``standin.detector``) finds these shapes again by colour.
 """
 
 from __future__ import annotations
@@ -88,42 +88,3 @@ class SyntheticScene:
         cv2.putText(image, f"synthetic {frame_id}", (int(12 * scale), self.height - int(14 * scale)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, (88, 88, 88), max(1, round(scale)), cv2.LINE_AA)
         return image
-
-
-def detect(image: np.ndarray, min_area_fraction: float = 0.002) -> list[dict]:
-    """Find the scene's shapes by colour; predictions in the API's format, in image pixels."""
-    # Extent from luminance, thresholded half-way between the ground (<= 70) and the
-    # shapes (>= 130) so blurred edges split evenly; class from the component's hue.
-    luma = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    mask = (luma > 100).astype(np.uint8)
-    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    min_area = min_area_fraction * image.shape[0] * image.shape[1]
-    predictions = []
-    for i in range(1, count):
-        x, y, w, h, area = (int(v) for v in stats[i])
-        if area < min_area:
-            continue  # text and noise
-        pixels = hsv[labels == i]
-        if np.median(pixels[:, 1]) < 80:
-            continue  # grey: not a shape
-        shape = _nearest_hue(int(np.median(pixels[:, 0])))
-        if shape is None:
-            continue
-        fill = area / float(w * h)
-        predictions.append({
-            "x": x + w / 2, "y": y + h / 2, "width": float(w), "height": float(h),
-            "confidence": round(min(0.99, 0.55 + 0.45 * fill), 3),
-            "class": shape.name, "class_id": CLASS_IDS[shape.name],
-        })
-    return predictions
-
-
-def _nearest_hue(hue: int) -> Shape | None:
-    best, best_distance = None, 16
-    for shape in SHAPES:
-        distance = abs(hue - shape.hue)
-        distance = min(distance, 180 - distance)  # hue is circular
-        if distance < best_distance:
-            best, best_distance = shape, distance
-    return best

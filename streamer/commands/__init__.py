@@ -1,0 +1,1 @@
+"""The command line: ``streamer run | demo | predict | video | listen | serve | keygen``."""

@@ -1,0 +1,1 @@
+"""The live path: frames and results between threads, pacing, dispatching requests, and the pipeline."""

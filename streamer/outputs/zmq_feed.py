@@ -1,0 +1,118 @@
+"""The ZeroMQ PUB feed: two frames per message, the topic then the UTF-8 JSON."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from streamer.config import zmq_endpoint_is_local
+from streamer.errors import ConfigError, UsageError
+from streamer.outputs import curve
+
+log = logging.getLogger(__name__)
+
+
+class ZmqPublisher:
+    """A PUB socket that never blocks the pipeline: bounded queue, non-blocking send, linger 0.
+
+    With ``curve_secret_key_file`` the feed is encrypted with CURVE; with ``curve_clients_dir``
+    too, only the clients whose public certificates (*.key) are in that folder at start may
+    connect.  ``send`` and ``close`` may be called from several threads."""
+
+    def __init__(self, endpoint: str, topic: str = "detections", sndhwm: int = 100, *,
+                 curve_secret_key_file: str | None = None, curve_clients_dir: str | None = None):
+        self.endpoint = endpoint
+        self.topic = _topic_bytes(topic)
+        self.dropped = 0
+        self._lock = threading.Lock()  # a ZeroMQ socket must not be used by two threads at once
+        self._auth: ThreadAuthenticator | None = None
+        keys = None
+        if curve_secret_key_file:
+            if not zmq.has("curve"):
+                raise ConfigError("output.zmq_curve_secret_key_file: this libzmq was built without CURVE; "
+                                  "install the pyzmq wheel (it bundles libzmq with CURVE) or set it to null")
+            keys = curve.read_secret(curve_secret_key_file, "output.zmq_curve_secret_key_file", ConfigError)
+        if curve_clients_dir:
+            if keys is None:
+                raise ConfigError("output.zmq_curve_clients_dir: needs output.zmq_curve_secret_key_file")
+            clients = curve.check_clients(curve_clients_dir, "output.zmq_curve_clients_dir", ConfigError)
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.PUB)
+        try:
+            self._sock.setsockopt(zmq.SNDHWM, sndhwm)
+            self._sock.setsockopt(zmq.LINGER, 0)
+            if keys:
+                if curve_clients_dir:
+                    self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger(__name__ + ".auth"))
+                    self._auth.start()
+                    self._auth.thread.name = "streamer.zmq-auth"
+                    self._auth.configure_curve(domain="*", location=str(curve_clients_dir))
+                self._sock.curve_publickey, self._sock.curve_secretkey = keys
+                self._sock.curve_server = True
+            self._sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise UsageError(f"output.zmq: cannot bind {endpoint}: {exc}; choose another port "
+                             "or stop the program using it") from None
+        except BaseException:
+            self.close()
+            raise
+        if not keys:
+            security = "not encrypted"
+        elif curve_clients_dir:
+            security = f"CURVE, only the {clients} client(s) in {curve_clients_dir}"
+        else:
+            security = "CURVE, any client with the public key"
+        log.info("publishing detections on %s (topic %r, %s)", endpoint, topic, security)
+        if keys:
+            log.info("CURVE public key of this feed: %s", keys[0].decode("ascii"))
+        if not zmq_endpoint_is_local(endpoint):
+            if not keys:
+                log.warning("the feed on %s is NOT encrypted: anyone on the network can read it; set "
+                            "output.zmq_curve_secret_key_file to encrypt it with CURVE", endpoint)
+            else:
+                log.warning("the feed on %s is reachable from other machines, encrypted with CURVE; %s may read it",
+                            endpoint, f"only the clients in {curve_clients_dir}" if curve_clients_dir
+                            else "any client holding the server's public key")
+
+    def send(self, payload: bytes, topic: bytes | str | None = None) -> bool:
+        """Queue one message (topic, payload); False if it was dropped or the publisher is closed.
+
+        ``topic`` defaults to the configured one; another one (e.g. for status messages) lets
+        subscribers pick by prefix."""
+        frame = self.topic if topic is None else _topic_bytes(topic)
+        with self._lock:
+            if self._sock is None:
+                return False
+            try:
+                self._sock.send_multipart([frame, payload], flags=zmq.NOBLOCK)
+                return True
+            except zmq.Again:  # not expected: PUB itself drops silently for a subscriber at its HWM
+                self.dropped += 1
+                return False
+
+    def close(self) -> None:
+        """Close the socket, stop the authenticator and the context; safe to call again."""
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close(linger=0)
+                self._sock = None
+            if self._auth is not None:
+                # stop() joins the ZAP thread without a timeout; it only answers quick
+                # in-memory lookups and exits on the TERMINATE message stop() sends.
+                self._auth.stop()
+                self._auth = None
+            if self._ctx is not None:
+                self._ctx.term()
+                self._ctx = None
+
+
+def _topic_bytes(topic: bytes | str) -> bytes:
+    if isinstance(topic, bytes):
+        return topic
+    if isinstance(topic, str):
+        return topic.encode("utf-8")
+    raise TypeError(f"topic: expected bytes or str, got {type(topic).__name__}")

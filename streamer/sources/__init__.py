@@ -1,0 +1,1 @@
+"""Where frames come from: opening a source, the capture thread, and the synthetic scene."""
