@@ -1,0 +1,149 @@
+"""The docs a newcomer reads: README.md stays short, and no link in it or in docs/ is broken.
+
+Every relative link and image in README.md and docs/*.md must point to a file or folder that
+exists, and every ``#anchor`` to a heading of the target page, slugged as GitHub does.  Links
+with a scheme (https:, mailto: ...) are not fetched.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README_MAX_LINES = 260
+
+FENCE = re.compile(r"^\s*(```|~~~)")
+INLINE_CODE = re.compile(r"(`+)(.+?)\1")
+# [text](target) and ![alt](target); the text may hold one level of brackets or code spans.
+INLINE_LINK = re.compile(r"!?\[((?:[^\[\]]|\[[^\]]*\])*)\]\(\s*(<[^>]*>|[^)\s]+)(?:\s+\"[^\"]*\")?\s*\)")
+REFERENCE_DEF = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*(<[^>]*>|\S+)")
+HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+def doc_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def prose_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of the lines outside fenced code blocks."""
+    lines, fenced = [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        if FENCE.match(line):
+            fenced = not fenced
+            continue
+        if not fenced:
+            lines.append((number, line))
+    return lines
+
+
+def links(text: str) -> list[tuple[int, str]]:
+    """(line number, target) of every inline link, image and reference definition."""
+    found = []
+    for number, line in prose_lines(text):
+        bare = INLINE_CODE.sub(lambda m: " " * len(m.group(0)), line)
+        for match in INLINE_LINK.finditer(bare):
+            found.append((number, match.group(2).strip("<>")))
+        match = REFERENCE_DEF.match(bare)
+        if match:
+            found.append((number, match.group(1).strip("<>")))
+    return found
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: its text, lower case, punctuation gone, spaces as hyphens."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link in a heading: its text
+    text = re.sub(r"<[^>]+>", "", text)  # inline HTML
+    text = text.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)  # keeps letters, digits, _ and -, as GitHub does
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """Every anchor GitHub gives the headings of a markdown file (a repeated one gets -1, -2 ...)."""
+    seen: dict[str, int] = {}
+    result = set()
+    for _, line in prose_lines(path.read_text(encoding="utf-8")):
+        match = HEADING.match(line)
+        if not match:
+            continue
+        base = slug(match.group(2))
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        result.add(base if count == 0 else f"{base}-{count}")
+    return result
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def broken_links(path: Path) -> list[str]:
+    """One line for each relative link of the file whose target or anchor does not exist."""
+    problems = []
+    for number, target in links(path.read_text(encoding="utf-8")):
+        where = f"{_shown(path)}:{number}"
+        if SCHEME.match(target) or target.startswith("//"):
+            continue  # a web address: not fetched
+        file_part, _, anchor = target.partition("#")
+        resolved = (path.parent / unquote(file_part)).resolve() if file_part else path
+        if not resolved.exists():
+            problems.append(f"{where}: {target!r}: no such file {resolved}")
+            continue
+        if anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+            problems.append(f"{where}: {target!r}: no heading with anchor #{anchor} in {resolved.name}")
+    return problems
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(path):
+    problems = broken_links(path)
+    assert not problems, "broken links:\n" + "\n".join(problems)
+
+
+def test_readme_is_short():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail into docs/"
+
+
+def test_readme_shows_the_preview_and_links_every_doc():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = {target.partition("#")[0] for _, target in links(readme)}
+    assert "docs/preview.png" in targets
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        assert f"docs/{doc.name}" in targets, f"README.md does not link docs/{doc.name}"
+
+
+def test_the_checker_catches_broken_links(tmp_path):
+    """Control: a missing file, a missing anchor and a missing image are each reported."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "other.md").write_text("# Other page\n\n## The `run` command: flags\n")
+    page = tmp_path / "docs" / "page.md"
+    page.write_text(
+        "# Page\n\n"
+        "[fine](other.md#the-run-command-flags) [also fine](#page) [web](https://example.com/x)\n"
+        "[gone](missing.md) ![gone](missing.png) [bad anchor](other.md#no-such-heading)\n"
+        "`[not a link](nowhere.md)`\n\n```\n[in code](nowhere.md)\n```\n")
+    problems = broken_links(page)
+    assert len(problems) == 3, problems
+    assert any("missing.md" in p for p in problems)
+    assert any("missing.png" in p for p in problems)
+    assert any("#no-such-heading" in p for p in problems)
+
+
+@pytest.mark.parametrize("heading, expected", [
+    ("`streamer run`: the live pipeline", "streamer-run-the-live-pipeline"),
+    ('Heartbeats: telling "nothing detected" from "dead"', "heartbeats-telling-nothing-detected-from-dead"),
+    ("One camera: `streamer.service`", "one-camera-streamerservice"),
+    ("Requests, pacing and cost", "requests-pacing-and-cost"),
+    ("Several cameras: `streamer@.service`", "several-cameras-streamerservice"),
+])
+def test_slugs_follow_github(heading, expected):
+    assert slug(heading) == expected
