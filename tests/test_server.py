@@ -113,3 +113,20 @@ def test_latency_is_added():
         started = time.monotonic()
         assert post(server, jpeg_b64()).status_code == 200
         assert time.monotonic() - started >= 0.3
+
+
+@pytest.mark.parametrize("length", ["-5", "1e3", "12abc", "+7"])
+def test_a_bad_content_length_is_400(api_server, length):
+    """Written by hand on a socket: httpx would never send such a header."""
+    import socket
+
+    host, port = api_server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"POST /synthetic/1 HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM['Content-Type']}\r\n"
+                     f"Content-Length: {length}\r\n\r\n".encode())
+        chunks = []
+        while chunk := sock.recv(4096):  # the server closes the connection after a 400
+            chunks.append(chunk)
+        answer = b"".join(chunks).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 400 "), answer
+    assert "Content-Length must be a non-negative integer" in answer

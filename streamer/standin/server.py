@@ -127,7 +127,7 @@ class ApiServer:
 
     def start(self) -> "ApiServer":
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="streamer.standin.server", daemon=True)
+                                        name="standin", daemon=True)
         self._thread.start()
         return self
 
@@ -246,88 +246,98 @@ def _decode(data: bytes) -> np.ndarray:
     return image
 
 
-def _handler(server: ApiServer):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as the hosted API does
-        server_version = "streamer-serve"
+class _Handler(BaseHTTPRequestHandler):
+    """One connection to the stand-in; ``api`` is set on a subclass per self.api."""
 
-        def setup(self) -> None:
-            super().setup()
-            # Headers and body go out in two writes: without this, Nagle's algorithm holds the
-            # body until the client's delayed ACK, adding about 40 ms to every answer.
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with server._lock:
-                server._connections.add(self.connection)
+    api: ApiServer
 
-        def finish(self) -> None:
-            with server._lock:
-                server._connections.discard(self.connection)
-            super().finish()
+    protocol_version = "HTTP/1.1"  # keep-alive, as the hosted API does
+    server_version = "streamer-serve"
 
-        def log_message(self, fmt: str, *args) -> None:
-            log.debug("%s %s", self.address_string(), fmt % args)
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes: without this, Nagle's algorithm holds the
+        # body until the client's delayed ACK, adding about 40 ms to every answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.api._lock:
+            self.api._connections.add(self.connection)
 
-        def do_GET(self) -> None:
-            self._send(200, "application/json", json.dumps(
-                {"server": "streamer serve", "detector": "synthetic shapes only"}).encode(), {})
+    def finish(self) -> None:
+        with self.api._lock:
+            self.api._connections.discard(self.connection)
+        super().finish()
 
-        def do_POST(self) -> None:
-            with server._lock:
-                server.in_flight += 1
-                server.max_in_flight_seen = max(server.max_in_flight_seen, server.in_flight)
-            try:
-                self._post()
-            finally:
-                with server._lock:
-                    server.in_flight -= 1
+    def log_message(self, fmt: str, *args) -> None:
+        log.debug("%s %s", self.address_string(), fmt % args)
 
-        def _post(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self.close_connection = True
-                return self._error(413, f"Request body over {MAX_BODY_BYTES // 2**20} MB")
-            body = self.rfile.read(length) if length else b""
-            fault = server._take_fault()
-            if fault is not None:
-                return self._fault(fault)
-            parts = urlsplit(self.path)
-            try:
-                status, ctype, payload, extra = server.answer(parts.path, parts.query, self.headers, body)
-            except HttpError as exc:
-                return self._error(exc.status, str(exc))
-            except Exception:  # answer like a real server would, and keep serving
-                log.exception("stand-in server failed on a request")
-                return self._error(500, "Internal error")
-            self._send(status, ctype, payload, extra)
+    def do_GET(self) -> None:
+        self._send(200, "application/json", json.dumps(
+            {"server": "streamer serve", "detector": "synthetic shapes only"}).encode(), {})
 
-        def _fault(self, fault: Fault) -> None:
-            if fault.hang_s:
-                time.sleep(fault.hang_s)
-            with server._lock:
-                server.fault_counts[fault.label] = server.fault_counts.get(fault.label, 0) + 1
-            extra = dict(fault.headers)
-            if fault.retry_after is not None:
-                extra["Retry-After"] = fault.retry_after
-            if fault.raw_body is not None:
-                guessed = "text/html" if fault.raw_body.lstrip().startswith(b"<") else "application/json"
-                ctype = extra.pop("Content-Type", guessed)  # a test may send a wrong one on purpose
-                return self._send(fault.status, ctype, fault.raw_body, extra)
-            self._error(fault.status, fault.message, extra)
+    def do_POST(self) -> None:
+        with self.api._lock:
+            self.api.in_flight += 1
+            self.api.max_in_flight_seen = max(self.api.max_in_flight_seen, self.api.in_flight)
+        try:
+            self._post()
+        finally:
+            with self.api._lock:
+                self.api.in_flight -= 1
 
-        def _error(self, status: int, message: str, extra: dict | None = None) -> None:
-            self._send(status, "application/json", json.dumps({"message": message}).encode(), extra or {})
+    def _post(self) -> None:
+        declared = self.headers.get("Content-Length") or "0"
+        if not (declared.isascii() and declared.isdigit()):  # "-5", "1e3", " 12", two headers joined
+            self.close_connection = True
+            return self._error(400, f"Content-Length must be a non-negative integer, got {declared[:40]!r}")
+        length = int(declared) if len(declared) <= 12 else MAX_BODY_BYTES + 1
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            return self._error(413, f"Request body over {MAX_BODY_BYTES // 2**20} MB")
+        body = self.rfile.read(length) if length else b""
+        fault = self.api._take_fault()
+        if fault is not None:
+            return self._fault(fault)
+        parts = urlsplit(self.path)
+        try:
+            status, ctype, payload, extra = self.api.answer(parts.path, parts.query, self.headers, body)
+        except HttpError as exc:
+            return self._error(exc.status, str(exc))
+        except Exception:  # answer like a real server would, and keep serving
+            log.exception("stand-in server failed on a request")
+            return self._error(500, "Internal error")
+        self._send(status, ctype, payload, extra)
 
-        def _send(self, status: int, ctype: str, payload: bytes, extra: dict) -> None:
-            server.count(status)
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(payload)))
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
+    def _fault(self, fault: Fault) -> None:
+        if fault.hang_s:
+            time.sleep(fault.hang_s)
+        with self.api._lock:
+            self.api.fault_counts[fault.label] = self.api.fault_counts.get(fault.label, 0) + 1
+        extra = dict(fault.headers)
+        if fault.retry_after is not None:
+            extra["Retry-After"] = fault.retry_after
+        if fault.raw_body is not None:
+            guessed = "text/html" if fault.raw_body.lstrip().startswith(b"<") else "application/json"
+            ctype = extra.pop("Content-Type", guessed)  # a test may send a wrong one on purpose
+            return self._send(fault.status, ctype, fault.raw_body, extra)
+        self._error(fault.status, fault.message, extra)
 
-    return Handler
+    def _error(self, status: int, message: str, extra: dict | None = None) -> None:
+        self._send(status, "application/json", json.dumps({"message": message}).encode(), extra or {})
+
+    def _send(self, status: int, ctype: str, payload: bytes, extra: dict) -> None:
+        self.api.count(status)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+
+def _handler(server: ApiServer) -> type[_Handler]:
+    return type("Handler", (_Handler,), {"api": server})
