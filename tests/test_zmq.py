@@ -42,7 +42,7 @@ def publishers():
     yield make
     for pub in made:
         pub.close()
-    assert not [t for t in threading.enumerate() if t.name == "streamer.zmq-auth"], "the ZAP thread outlived close()"
+    assert not [t for t in threading.enumerate() if t.name == "zmq-auth"], "the ZAP thread outlived close()"
 
 
 def pump(pub: ZmqPublisher, sub, timeout_s: float = 10.0) -> list[bytes] | None:
@@ -175,7 +175,7 @@ def test_a_clients_dir_admits_only_listed_clients(tmp_path, server_pair, publish
     with caplog.at_level(logging.INFO, logger="streamer"):
         pub = publishers(where, curve_secret_key_file=str(secret_file), curve_clients_dir=str(clients))
     assert "only the 1 client(s)" in caplog.text
-    assert [t for t in threading.enumerate() if t.name == "streamer.zmq-auth"]
+    assert [t for t in threading.enumerate() if t.name == "zmq-auth"]
     alice = subscriber(where, curve=client_of(public_file, zmq.auth.load_certificate(allowed_secret)))
     stranger = subscriber(where, curve=client_of(public_file))  # knows the server key, but is not listed
     got, stranger_got = pump_both(pub, alice, stranger)
@@ -259,7 +259,7 @@ def test_close_twice_is_safe_and_a_closed_publisher_drops(server_pair, tmp_path,
     pub.close()
     pub.close()
     assert pub.send(PAYLOAD) is False
-    assert not [t for t in threading.enumerate() if t.name == "streamer.zmq-auth"]
+    assert not [t for t in threading.enumerate() if t.name == "zmq-auth"]
 
 
 def test_send_takes_another_topic(publishers, subscriber):

@@ -6,11 +6,13 @@ import logging
 import threading
 
 import zmq
+from zmq.auth.base import Authenticator
 from zmq.auth.thread import ThreadAuthenticator
 
 from streamer.config import zmq_endpoint_is_local
 from streamer.errors import ConfigError, UsageError
 from streamer.outputs import curve
+from streamer.threads import set_os_thread_name
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +24,11 @@ class ZmqPublisher:
     too, only the clients whose public certificates (*.key) are in that folder at start may
     connect.  ``send`` and ``close`` may be called from several threads."""
 
-    def __init__(self, endpoint: str, topic: str = "detections", sndhwm: int = 100, *,
+    def __init__(self, endpoint: str, topic: str = "detections", sndhwm: int = 100, *, status_topic: str = "status",
                  curve_secret_key_file: str | None = None, curve_clients_dir: str | None = None):
         self.endpoint = endpoint
         self.topic = _topic_bytes(topic)
+        self.status_topic = _topic_bytes(status_topic)
         self.dropped = 0
         self._lock = threading.Lock()  # a ZeroMQ socket must not be used by two threads at once
         self._auth: ThreadAuthenticator | None = None
@@ -48,7 +51,8 @@ class ZmqPublisher:
                 if curve_clients_dir:
                     self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger(__name__ + ".auth"))
                     self._auth.start()
-                    self._auth.thread.name = "streamer.zmq-auth"
+                    self._auth.thread.name = "zmq-auth"
+                    set_os_thread_name(self._auth.thread)
                     self._auth.configure_curve(domain="*", location=str(curve_clients_dir))
                 self._sock.curve_publickey, self._sock.curve_secretkey = keys
                 self._sock.curve_server = True
@@ -94,20 +98,31 @@ class ZmqPublisher:
                 self.dropped += 1
                 return False
 
-    def close(self) -> None:
+    def send_status(self, payload: bytes) -> bool:
+        """Queue one heartbeat, under the status topic."""
+        return self.send(payload, topic=self.status_topic)
+
+    def close(self, timeout_s: float = 1.0) -> None:
         """Close the socket, stop the authenticator and the context; safe to call again."""
         with self._lock:
-            if self._sock is not None:
-                self._sock.close(linger=0)
-                self._sock = None
-            if self._auth is not None:
-                # stop() joins the ZAP thread without a timeout; it only answers quick
-                # in-memory lookups and exits on the TERMINATE message stop() sends.
-                self._auth.stop()
-                self._auth = None
-            if self._ctx is not None:
-                self._ctx.term()
-                self._ctx = None
+            sock, self._sock = self._sock, None
+            auth, self._auth = self._auth, None
+            ctx, self._ctx = self._ctx, None
+        if sock is not None:
+            sock.close(linger=0)
+        if auth is not None and auth.pipe is not None:
+            # ThreadAuthenticator.stop() joins its thread without a timeout: do the same
+            # steps with one.  The thread exits on the TERMINATE message.
+            auth.pipe.send(b"TERMINATE")
+            auth.thread.join(timeout_s)
+            if auth.thread.is_alive():
+                log.warning("the ZeroMQ authenticator thread did not stop within %.1f s", timeout_s)
+                return  # its context stays: term() would wait for its sockets
+            auth.pipe.close(linger=0)
+            auth.pipe = None
+            Authenticator.stop(auth)  # closes its ZAP socket, as ThreadAuthenticator.stop() does last
+        if ctx is not None:
+            ctx.term()
 
 
 def _topic_bytes(topic: bytes | str) -> bytes:

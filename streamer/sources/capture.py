@@ -10,12 +10,13 @@ from streamer.api.backoff import Backoff, FaultLog
 from streamer.errors import SourceError, StreamerError, UsageError
 from streamer.live.frames import DropOldestQueue, Frame, Latest
 from streamer.live.stats import Stats
+from streamer.threads import join_all, named_thread
 
 log = logging.getLogger(__name__)
 
 
 class CaptureWorker:
-    """Thread ``streamer.capture``: open, read, hand each frame on; reopen with backoff on failure.
+    """Thread ``capture``: open, read, hand each frame on; reopen with backoff on failure.
 
     The queue (for inference) drops its oldest frame when full and counts it; ``latest``
     always holds the newest frame for the preview.  Reading is the only per-frame work here.
@@ -45,7 +46,6 @@ class CaptureWorker:
         self._faults = FaultLog(log, f"source {source.name}")
         self._next_id = 0
         self._frames_at_open = 0
-        self._cpu_mark = 0.0  # thread CPU time at the last frame, for stats.capture_cpu_s
         self._generation = 0
         self._busy: tuple[str, float, int] | None = None  # (read|open, monotonic start, generation)
         self._state = threading.Lock()  # guards _busy, _generation, _thread and _threads
@@ -53,8 +53,7 @@ class CaptureWorker:
         self._thread = self._new_thread()
 
     def _new_thread(self) -> threading.Thread:
-        thread = threading.Thread(target=self._run, args=(self._generation, self.source),
-                                  name="streamer.sources.capture", daemon=True)
+        thread = named_thread("capture", self._run, self._generation, self.source)
         self._threads.append(thread)
         return thread
 
@@ -63,9 +62,7 @@ class CaptureWorker:
 
     def join(self, timeout: float) -> bool:
         """Wait for the reading thread (and any abandoned one) to end; whether all have."""
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        join_all(self._threads, time.monotonic() + timeout)
         self._threads = [t for t in self._threads if t.is_alive()]
         return not self._threads
 
@@ -73,35 +70,34 @@ class CaptureWorker:
         """Called by the supervisor: abandon a read or open blocked for too long and
         start reading from a fresh source.  Returns whether it did."""
         now = time.monotonic() if now is None else now
-        with self._state:
+        with self._state:  # decide and swap under the lock; log and start the thread after it
             busy = self._busy
             if busy is None or self.stop.is_set() or not self._thread.is_alive():
                 return False
             what, since, _ = busy
-            limit = self.open_limit_s if what == "open" else self.stall_timeout_s
-            if now - since < limit:
+            if now - since < (self.open_limit_s if what == "open" else self.stall_timeout_s):
                 return False
             self.stats.source_stalls += 1
             self.stats.source_state = "stalled"
             self._generation += 1
             self._busy = None
             self._threads = [t for t in self._threads if t.is_alive()]
-            if len(self._threads) > self.MAX_ABANDONED:
-                # Calls that never return (opencv#22677) each keep a thread and a capture
-                # alive: rather than pile them up, stop; a service manager restarts us.
-                self.error = SourceError(
-                    f"source {self.source.name}: {len(self._threads)} reads or opens are blocked and never "
-                    f"returned (no frame for {now - since:.0f} s); stopping so that the process can be "
-                    "restarted")
-                self.stop.set()
-                return True
-            self._faults.fault(f"no frame for {now - since:.0f} s (a {what} is blocked); "
-                               "abandoning it and reopening")
-            fresh = getattr(self.source, "fresh", None)
-            self.source = fresh() if fresh else self.source
-            self._thread = self._new_thread()
-            self._thread.start()
+            blocked = len(self._threads)
+            if blocked <= self.MAX_ABANDONED:
+                fresh = getattr(self.source, "fresh", None)
+                self.source = fresh() if fresh else self.source
+                self._thread = self._new_thread()
+        if blocked > self.MAX_ABANDONED:
+            # Calls that never return (opencv#22677) each keep a thread and a capture
+            # alive: rather than pile them up, stop; a service manager restarts us.
+            self.error = SourceError(
+                f"source {self.source.name}: {blocked} reads or opens are blocked and never "
+                f"returned (no frame for {now - since:.0f} s); stopping so that the process can be restarted")
+            self.stop.set()
             return True
+        self._faults.fault(f"no frame for {now - since:.0f} s (a {what} is blocked); abandoning it and reopening")
+        self._thread.start()
+        return True
 
     def _current(self, generation: int) -> bool:
         return generation == self._generation and not self.stop.is_set()
@@ -118,7 +114,6 @@ class CaptureWorker:
                     self._busy = None
 
     def _run(self, generation: int, source) -> None:
-        self._cpu_mark = time.thread_time()
         try:
             self._loop(generation, source)
         except StreamerError as exc:  # said in one line by the CLI
@@ -194,9 +189,6 @@ class CaptureWorker:
 
     def _publish(self, source, image) -> None:
         now_mono, now_wall = time.monotonic(), time.time()
-        cpu_now = time.thread_time()  # once per frame: this is the hot path
-        self.stats.capture_cpu_s += cpu_now - self._cpu_mark  # since the last frame
-        self._cpu_mark = cpu_now
         frame = Frame(source.name, self._next_id, now_wall, now_mono, image)
         self._next_id += 1
         self.queue.put(frame)

@@ -23,7 +23,8 @@ def wait_until(condition, timeout_s: float, step_s: float = 0.02) -> bool:
 
 def streamer_threads() -> list[str]:
     """Names of streamer's own threads still alive (the stand-in server's excepted)."""
-    return [t.name for t in threading.enumerate() if t.name.startswith("streamer.") and t.name != "streamer.server"]
+    ours = ("capture", "dispatch", "jsonl", "zmq-auth")
+    return [t.name for t in threading.enumerate() if t.name in ours or t.name.startswith("request-")]
 
 
 class Running:
