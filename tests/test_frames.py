@@ -179,19 +179,6 @@ def test_frames_wake_the_output_loop_only_when_something_draws_them(tmp_path):
             assert pipeline.latest_frame.get() == (1, frame)
 
 
-def test_a_wake_before_the_wait_is_not_lost():
-    """A consumer that read ``wakes`` and was woken before it began to wait returns at once."""
-    queue: DropOldestQueue = DropOldestQueue(1)
-    seen = queue.wakes
-    queue.wake()  # nobody waits yet
-    started = time.monotonic()
-    assert queue.get_newest(timeout=2.0, wakes_seen=seen) is None
-    assert time.monotonic() - started < 0.5
-    started = time.monotonic()
-    assert queue.get_newest(timeout=0.3, wakes_seen=queue.wakes) is None  # no wake since: it waits
-    assert time.monotonic() - started >= 0.25
-
-
 def test_join_wakes_the_idle_inference_threads_at_once():
     """Idle threads sleep up to IDLE_WAIT_S between looks at the stop flag; join() wakes them,
     so a stop does not wait that long (a service manager or a user waits about 3 s)."""
@@ -237,39 +224,6 @@ def test_results_are_not_published_to_sinks_once_they_are_closing(api_server, tm
     assert run.pipeline.results.offer(late)
     run.pipeline.publish_due()  # what a request thread does at its result's release time
     assert path.read_text().splitlines() == lines
-
-
-def test_a_leader_that_misses_the_wake_up_of_join_still_sees_the_stop():
-    """The leading request thread may be at the top of its loop when join() wakes the threads:
-    it must see the stop before it waits again, not sleep through IDLE_WAIT_S."""
-    from streamer.api.client import DetectionClient
-    from streamer.live.frames import DropOldestQueue, NewestResults
-    from streamer.live.dispatch import IDLE_WAIT_S, InferenceSettings, InferenceWorker
-    from streamer.live.stats import Stats
-
-    class SlowStats(Stats):
-        """Holds the leader for 0.3 s at the top of its loop (where it counts its CPU), once armed."""
-
-        armed = False
-
-        def add_dispatch_cpu(self, seconds: float) -> None:
-            super().add_dispatch_cpu(seconds)
-            if self.armed:
-                time.sleep(0.3)
-
-    stop = threading.Event()
-    stats = SlowStats()
-    with DetectionClient("http://127.0.0.1:9", "synthetic/1", None) as client:  # never called: no frames
-        worker = InferenceWorker(DropOldestQueue(1), client, NewestResults(), stats, stop, InferenceSettings())
-        worker.pause_until = time.monotonic() + 60  # the leader waits on its lock, not for a frame
-        worker.start()
-        time.sleep(0.2)
-        stats.armed = True
-        with worker._lock:
-            worker._lock.notify()  # it goes round its loop, and is held at the top
-        time.sleep(0.1)
-        stop.set()
-        assert worker.join(IDLE_WAIT_S / 2)
 
 
 def test_put_back_returns_an_item_unless_a_newer_one_came_in():

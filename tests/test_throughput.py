@@ -173,9 +173,9 @@ def _frame(frame_id: int):
     return Frame("synthetic", frame_id, time.time(), time.monotonic(), SyntheticScene(320, 240).render(frame_id))
 
 
-def test_a_429_that_comes_while_the_leader_waits_for_a_frame_holds_the_next_send(api_server):
-    """The leading thread may already wait for a frame when another request's answer is a
-    429 with Retry-After: the frame that then comes must wait out the pause too."""
+def test_a_429_that_comes_while_the_dispatcher_waits_for_a_frame_holds_the_next_send(api_server):
+    """The dispatch thread may already wait for a frame when a request's answer is a 429
+    with Retry-After: the frame that then comes must wait out the pause too."""
     queue, stop = DropOldestQueue(1), threading.Event()
     client, worker = _worker_on(api_server.url, queue, stop)
     worker.start()
@@ -183,7 +183,7 @@ def test_a_429_that_comes_while_the_leader_waits_for_a_frame_holds_the_next_send
         queue.put(_frame(1))  # answered at once: the latency is known, two may be in flight
         assert wait_until(lambda: api_server.counts.get(200) == 1 and worker.idle(), 5)
         api_server.set_fault(Fault(status=429, message="slow down", retry_after="2", hang_s=0.5, remaining=1))
-        queue.put(_frame(2))  # answered 429 after 0.5 s, while the leader waits for a frame
+        queue.put(_frame(2))  # answered 429 after 0.5 s, while the dispatcher waits for a frame
         assert wait_until(lambda: worker.pause_until > 0, 5)
         paused_at = time.monotonic()
         queue.put(_frame(3))
@@ -201,10 +201,10 @@ def test_a_frame_taken_as_the_stop_comes_is_not_sent():
     """A frame that get_newest hands over just as the stop is set is put back, not sent:
     nothing goes to the API during a shutdown."""
     class StopOnTake(DropOldestQueue):
-        def get_newest(self, timeout, stop=None, wakes_seen=None):
-            frame = super().get_newest(timeout, stop, wakes_seen)
+        def get_newest(self, timeout, stop=None):
+            frame = super().get_newest(timeout, stop)
             if frame is not None:
-                stop.set()  # the stop lands while the leader holds the frame
+                stop.set()  # the stop lands while the dispatcher holds the frame
             return frame
 
     with ApiServer("127.0.0.1", 0) as server:

@@ -32,6 +32,7 @@ from streamer.outputs.overlay import draw_predictions
 from streamer.api.responses import Parsed, filter_classes
 from streamer.outputs.jsonl import JsonlWriter
 from streamer.outputs.message import encode_message, result_message
+from streamer.threads import named_thread
 from streamer.outputs.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def _interruptible(call: Callable[[], Any], stop: threading.Event) -> Any:
         except BaseException as exc:  # handed to the waiting thread
             box["error"] = exc
 
-    thread = threading.Thread(target=target, name="streamer.request", daemon=True)
+    thread = named_thread("request", target)
     thread.start()
     while thread.is_alive():
         thread.join(0.1)
@@ -242,8 +243,7 @@ class OrderedInference:
         self.skipped = 0
         self.workers = workers
         self._jobs: Queue[Job] = Queue()
-        self._threads = [threading.Thread(target=self._work, name=f"streamer.video-{i}", daemon=True)
-                         for i in range(workers)]
+        self._threads = [named_thread(f"request-{i + 1}", self._work) for i in range(workers)]
         for thread in self._threads:
             thread.start()
 
@@ -305,7 +305,7 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
         raise UsageError(f"{args.input}: not a video OpenCV can read")
     recorder = Recorder(args.output, cap.get(cv2.CAP_PROP_FPS) or 30.0, what="-o")
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    jsonl = JsonlWriter(args.jsonl, append=False, what="--jsonl") if args.jsonl else None  # one file per video
+    jsonl = JsonlWriter(args.jsonl, append=False, what="--jsonl", background=False) if args.jsonl else None  # one file per video
     client = _client(config, args.workers)
     progress = Progress(total)
     pool = OrderedInference(client, args.workers, stop, lambda: _backoff(config))

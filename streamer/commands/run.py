@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import ExitStack, closing
 from urllib.parse import urlsplit
 
 from streamer.api.backoff import Backoff
@@ -12,7 +13,7 @@ from streamer.config import Config, resolve_api_key
 from streamer.outputs.window import Window, display_available
 from streamer.errors import ConfigError
 from streamer.live.imaging import limit_opencv_threads
-from streamer.live.dispatch import InferenceSettings
+from streamer.live.dispatch import HUNG_PER_SLOT, InferenceSettings
 from streamer.outputs.notify import SystemdNotifier
 from streamer.live.pipeline import Outputs, Pipeline, Supervision
 from streamer.outputs.jsonl import JsonlWriter
@@ -41,66 +42,69 @@ def make_client(config: Config, api_key: str | None, max_connections: int = 4) -
                            http2=config.api.http2)
 
 
-def _outputs(config: Config, source) -> Outputs:
+def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
+    """The outputs config names, each registered on ``opened`` as soon as it is open."""
     out = config.output
     window = None
     if not out.headless:
         ok, reason = display_available()
         if ok:
-            window = Window(out.window_title)
+            window = opened.enter_context(closing(Window(out.window_title)))
         else:
             log.info("no preview window: %s; running headless", reason)
     sinks = []
-    try:
-        if out.zmq:
-            sinks.append(ZmqPublisher(out.zmq, out.zmq_topic, curve_secret_key_file=out.zmq_curve_secret_key_file,
-                                      curve_clients_dir=out.zmq_curve_clients_dir))
-        if out.jsonl:
-            sinks.append(JsonlWriter(out.jsonl))
-        # Asked on the first frame: by then the source is open and knows its frame rate.
-        recorder = Recorder(out.record, lambda: getattr(source, "fps", None)) if out.record else None
-    except Exception:
-        for sink in sinks:
-            sink.close()
-        raise
+    if out.zmq:
+        sinks.append(opened.enter_context(closing(ZmqPublisher(
+            out.zmq, out.zmq_topic, status_topic=out.zmq_status_topic, curve_secret_key_file=out.zmq_curve_secret_key_file,
+            curve_clients_dir=out.zmq_curve_clients_dir))))
+    if out.jsonl:
+        sinks.append(opened.enter_context(closing(JsonlWriter(out.jsonl))))
+    recorder = None
+    if out.record:  # fps is asked on the first frame: by then the source is open and knows its rate
+        recorder = opened.enter_context(closing(Recorder(out.record, lambda: getattr(source, "fps", None))))
     return Outputs(window=window, sinks=tuple(sinks), recorder=recorder)
 
 
+def _settings(config: Config) -> InferenceSettings:
+    inf = config.inference
+    return InferenceSettings(inf.max_side, inf.jpeg_quality, tuple(inf.classes),
+                             max_in_flight=inf.max_in_flight, max_fps=inf.max_fps or None,
+                             min_change=inf.min_change, budget_calls=inf.budget_calls,
+                             budget_period=inf.budget_period)
+
+
+def _supervision(config: Config) -> Supervision:
+    return Supervision(
+        stall_timeout_s=config.source.stall_timeout_s, open_timeout_s=config.source.open_timeout_s,
+        probe_after_failures=config.api.probe_after_failures,
+        status_interval_s=config.output.status_interval_s, heartbeat_s=config.output.heartbeat_s)
+
+
 def run_pipeline(config: Config, stop: threading.Event) -> int:
-    """Run the live pipeline that config describes until stopped; the exit code."""
+    """Run the live pipeline that config describes until stopped; the exit code.
+
+    Everything opened is registered on one ExitStack, so a failure at any step (a port in
+    use, a bad key file) closes what was already open.  The pipeline closes its outputs
+    itself on the way out; closing them again here does nothing."""
     limit_opencv_threads()
     api_key = resolve_api_key(config)
     if not api_key and (urlsplit(config.api.url).hostname or "").endswith("roboflow.com"):
         log.warning("no API key: set $ROBOFLOW_API_KEY or api.api_key_file (a hosted API answers 401)")
-    source = make_source(config, stop)
-    client = make_client(config, api_key)
-    try:
-        outputs = _outputs(config, source)
-    except Exception:
-        client.close()
-        raise
-    log.info("source %s -> %s (confidence %.2f, max side %d px, up to %d in flight, %s)", source.name,
-             url_for_display(client.endpoint), config.inference.confidence, config.inference.max_side,
-             config.inference.max_in_flight,
-             f"at most {config.inference.max_fps:g} calls/s" if config.inference.max_fps else "no call rate cap")
-    inf = config.inference
-    settings = InferenceSettings(inf.max_side, inf.jpeg_quality, tuple(inf.classes),
-                                 max_in_flight=inf.max_in_flight, max_fps=inf.max_fps or None,
-                                 min_change=inf.min_change, budget_calls=inf.budget_calls,
-                                 budget_period=inf.budget_period)
-    pipeline = Pipeline(
-        source, client, outputs, settings, stop,
-        queue_size=config.source.queue_size, loop=config.source.loop, duration_s=config.duration_s,
-        supervision=Supervision(
-            stall_timeout_s=config.source.stall_timeout_s, open_timeout_s=config.source.open_timeout_s,
-            probe_after_failures=config.api.probe_after_failures,
-            status_interval_s=config.output.status_interval_s, heartbeat_s=config.output.heartbeat_s,
-            status_topic=config.output.zmq_status_topic),
-        source_backoff=Backoff(config.source.reconnect_initial_s, config.source.reconnect_max_s),
-        api_backoff=Backoff(config.api.backoff_initial_s, config.api.backoff_max_s),
-        notifier=SystemdNotifier.from_env(),
-    )
-    try:
+    with ExitStack() as opened:
+        source = make_source(config, stop)
+        # Requests can be outstanding in each slot, and hung ones beside them: a connection each.
+        client = opened.enter_context(make_client(config, api_key, (1 + HUNG_PER_SLOT) * config.inference.max_in_flight))
+        outputs = _outputs(config, source, opened)
+        log.info("source %s -> %s (confidence %.2f, max side %d px, up to %d in flight, %s)", source.name,
+                 url_for_display(client.endpoint), config.inference.confidence, config.inference.max_side,
+                 config.inference.max_in_flight,
+                 f"at most {config.inference.max_fps:g} calls/s" if config.inference.max_fps else "no call rate cap")
+        pipeline = Pipeline(
+            source, client, outputs, _settings(config), stop,
+            queue_size=config.source.queue_size, loop=config.source.loop, duration_s=config.duration_s,
+            supervision=_supervision(config),
+            source_backoff=Backoff(config.source.reconnect_initial_s, config.source.reconnect_max_s),
+            api_backoff=Backoff(config.api.backoff_initial_s, config.api.backoff_max_s),
+            notifier=opened.enter_context(closing(SystemdNotifier.from_env())),
+        )
         return pipeline.run()
-    finally:
-        client.close()

@@ -10,6 +10,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from streamer.live.imaging import scale_predictions
+
 T = TypeVar("T")
 
 
@@ -51,6 +53,13 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)  # other top-level response fields
     reused: bool = False  # the motion gate skipped the call: an earlier frame's predictions
 
+    def rescaled_to(self, width: int, height: int) -> list[dict[str, Any]]:
+        """The predictions in the pixels of a frame of another size (a camera that came back
+        at another resolution); as they are for a frame of this result's own size."""
+        if (width, height) == (self.width, self.height) or not isinstance(self.predictions, list):
+            return self.predictions
+        return scale_predictions(self.predictions, width / self.width, height / self.height)
+
 
 class DropOldestQueue(Generic[T]):
     """A bounded queue whose put never blocks: when full, the oldest item is dropped and counted."""
@@ -63,7 +72,6 @@ class DropOldestQueue(Generic[T]):
         self._cond = threading.Condition()
         self.dropped = 0
         self.taken = 0  # items handed to a consumer; with the consumer's own count, tells idle
-        self.wakes = 0  # calls of wake(): a consumer that read it before waiting sees one it missed
 
     def put(self, item: T) -> None:
         with self._cond:
@@ -73,14 +81,11 @@ class DropOldestQueue(Generic[T]):
             self._items.append(item)
             self._cond.notify()
 
-    def get_newest(self, timeout: float, stop: threading.Event | None = None,
-                   wakes_seen: int | None = None) -> T | None:
+    def get_newest(self, timeout: float, stop: threading.Event | None = None) -> T | None:
         """Wait up to timeout for an item; return the newest and drop (count) any older ones.
-        With ``stop``, a stop set before ``wake`` is seen without waiting; with ``wakes_seen``
-        (``wakes`` as read earlier), so is a ``wake`` since then."""
+        With ``stop``, a stop set before ``wake`` is seen without waiting."""
         with self._cond:
-            if not self._items and not (stop is not None and stop.is_set()) and (
-                    wakes_seen is None or wakes_seen == self.wakes):
+            if not self._items and not (stop is not None and stop.is_set()):
                 self._cond.wait(timeout)
             if not self._items:
                 return None
@@ -114,7 +119,6 @@ class DropOldestQueue(Generic[T]):
     def wake(self) -> None:
         """Wake every consumer waiting in a get, e.g. to see a stop flag at once."""
         with self._cond:
-            self.wakes += 1
             self._cond.notify_all()
 
     def pending(self) -> int:

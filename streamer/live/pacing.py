@@ -1,6 +1,6 @@
 """When to send the next request: pacing by latency, the call budget and the motion gate.
 
-All three are plain objects with an injectable clock, used by the leading request thread
+All three are plain objects with an injectable clock, used by the dispatch thread
 and tested without threads or sockets.
 """
 
@@ -25,6 +25,7 @@ class Pacing:
     sent at a time, so a start does not burst N requests at once."""
 
     SAMPLES = 16
+    HANG_MIN_S = 2.0
 
     def __init__(self, max_in_flight: int, max_fps: float | None, clock: Callable[[], float] = time.monotonic):
         self.max_in_flight = max_in_flight
@@ -39,6 +40,15 @@ class Pacing:
     @property
     def latency_s(self) -> float | None:
         return statistics.median(self._latencies) if self._latencies else None
+
+    def hang_after_s(self) -> float:
+        """How long a request may stay unanswered before it is given up on as hung:
+        four times the recent p95 latency, and at least HANG_MIN_S."""
+        if not self._latencies:
+            return self.HANG_MIN_S
+        ordered = sorted(self._latencies)
+        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        return max(self.HANG_MIN_S, 4 * p95)
 
     def interval_s(self) -> float:
         latency = self.latency_s

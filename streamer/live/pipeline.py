@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from streamer.api.backoff import Backoff
 from streamer.sources.capture import CaptureWorker
@@ -18,13 +18,12 @@ from streamer.api.client import DetectionClient
 from streamer.outputs.window import Window
 from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError
 from streamer.live.frames import DropOldestQueue, Frame, Latest, NewestResults, Result
-from streamer.live.imaging import scale_predictions
 from streamer.live.dispatch import InferenceSettings, InferenceWorker
 from streamer.outputs.notify import SystemdNotifier
 from streamer.outputs.overlay import draw_notice, draw_predictions, draw_status, status_band_height
+from streamer.outputs.jsonl import JsonlWriter
 from streamer.outputs.message import encode_message, result_message, status_message
 from streamer.outputs.recorder import Recorder
-from streamer.outputs.zmq_feed import ZmqPublisher
 from streamer.live.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,6 @@ class Supervision:
     probe_after_failures: int = 3
     status_interval_s: float = 5.0
     heartbeat_s: float = 2.0
-    status_topic: str = "status"
 
 
 @dataclass
@@ -55,7 +53,9 @@ class Outputs:
     """Everything results go to; each is optional."""
 
     window: Window | None = None
-    sinks: tuple = ()  # objects with send(bytes) and close(): ZmqPublisher, JsonlWriter
+    # Objects with send(bytes) for each detections message and close(); those that also
+    # have send_status(bytes) get the heartbeats.  Neither call may block.
+    sinks: tuple = ()
     recorder: Recorder | None = None
 
 
@@ -128,7 +128,6 @@ class Pipeline:
         return EXIT_OK
 
     def _output_loop(self) -> None:
-        cpu_start = time.thread_time()
         started = last_status = time.monotonic()
         shown_frame = 0
         window = self.outputs.window
@@ -158,7 +157,6 @@ class Pipeline:
             if self.capture.finished.is_set() and self._nothing_left_to_infer():
                 break
             self.capture.check_stall(now)
-            self.stats.output_cpu_s = time.thread_time() - cpu_start
             self._tell_outside(result, now)
             if now - last_status >= self.supervision.status_interval_s:
                 last_status = now
@@ -190,7 +188,7 @@ class Pipeline:
         """Heartbeats on the feed, and systemd's READY=1 and watchdog pings."""
         if now - self._last_heartbeat >= self.supervision.heartbeat_s:
             self._last_heartbeat = now
-            self._heartbeat("running", result, now)
+            self._heartbeat("running", now)
         notifier = self.notifier
         if notifier is None or not notifier.enabled:
             return
@@ -213,14 +211,18 @@ class Pipeline:
             or (s.last_skip_mono is not None and now - s.last_skip_mono < window_s))
         return frames_ok and api_ok
 
-    def _heartbeat(self, state: str, result: Result | None, now: float) -> None:
-        sinks = [sink for sink in self.outputs.sinks if isinstance(sink, ZmqPublisher)]
-        if not sinks:
-            return
-        payload = encode_message(status_message(self.source_name, state, self.stats, self.queue.dropped,
-                                                now, result))
-        for sink in sinks:
-            sink.send(payload, topic=self.supervision.status_topic)
+    def status(self, state: str = "running", now: float | None = None) -> dict:
+        """The heartbeat message: what streamer is doing now."""
+        self.stats.jsonl_dropped = sum(s.dropped for s in self.outputs.sinks if isinstance(s, JsonlWriter))
+        now = time.monotonic() if now is None else now
+        return status_message(self.source_name, state, self.stats, self.queue.dropped, now, self.results.latest())
+
+    def _heartbeat(self, state: str, now: float) -> None:
+        sinks = [sink for sink in self.outputs.sinks if hasattr(sink, "send_status")]
+        if sinks:
+            payload = encode_message(self.status(state, now))
+            for sink in sinks:
+                sink.send_status(payload)
 
     def _nothing_left_to_infer(self) -> bool:
         """Once a file has ended: its last frame was inferred, or the API asked for a wait
@@ -243,6 +245,9 @@ class Pipeline:
         error = None
         try:
             self.publish_due(float("inf"))
+            for sink in self.outputs.sinks:
+                if isinstance(sink, JsonlWriter):
+                    sink.flush()
         except StreamerError as exc:  # one line at exit, like the same error while running
             error = exc
         except Exception:  # a sink failing at exit must not hide the real exit status
@@ -269,22 +274,29 @@ class Pipeline:
             sink.send(payload)
         self.stats.published += 1
 
-    def _show(self, frame: Frame, result: Result | None, now: float) -> None:
+    def annotated(self, raw: bool = False) -> Frame | None:
+        """The newest frame with the newest result drawn on it, as the preview shows it (a
+        copy: any thread may call this); ``raw``: without the drawing.  None before a frame."""
+        _, frame = self.latest_frame.get()
+        if frame is None or raw:
+            return frame
+        return replace(frame, image=self._draw(frame, self.results.latest(), time.monotonic()))
+
+    def _draw(self, frame: Frame, result: Result | None, now: float):
         image = frame.image.copy()  # the capture thread's frame is shared: draw on a copy
         band = status_band_height(image)
-        if result is not None:
-            predictions = result.predictions
-            if (result.width, result.height) != (frame.width, frame.height) and isinstance(predictions, list):
-                # The source changed size (a camera reconnected at another resolution).
-                predictions = scale_predictions(predictions, frame.width / result.width,
-                                                frame.height / result.height)
-            draw_predictions(image, predictions, min_y=band)
+        if result is not None:  # the source may have changed size (a camera back at another resolution)
+            draw_predictions(image, result.rescaled_to(frame.width, frame.height), min_y=band)
             age_s = now - result.captured_mono
             if self.stats.api_state == "down" or age_s > STALE_AFTER_S:
                 why = f": {self.stats.api_text(now)} ({self.stats.failures_text()})" \
                     if self.stats.api_state == "down" else ""
                 draw_notice(image, f"STALE: last result {age_s:.1f} s old{why}", band)
         draw_status(image, self.status_line(result, now))
+        return image
+
+    def _show(self, frame: Frame, result: Result | None, now: float) -> None:
+        image = self._draw(frame, result, now)
         if self.outputs.recorder:
             self.outputs.recorder.write(image, frame.captured_mono)
         if self.outputs.window and not self.outputs.window.show(image):
@@ -302,7 +314,7 @@ class Pipeline:
             # the process exits without waiting for them.
             log.debug("threads still finishing a bounded call at exit: %s", ", ".join(stragglers))
         try:
-            self._heartbeat("stopped", self.results.latest(), time.monotonic())
+            self._heartbeat("stopped", time.monotonic())
         except Exception:  # a sink failing at exit must not hide the real exit status
             log.exception("could not send the last heartbeat")
         with self._publish_lock:  # a request thread still finishing must not write to closed sinks

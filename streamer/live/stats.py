@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -94,27 +95,24 @@ class Stats:
         self.skipped_budget = 0  # calls not made because the call budget was spent
         self.late_results = 0  # results for a frame older than one already published: dropped
         self.bytes_sent = 0  # request bodies, base64 JPEG
-        self.request_cpu_s = 0.0  # CPU of the request threads, less their time leading
-        self.steps_cpu_s = 0.0  # theirs on a call's steps (resize, encode, HTTP, parse, publish)
-        self.dispatch_cpu_s = 0.0  # theirs leading: pacing and taking frames
-        # CPU seconds of the other threads, each written by its own thread
-        self.capture_cpu_s = 0.0
-        self.output_cpu_s = 0.0
+        self.hung_requests = 0  # requests given up on after hang_after_s without an answer
+        self.jsonl_dropped = 0  # JSONL lines dropped because the file could not keep up
         self.request_latency = Percentiles()  # seconds from sending a request to its answer
         self.result_age = Percentiles()  # seconds from capture to publish, of fresh results
-        self._cpu_lock = threading.Lock()
 
-    def add_request_cpu(self, seconds: float) -> None:
-        with self._cpu_lock:
-            self.request_cpu_s += seconds
-
-    def add_dispatch_cpu(self, seconds: float) -> None:
-        with self._cpu_lock:
-            self.dispatch_cpu_s += seconds
-
-    def add_steps_cpu(self, seconds: float) -> None:
-        with self._cpu_lock:
-            self.steps_cpu_s += seconds
+    @staticmethod
+    def thread_cpu_s() -> dict[str, float]:
+        """CPU seconds so far of streamer's threads, by role (capture, dispatch, request,
+        output ...): sampled from each thread's own CPU clock, when a heartbeat asks."""
+        totals: dict[str, float] = {}
+        for thread in threading.enumerate():
+            role = "output" if thread is threading.main_thread() else re.sub(r"-\d+$", "", thread.name)
+            try:
+                seconds = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+            except (AttributeError, OSError, TypeError):  # not on Linux, or the thread just ended
+                continue
+            totals[role] = totals.get(role, 0.0) + seconds
+        return totals
 
     def calls_text(self) -> str:
         """e.g. "calls 120, skipped 30 (no change 25, budget 5)"."""
@@ -163,9 +161,8 @@ class Stats:
             "requests": self.requests, "results": self.results, "published": self.published,
             "late_results": self.late_results, "skipped_no_change": self.skipped_no_change,
             "skipped_budget": self.skipped_budget, "bytes_sent": self.bytes_sent,
-            "request_cpu_s": round(self.request_cpu_s, 3), "steps_cpu_s": round(self.steps_cpu_s, 3),
-            "dispatch_cpu_s": round(self.dispatch_cpu_s, 3),
-            "output_cpu_s": round(self.output_cpu_s, 3), "capture_cpu_s": round(self.capture_cpu_s, 3),
+            "hung_requests": self.hung_requests, "jsonl_dropped": self.jsonl_dropped,
+            "cpu_s": {role: round(seconds, 3) for role, seconds in sorted(self.thread_cpu_s().items())},
             "api_transient_errors": self.transient_errors, "api_skipped_bad_request": self.skipped_bad_request,
             "api_malformed": self.malformed, "api_failures": dict(self.api_failures),
         }

@@ -1,0 +1,133 @@
+"""The request path against the real stand-in API: a hung or broken API cannot stall the
+results for long, a JSONL file nobody reads cannot slow sending, and threads carry names."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from support.running import Running, wait_until
+
+from streamer.live.dispatch import HUNG_PER_SLOT, InferenceSettings
+from streamer.live.pipeline import Outputs
+from streamer.outputs.jsonl import QUEUE_LINES, JsonlWriter
+from streamer.standin.server import ApiServer, Fault
+
+HTML = b"<html><body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>"
+
+
+def _recovery_s(run: Running, server: ApiServer, fault: Fault, spell_s: float) -> float:
+    """Serve ``fault`` for spell_s, then answer normally again: the seconds from then until a
+    result for a frame captured after it is published."""
+    assert wait_until(lambda: run.pipeline.results.accepted >= 5, 10), "no results before the fault"
+    server.set_fault(fault)
+    time.sleep(spell_s)
+    server.set_fault(None)
+    healed = time.monotonic()
+
+    def fresh() -> bool:
+        latest = run.pipeline.results.latest()
+        return latest is not None and latest.captured_mono > healed
+
+    assert wait_until(fresh, 20), "results never resumed"
+    return time.monotonic() - healed
+
+
+@pytest.mark.parametrize("spell_s", [5, 60])
+def test_results_resume_within_seconds_after_a_hung_api_whatever_the_timeout(spell_s):
+    """Requests sent during the hang get no answer for 120 s, far beyond api.timeout_s (30 s
+    here): without giving up on them, results would wait for those timeouts."""
+    with ApiServer("127.0.0.1", 0) as server:
+        run = Running(server.url, settings=InferenceSettings(max_side=320, max_in_flight=2, max_fps=10),
+                      client_timeout_s=30.0, backoff_max_s=30.0)
+        try:
+            recovered_s = _recovery_s(run, server, Fault(status=200, hang_s=120, label="hang"), spell_s)
+            hung = run.stats.hung_requests
+            assert run.stats.api_failures.get("hung", 0) == hung >= 1
+        finally:
+            run.finish()
+    print(f"results resumed {recovered_s:.2f} s after a {spell_s} s hang ({hung} requests given up on)")
+    assert recovered_s < 8.0, f"results resumed {recovered_s:.1f} s after the API came back"
+
+
+def test_hung_requests_are_capped_and_their_late_answers_dropped():
+    """At most 2 x max_in_flight hung requests are outstanding at once; an answer that comes
+    after its request was given up on is not published."""
+    with ApiServer("127.0.0.1", 0) as server:
+        run = Running(server.url, settings=InferenceSettings(max_side=320, max_in_flight=2, max_fps=10),
+                      client_timeout_s=30.0, backoff_max_s=30.0)
+        try:
+            assert wait_until(lambda: run.pipeline.results.accepted >= 3, 10)
+            server.set_fault(Fault(status=200, hang_s=4.5, label="hang"))  # answers, but only after 4.5 s
+            most = 0
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                most = max(most, server.in_flight)
+                time.sleep(0.05)
+            late = run.pipeline.results.late
+        finally:
+            server.set_fault(None)
+            run.finish()
+    assert run.stats.hung_requests >= 2
+    assert most <= 2 + HUNG_PER_SLOT * 2, f"{most} requests outstanding at once"
+    assert late >= 1, "no late answer was dropped"
+
+
+def test_results_resume_within_seconds_after_an_api_answering_html():
+    with ApiServer("127.0.0.1", 0) as server:
+        run = Running(server.url, settings=InferenceSettings(max_side=320, max_in_flight=2, max_fps=10),
+                      client_timeout_s=30.0, backoff_max_s=30.0)
+        try:
+            recovered_s = _recovery_s(run, server, Fault(status=200, raw_body=HTML, label="html"), 8)
+            malformed = run.stats.malformed
+        finally:
+            run.finish()
+    print(f"results resumed {recovered_s:.2f} s after 8 s of HTML ({malformed} answers refused)")
+    assert malformed >= 3
+    assert recovered_s < 5.0, f"results resumed {recovered_s:.1f} s after the API came back"
+
+
+@pytest.mark.parametrize("reader", ["none", "stuck"])
+def test_a_jsonl_fifo_nobody_reads_does_not_slow_sending(tmp_path, reader):
+    """A FIFO with no reader, or with one that never reads (writes block once the pipe's
+    64 KiB are full): lines are dropped and counted, results keep flowing."""
+    fifo = tmp_path / "out.jsonl"
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK) if reader == "stuck" else None
+    try:
+        with ApiServer("127.0.0.1", 0) as server:
+            writer = JsonlWriter(str(fifo))
+            run = Running(server.url, Outputs(sinks=(writer,)),
+                          settings=InferenceSettings(max_side=160, max_in_flight=4, max_fps=30))
+            try:
+                # Far more lines than the pipe and the queue hold: the writer is blocked for good.
+                assert wait_until(lambda: writer.dropped > 0, 60), "the queue never filled"
+                published = run.stats.published
+                assert wait_until(lambda: run.stats.published >= published + 30, 20), "sending stalled"
+            finally:
+                run.stop.set()
+                run.thread.join(10)
+                run.client.close()
+            assert not run.thread.is_alive() and run.codes == [0]
+    finally:  # let the writer thread finish: a reader takes what is there, then goes
+        reader_fd = held if held is not None else os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        os.close(reader_fd)
+    assert run.stats.published > QUEUE_LINES
+    assert writer.dropped > 0
+
+
+def test_threads_carry_their_names_for_the_os_too():
+    with ApiServer("127.0.0.1", 0) as server:
+        run = Running(server.url, settings=InferenceSettings(max_in_flight=2))
+        try:
+            assert wait_until(lambda: run.pipeline.results.accepted >= 1, 10)
+            names = {t.name for t in threading.enumerate()}
+            comms = {Path(p).read_text().strip() for p in Path("/proc/self/task").glob("*/comm")}
+        finally:
+            run.finish()
+    expected = {"capture", "dispatch"} | {f"request-{i}" for i in range(1, 2 + HUNG_PER_SLOT * 2 + 1)}
+    assert expected <= names
+    assert expected <= comms, comms
