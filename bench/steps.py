@@ -1,7 +1,7 @@
 """What each step of one API call costs in CPU, measured alone: resize, JPEG encode, base64,
 prepare_upload with OpenCV's thread pool and without, and one POST on a kept-alive
-connection through httpx, through http.client, written by hand on a bare socket, and through
-streamer's own DetectionClient.  prepare_upload and DetectionClient.infer are measured once
+connection through a bare httpx.Client and through streamer's DetectionClient (httpx too, plus
+the capped read and the parse).  prepare_upload and DetectionClient.infer are measured once
 more with a 40 ms sleep before each call, as in the running pipeline.  Last, the floor: one
 thread doing every step of a call and nothing else (prepare_upload, POST, parse, make_result,
 the message, a ZeroMQ send), one call after the other, against stand-in APIs that answer at
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import socket
 import subprocess
 import sys
@@ -93,36 +92,8 @@ def http_steps(port: int, body: bytes, n: int) -> None:
     url = f"http://127.0.0.1:{port}"
     with httpx.Client(headers=HEADERS) as client:
         print(f"POST, httpx.Client            {cpu_ms(lambda i: client.post(url + PATH, content=body).read(), n):6.3f} ms")
-    conn = http.client.HTTPConnection("127.0.0.1", port)
-
-    def stdlib(_: int) -> None:
-        conn.request("POST", PATH, body, HEADERS)
-        conn.getresponse().read()
-
-    print(f"POST, http.client             {cpu_ms(stdlib, n):6.3f} ms")
-    conn.close()
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    head = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
-            + f"Content-Length: {len(body)}\r\n\r\n").encode()
-
-    def bare(_: int) -> None:
-        sock.sendall(head + body)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += sock.recv(65536)
-        header, rest = data.split(b"\r\n\r\n", 1)
-        length = next(int(line.split(b":")[1]) for line in header.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
-        while len(rest) < length:
-            rest += sock.recv(65536)
-
-    print(f"POST, by hand on a socket     {cpu_ms(bare, n):6.3f} ms")
-    sock.close()
     with DetectionClient(url, "synthetic/1", "bench") as client:
-        print(f"DetectionClient.infer ({client.backend}, POST + parse) "
-              f"{cpu_ms(lambda i: client.infer(body), n):6.3f} ms")
+        print(f"DetectionClient.infer (POST + parse) {cpu_ms(lambda i: client.infer(body), n):6.3f} ms")
         print(f"DetectionClient.infer, each after a 40 ms sleep "
               f"{after_sleep_ms(lambda i: client.infer(body), min(n, 100)):6.3f} ms")
 

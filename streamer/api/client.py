@@ -1,30 +1,31 @@
 """The HTTP client for a Roboflow-compatible detection API (see roboflow-api.md).
 
-One persistent pool of keep-alive connections with timeouts on: streamer's own small
-HTTP/1.1 client (transport.py) for a direct connection, httpx when the environment sets a
-proxy or HTTP/2 is asked for.  Every failure is mapped once, here, to the ``ApiError``
-tree so callers decide skip / back off / stop.
+One httpx.Client: a pool of keep-alive connections (HTTP/1.1, or HTTP/2 when asked for) with
+separate connect, read, write and pool timeouts.  Proxies (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY,
+NO_PROXY) and TLS roots (SSL_CERT_FILE or SSL_CERT_DIR, else certifi's) come from the
+environment, as httpx reads it.  Every failure is mapped once, here, to the ``ApiError`` tree so
+callers decide skip / back off / stop.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
+import os
 import ssl
+import urllib.request
 import zlib
 from typing import Any
-from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
 from streamer import __version__
 from streamer.api.backoff import parse_retry_after
-from streamer.errors import (ApiBadRequest, ApiError, ApiFatalError, ApiMalformedResponse,
-                             ApiTransientError)
 from streamer.api.responses import Parsed, parse_response
+from streamer.errors import (ApiBadRequest, ApiError, ApiFatalError, ApiMalformedResponse,
+                             ApiTransientError, ConfigError)
 from streamer.redact import register_secret, scrub, url_for_display
-from streamer.api.transport import ConnectionPool, PhaseTimeout, proxy_for
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,21 @@ MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 READ_CHUNK_BYTES = 64 * 1024
 INFLATE_STEP_BYTES = 1024 * 1024  # zlib builds its output twice over: keep each step small
 ACCEPT_ENCODING = "gzip, deflate"  # the ones _read_capped inflates itself
+# The phase each of httpx's timeouts names, in the message a user reads.
+TIMEOUT_PHASES = {httpx.ConnectTimeout: "connect timeout", httpx.ReadTimeout: "read timeout",
+                  httpx.WriteTimeout: "write timeout", httpx.PoolTimeout: "pool timeout"}
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment sets for url (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY), or None,
+    worked out here only to say so: httpx reads the same variables (through urllib) and routes
+    by them.  The two agree but on an IPv6 address in NO_PROXY, which only httpx honours."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(parts.netloc, proxies):
+        return None
+    return proxy
 
 
 def _inflater(content_encoding: str):
@@ -52,6 +68,20 @@ def _snippet(content: bytes) -> str:
     """The start of a body, fit for a one-line message: control characters as '?'."""
     text = content[:60].decode("utf-8", "replace")
     return scrub("".join(c if c.isprintable() else "?" for c in text))
+
+
+def _unreachable(exc: httpx.HTTPError) -> str:
+    """Why the API could not be reached: a refused TLS certificate said plainly, else httpx's
+    reason.  httpx wraps the ssl module's error (in ConnectError) with ``raise ... from``, on
+    HTTP/1.1 and HTTP/2 alike: it is found down the chain of causes."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # a few links: httpx's error, httpcore's, the ssl module's
+        if cause is None or isinstance(cause, ssl.SSLCertVerificationError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return _certificate_problem(cause)
+    return scrub(str(exc)) or exc.__class__.__name__
 
 
 def _certificate_problem(exc: ssl.SSLCertVerificationError) -> str:
@@ -83,8 +113,9 @@ class DetectionClient:
 
     def __init__(self, api_url: str, model: str, api_key: str | None, *, confidence: float = 0.4,
                  overlap: float = 0.3, connect_timeout_s: float = 5.0, timeout_s: float = 10.0,
-                 max_connections: int = 4, transport: httpx.BaseTransport | None = None,
-                 http2: bool = False):
+                 max_connections: int = 4, http2: bool = False):
+        """max_connections: how many requests may be outstanding at once (the pool's size);
+        a request that finds none free waits for one up to connect_timeout_s."""
         register_secret(api_key)
         self.api_url = api_url.rstrip("/")
         self.model = model
@@ -92,29 +123,21 @@ class DetectionClient:
         self.confidence = confidence
         self.overlap = overlap
         self.timeout_s = timeout_s
-        headers = {"User-Agent": f"streamer/{__version__}", "Accept": "*/*", "Accept-Encoding": ACCEPT_ENCODING}
         proxy = proxy_for(self.api_url)
-        self._pool: ConnectionPool | None = None
-        self._http: httpx.Client | None = None
-        if http2 or proxy or transport is not None:
-            if proxy:
-                log.info("API requests go through the proxy %s (from the environment)", url_for_display(proxy))
+        if proxy:
+            log.info("API requests go through the proxy %s (from the environment)", url_for_display(proxy))
+        try:
             self._http = httpx.Client(
-                timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+                timeout=httpx.Timeout(connect=connect_timeout_s, read=timeout_s, write=timeout_s,
+                                      pool=connect_timeout_s),
                 limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-                http2=http2, headers=headers, transport=transport)
-        else:
-            self._pool = ConnectionPool(self.api_url, connect_timeout_s=connect_timeout_s, timeout_s=timeout_s,
-                                        max_connections=max_connections, headers=headers)
-            self._path = quote(f"{urlsplit(self.api_url).path}/{model}", safe="/%:@-._~!$&'()*+,;=")
-            self._frame_target: tuple = (None, "")  # ((confidence, overlap), path and query) of a frame
+                http2=http2, trust_env=True, headers={"User-Agent": f"streamer/{__version__}", "Accept": "*/*",
+                                                      "Accept-Encoding": ACCEPT_ENCODING})
+        except OSError as exc:  # httpx loads $SSL_CERT_FILE here (ssl.SSLError is an OSError)
+            raise ConfigError(f"SSL_CERT_FILE: cannot load {os.environ.get('SSL_CERT_FILE')!r} as CA certificates "
+                              f"({scrub(str(exc))}); point it at a PEM file of certificates, or unset it") from None
         self._where = url_for_display(self.endpoint)  # for messages, worked out once
         self._closed = False
-
-    @property
-    def backend(self) -> str:
-        """Which HTTP stack sends the requests: "pool" (transport.py) or "httpx"."""
-        return "pool" if self._pool is not None else "httpx"
 
     @property
     def endpoint(self) -> str:
@@ -138,36 +161,23 @@ class DetectionClient:
 
     def request(self, body: bytes | None = None, image_url: str | None = None, fmt: str = "json") -> bytes:
         """Send one request and return the raw response body of a 200; raise ApiError otherwise."""
-        extra = {"image": image_url, "format": None if fmt == "json" else fmt}
+        params = self._params(image=image_url, format=None if fmt == "json" else fmt)
         headers = BODY_HEADERS if body is not None else {}
         where = self._where
         if self._closed:
             raise ApiTransientError(f"cannot reach {where}: the client is closed")
         try:
-            if self._pool is not None:
-                if image_url is None and fmt == "json":  # a frame: the same query every time
-                    if self._frame_target[0] != (self.confidence, self.overlap):
-                        self._frame_target = ((self.confidence, self.overlap),
-                                              f"{self._path}?{urlencode(self._params())}")
-                    target = self._frame_target[1]
-                else:
-                    target = f"{self._path}?{urlencode(self._params(**extra))}"
-                with self._pool.post(target, body, headers) as response:
-                    content = self._read_capped(response)
-            else:
-                assert self._http is not None
-                with self._http.stream("POST", self.endpoint, params=self._params(**extra), content=body,
-                                       headers=headers) as response:
-                    content = self._read_capped(response)
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            phase = str(exc) if isinstance(exc, PhaseTimeout) else exc.__class__.__name__
+            with self._http.stream("POST", self.endpoint, params=params, content=body, headers=headers) as response:
+                content = self._read_capped(response)
+        except httpx.TimeoutException as exc:
+            phase = TIMEOUT_PHASES.get(type(exc), "timeout")
             raise ApiTransientError(f"{where} did not answer within its timeout ({phase})", kind="timeout") from None
-        except httpx.DecodingError as exc:
-            raise ApiMalformedResponse(f"malformed API response: cannot decode the body ({exc.__class__.__name__})") from None
-        except ssl.SSLCertVerificationError as exc:
-            raise ApiTransientError(f"cannot reach {where}: {_certificate_problem(exc)}") from None
-        except (httpx.HTTPError, OSError, http.client.HTTPException) as exc:  # refused, reset, protocol errors
-            raise ApiTransientError(f"cannot reach {where}: {scrub(str(exc)) or exc.__class__.__name__}") from None
+        except httpx.HTTPError as exc:  # refused, reset, TLS, proxy and protocol errors
+            raise ApiTransientError(f"cannot reach {where}: {_unreachable(exc)}") from None
+        except RuntimeError:  # httpx's word for a client closed by another thread meanwhile
+            if not self._closed:
+                raise
+            raise ApiTransientError(f"cannot reach {where}: the client is closed") from None
         self._raise_for_status(response, content)
         return content
 
@@ -175,8 +185,8 @@ class DetectionClient:
         """The body, refused as soon as it is known to pass the cap: at once when the
         Content-Length says so, else as the decoded bytes reach it.
 
-        We inflate gzip/deflate ourselves, with a limit on each step: httpx inflates each
-        64 KiB read whole, and 64 KiB of gzip can hold 64 MiB (a gzip bomb)."""
+        We read the raw bytes and inflate gzip/deflate ourselves, with a limit on each step:
+        httpx inflates each 64 KiB read whole, and 64 KiB of gzip can hold 64 MiB (a gzip bomb)."""
         too_large = f"response from {self._where} is larger than {MAX_RESPONSE_BYTES // 2**20} MiB; skipped"
         declared = response.headers.get("Content-Length", "").lstrip("0")
         if declared.isascii() and declared.isdigit() and (  # int() refuses 4300+ digits
@@ -263,12 +273,9 @@ class DetectionClient:
         """Close the connection pool; safe to call more than once."""
         if not self._closed:
             self._closed = True
-            if self._pool is not None:
-                self._pool.close()
-            if self._http is not None:
-                self._http.close()
+            self._http.close()
 
-    def __enter__(self) -> "DetectionClient":
+    def __enter__(self) -> DetectionClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
