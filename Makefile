@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test sysdeps clean
+.PHONY: demo test lint sysdeps clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "streamer needs Python 3.10 or newer; set PYTHON=python3.11 (for example)")'
@@ -20,6 +20,11 @@ demo: $(STAMP)
 # which the virtual environment needs on a minimal Debian); otherwise says what is missing.
 sysdeps:
 	@bash scripts/install-system-deps.sh --if-root
+
+# ruff: the lint rules and the formatting configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check streamer tests bench
+	$(BIN)/ruff format --check streamer tests bench
 
 test: sysdeps $(STAMP)
 	$(BIN)/python -m pytest

@@ -13,9 +13,10 @@ import ipaddress
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -30,8 +31,15 @@ MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[0-9]+$")
 
 # --- value checks: each returns the cleaned value or raises ValueError(reason) ---
 
-def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-            integer: bool = False, optional: bool = False) -> Callable[[Any], Any]:
+
+def _number(
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    integer: bool = False,
+    optional: bool = False,
+) -> Callable[[Any], Any]:
     what = "a whole number" if integer else "a number"
     if lo is not None and hi is not None:
         what += f" {'above' if lo_open else 'from'} {lo:g} {'and at most' if lo_open else 'to'} {hi:g}"
@@ -117,7 +125,9 @@ def _api_url(value: Any) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http(s) URL such as https://detect.roboflow.com")
     if parts.username or parts.password or parts.query:
-        raise ValueError("the URL must carry no user, password or query; put the key in api.api_key_file or $" + API_KEY_ENV)
+        raise ValueError(
+            "the URL must carry no user, password or query; put the key in api.api_key_file or $" + API_KEY_ENV
+        )
     return value.rstrip("/")
 
 
@@ -146,8 +156,10 @@ def _model(value: Any) -> str | None:
 def _zmq_endpoint(value: Any) -> str | None:
     if value is None:
         return None
-    what = ("expected a port (5555 means tcp://127.0.0.1:5555) or a ZeroMQ endpoint such as "
-            "tcp://127.0.0.1:5555 or ipc:///tmp/streamer")
+    what = (
+        "expected a port (5555 means tcp://127.0.0.1:5555) or a ZeroMQ endpoint such as "
+        "tcp://127.0.0.1:5555 or ipc:///tmp/streamer"
+    )
     if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value.strip()):
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -360,8 +372,9 @@ def _set_path(data: dict, path: str, value: Any) -> None:
     node[leaf] = value
 
 
-def load(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
-         env: dict[str, str] | None = None) -> Config:
+def load(
+    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
+) -> Config:
     """Merge defaults, file, environment and flag overrides (dotted key paths) and validate."""
     env = os.environ if env is None else env
     data: dict = {}
@@ -387,16 +400,22 @@ def load(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None
     out = config.output
     if out.zmq_topic.startswith(out.zmq_status_topic) or out.zmq_status_topic.startswith(out.zmq_topic):
         # ZeroMQ subscriptions match by prefix: one topic inside the other mixes the two feeds.
-        raise ConfigError(f"output.zmq_status_topic: {out.zmq_status_topic!r} and output.zmq_topic "
-                          f"{out.zmq_topic!r} must not be prefixes of each other (subscribers match topics "
-                          f"by prefix){origin_note(origin, 'output.zmq_status_topic')}; pick distinct names")
-    for section, low, high in (("source", "reconnect_initial_s", "reconnect_max_s"),
-                               ("api", "backoff_initial_s", "backoff_max_s")):
+        raise ConfigError(
+            f"output.zmq_status_topic: {out.zmq_status_topic!r} and output.zmq_topic "
+            f"{out.zmq_topic!r} must not be prefixes of each other (subscribers match topics "
+            f"by prefix){origin_note(origin, 'output.zmq_status_topic')}; pick distinct names"
+        )
+    for section, low, high in (
+        ("source", "reconnect_initial_s", "reconnect_max_s"),
+        ("api", "backoff_initial_s", "backoff_max_s"),
+    ):
         part = getattr(config, section)
         if getattr(part, high) < getattr(part, low):
-            raise ConfigError(f"{section}.{high}: {getattr(part, high):g} is below {section}.{low} "
-                              f"({getattr(part, low):g}){origin_note(origin, section + '.' + high)}; "
-                              "make it at least as large")
+            raise ConfigError(
+                f"{section}.{high}: {getattr(part, high):g} is below {section}.{low} "
+                f"({getattr(part, low):g}){origin_note(origin, section + '.' + high)}; "
+                "make it at least as large"
+            )
     _check_zmq(config.output, origin)
     return config
 
@@ -404,13 +423,17 @@ def load(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None
 def _check_zmq(out: OutputConfig, origin: dict[str, str]) -> None:
     """A feed other machines can reach must be asked for; the key files are read when it binds."""
     if out.zmq and not out.zmq_allow_remote and not zmq_endpoint_is_local(out.zmq):
-        raise ConfigError(f"output.zmq: {out.zmq} can be reached from other machines{origin_note(origin, 'output.zmq')}"
-                          "; bind tcp://127.0.0.1:PORT, or set output.zmq_allow_remote: true to publish to the "
-                          "network (and output.zmq_curve_secret_key_file to encrypt the feed with CURVE)")
+        raise ConfigError(
+            f"output.zmq: {out.zmq} can be reached from other machines{origin_note(origin, 'output.zmq')}"
+            "; bind tcp://127.0.0.1:PORT, or set output.zmq_allow_remote: true to publish to the "
+            "network (and output.zmq_curve_secret_key_file to encrypt the feed with CURVE)"
+        )
     if out.zmq_curve_clients_dir and not out.zmq_curve_secret_key_file:
-        raise ConfigError("output.zmq_curve_clients_dir: needs output.zmq_curve_secret_key_file (the publisher's "
-                          f"own .key_secret){origin_note(origin, 'output.zmq_curve_clients_dir')}; "
-                          "'streamer keygen DIR' writes one")
+        raise ConfigError(
+            "output.zmq_curve_clients_dir: needs output.zmq_curve_secret_key_file (the publisher's "
+            f"own .key_secret){origin_note(origin, 'output.zmq_curve_clients_dir')}; "
+            "'streamer keygen DIR' writes one"
+        )
 
 
 def resolve_api_key(config: Config, env: dict[str, str] | None = None) -> str | None:

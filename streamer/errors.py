@@ -74,8 +74,9 @@ class ApiBadRequest(ApiError):
 class ApiTransientError(ApiError):
     """A failure worth retrying later: 429, 5xx, timeout, connection refused."""
 
-    def __init__(self, message: str, status: int | None = None, retry_after_s: float | None = None,
-                 kind: str | None = None):
+    def __init__(
+        self, message: str, status: int | None = None, retry_after_s: float | None = None, kind: str | None = None
+    ):
         super().__init__(message, status)
         self.retry_after_s = retry_after_s
         # What failed, for the counters: "http 503", "timeout", "unreachable" ...

@@ -41,8 +41,10 @@ def scrub(text: str) -> str:
 
 # Keys whose values are credentials when a camera takes them in the URL, e.g.
 # ?user=admin&pwd=... or /user=admin&password=...&channel=1 (a common DVR form).
-_SECRET_KEY = re.compile(r"(?i)^(user(name)?|usr|login|pass(word|wd)?|pwd|psw|loginpas\w*|token|"
-                         r"(api_?)?key|auth\w*|sig(nature)?|secret|session\w*|credentials?)$")
+_SECRET_KEY = re.compile(
+    r"(?i)^(user(name)?|usr|login|pass(word|wd)?|pwd|psw|loginpas\w*|token|"
+    r"(api_?)?key|auth\w*|sig(nature)?|secret|session\w*|credentials?)$"
+)
 _USER_KEY = re.compile(r"(?i)^(user(name)?|usr|login)$")  # masked in URLs, but a name, not a secret
 _KEY_VALUE = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)=(?P<value>[^&;/?#]*)")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import zmq
 
+from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.server import ApiServer
 from support.clips import write_clip  # noqa: F401  (re-exported for the tests)
-from streamer.sources.synthetic import SyntheticScene
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -76,8 +76,13 @@ class Proc:
         self.err_path = tmp_path / f"{name}.err"
         self._out = open(self.out_path, "wb")
         self._err = open(self.err_path, "wb")
-        self.popen = subprocess.Popen([sys.executable, "-m", "streamer", *args], stdout=self._out,
-                                      stderr=self._err, env=env or clean_env(), cwd=tmp_path)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "streamer", *args],
+            stdout=self._out,
+            stderr=self._err,
+            env=env or clean_env(),
+            cwd=tmp_path,
+        )
 
     @property
     def stdout(self) -> str:
@@ -169,7 +174,9 @@ class Subscriber:
 def subscriber():
     subs: list[Subscriber] = []
 
-    def make(endpoint: str, topic: bytes = b"detections", curve: tuple[bytes, bytes, bytes] | None = None) -> Subscriber:
+    def make(
+        endpoint: str, topic: bytes = b"detections", curve: tuple[bytes, bytes, bytes] | None = None
+    ) -> Subscriber:
         sub = Subscriber(endpoint, topic, curve)
         subs.append(sub)
         return sub

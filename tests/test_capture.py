@@ -6,11 +6,11 @@ import time
 import numpy as np
 
 import streamer.sources.open as sources
-from streamer.sources.capture import CaptureWorker
 from streamer.api.backoff import Backoff
 from streamer.live.frames import DropOldestQueue, Latest
-from streamer.sources.open import CvSource, SyntheticSource, source_kind
 from streamer.live.stats import Stats
+from streamer.sources.capture import CaptureWorker
+from streamer.sources.open import CvSource, SyntheticSource, source_kind
 
 
 class FakeWebcam:
@@ -117,12 +117,11 @@ class HangingCamera:
 def test_the_stall_watchdog_reopens_a_fresh_source_and_gives_up_when_reads_never_return():
     release, made, stop = threading.Event(), [], threading.Event()
     stats = Stats()
-    worker = CaptureWorker(HangingCamera(release, made), DropOldestQueue(1), Latest(), stats, stop,
-                           stall_timeout_s=1.0)
+    worker = CaptureWorker(HangingCamera(release, made), DropOldestQueue(1), Latest(), stats, stop, stall_timeout_s=1.0)
     worker.start()
     try:
         for expected in (1, 2):
-            assert _wait(lambda: stats.frames_read >= 3 * expected and worker._busy is not None)
+            assert _wait(lambda n=expected: stats.frames_read >= 3 * n and worker._busy is not None)
             assert not worker.check_stall(time.monotonic())  # blocked, but not for long yet
             assert worker.check_stall(time.monotonic() + 5)  # abandoned: a fresh camera is read
             assert stats.source_stalls == expected and len(made) == expected + 1

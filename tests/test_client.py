@@ -17,15 +17,15 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from support.h2_server import ANSWER
-from support.proxy import ForwardProxy
-from support.relay import TcpRelay
 
 from streamer.api.client import MAX_RESPONSE_BYTES, DetectionClient, proxy_for
-from streamer.errors import (ApiBadRequest, ApiError, ApiFatalError, ApiMalformedResponse, ApiTransientError)
+from streamer.errors import ApiBadRequest, ApiError, ApiFatalError, ApiMalformedResponse, ApiTransientError
 from streamer.live.imaging import prepare_upload
 from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.server import MAX_BODY_BYTES, ApiServer, Fault
+from support.h2_server import ANSWER
+from support.proxy import ForwardProxy
+from support.relay import TcpRelay
 
 UPLOAD = prepare_upload(SyntheticScene(1280, 720).render(0), 640, 80)
 KEY = f"canary-{uuid.uuid4().hex}"  # sent with every request by client_for; never in an error or a log line
@@ -67,16 +67,23 @@ def port_of(server: ApiServer) -> int:
 
 # --- answers and the errors they map to ---
 
+
 def test_success(api_server):
     with client_for(api_server.url) as client:
         parsed = client.infer(UPLOAD.body)
     assert len(parsed.predictions) == 3 and parsed.image_width == 640
 
 
-@pytest.mark.parametrize("status, fatal_words", [
-    (401, "API key was refused"), (402, "out of credits"), (403, "may not use model synthetic/1"),
-    (404, "model synthetic/1 was not found"), (423, "paused"),
-])
+@pytest.mark.parametrize(
+    "status, fatal_words",
+    [
+        (401, "API key was refused"),
+        (402, "out of credits"),
+        (403, "may not use model synthetic/1"),
+        (404, "model synthetic/1 was not found"),
+        (423, "paused"),
+    ],
+)
 def test_fatal_statuses(api_server, status, fatal_words):
     api_server.set_fault(Fault(status=status, message="nope"))
     with client_for(api_server.url) as client:
@@ -88,12 +95,16 @@ def test_the_401_line_says_what_to_check(api_server):
     api_server.set_fault(Fault(status=401, message="Unauthorized api_key"))
     with client_for(api_server.url) as client:
         exc = raised(ApiFatalError, lambda: client.infer(UPLOAD.body))
-    assert str(exc) == (f"the API key was refused by {api_server.url} (401: Unauthorized api_key); "
-                        "check $ROBOFLOW_API_KEY or api.api_key_file")
+    assert str(exc) == (
+        f"the API key was refused by {api_server.url} (401: Unauthorized api_key); "
+        "check $ROBOFLOW_API_KEY or api.api_key_file"
+    )
 
 
-@pytest.mark.parametrize("status, retry_after, expected", [(503, "1", 1.0), (429, "7", 7.0), (500, None, None),
-                                                           (502, None, None), (504, "soon", None)])
+@pytest.mark.parametrize(
+    "status, retry_after, expected",
+    [(503, "1", 1.0), (429, "7", 7.0), (500, None, None), (502, None, None), (504, "soon", None)],
+)
 def test_transient_statuses_carry_retry_after(api_server, status, retry_after, expected):
     api_server.set_fault(Fault(status=status, retry_after=retry_after, message="busy"))
     with client_for(api_server.url) as client:
@@ -140,6 +151,7 @@ def test_malformed_200(api_server, body):
 
 
 # --- keep-alive, and the pool ---
+
 
 def test_sequential_requests_share_one_connection(api_server):
     with TcpRelay(("127.0.0.1", port_of(api_server))) as relay:
@@ -191,8 +203,9 @@ def test_a_request_that_gets_no_connection_in_time_is_a_pool_timeout(api_server)
     api_server.set_fault(Fault(status=200, raw_body=ANSWER, hang_s=1.5, remaining=1))
     with client_for(api_server.url, max_connections=1, connect_timeout_s=0.3) as client:
         first: list = []
-        holder = threading.Thread(target=lambda: first.append(client.infer(UPLOAD.body)), name="test.holder",
-                                  daemon=True)
+        holder = threading.Thread(
+            target=lambda: first.append(client.infer(UPLOAD.body)), name="test.holder", daemon=True
+        )
         holder.start()
         try:
             deadline = time.monotonic() + WAIT_S
@@ -203,8 +216,10 @@ def test_a_request_that_gets_no_connection_in_time_is_a_pool_timeout(api_server)
             holder.join(WAIT_S)
         assert len(first) == 1 and len(first[0].predictions) == 2
         assert len(client.infer(UPLOAD.body).predictions) == 3  # the connection is free again
-    assert exc.kind == "timeout" and str(exc) == f"{api_server.url}/synthetic/1 did not answer within its timeout " \
-                                                 "(pool timeout)"
+    assert (
+        exc.kind == "timeout"
+        and str(exc) == f"{api_server.url}/synthetic/1 did not answer within its timeout (pool timeout)"
+    )
     assert api_server.counts == {200: 2} and api_server.fault_counts == {"fault": 1}
 
 
@@ -268,6 +283,7 @@ def test_a_closed_client_refuses_requests_and_sends_nothing(api_server):
 
 # --- timeouts, by phase ---
 
+
 @pytest.fixture
 def unanswered_port():
     """A port whose connection attempts go unanswered: a listener that never accepts, its accept
@@ -299,8 +315,10 @@ def test_connect_timeout_when_the_connection_is_never_accepted(unanswered_port):
         exc = raised(ApiTransientError, lambda: client.infer(UPLOAD.body))
     assert time.monotonic() - started < 3
     assert exc.kind == "timeout"
-    assert str(exc) == f"http://127.0.0.1:{unanswered_port}/synthetic/1 did not answer within its timeout " \
-                       "(connect timeout)"
+    assert (
+        str(exc) == f"http://127.0.0.1:{unanswered_port}/synthetic/1 did not answer within its timeout "
+        "(connect timeout)"
+    )
 
 
 def test_read_timeout_when_the_server_accepts_but_never_answers():
@@ -340,6 +358,7 @@ def test_refused_connection_is_transient():
 
 # --- proxies from the environment ---
 
+
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
 def test_a_proxy_from_the_environment_is_used_and_said_once(api_server, monkeypatch, caplog, variable):
     caplog.set_level(logging.DEBUG, logger="streamer")
@@ -350,7 +369,8 @@ def test_a_proxy_from_the_environment_is_used_and_said_once(api_server, monkeypa
             for _ in range(2):
                 assert len(client.infer(UPLOAD.body).predictions) == 3
         assert [(method, target.split("?")[0]) for method, target, _ in proxy.seen] == [
-            ("POST", f"{api_server.url}/synthetic/1")] * 2
+            ("POST", f"{api_server.url}/synthetic/1")
+        ] * 2
         assert f"api_key={KEY}" in proxy.seen[0][1]  # the key did go out: its absence below means something
         assert "Proxy-Authorization" in proxy.seen[0][2]
     assert api_server.counts == {200: 2}
@@ -359,15 +379,17 @@ def test_a_proxy_from_the_environment_is_used_and_said_once(api_server, monkeypa
     assert password not in caplog.text and KEY not in "\n".join(lines)
 
 
-@pytest.mark.parametrize("env, host", [
-    ({"HTTP_PROXY": "{proxy}", "NO_PROXY": "127.0.0.1"}, "127.0.0.1"),
-    ({"http_proxy": "{proxy}", "no_proxy": "example.invalid,localhost"}, "localhost"),
-    ({"HTTP_PROXY": "{proxy}", "NO_PROXY": "*"}, "127.0.0.1"),
-    ({"HTTP_PROXY": "{proxy}", "NO_PROXY": "LOCALHOST"}, "localhost"),
-    ({"HTTPS_PROXY": "{proxy}"}, "127.0.0.1"),  # a proxy for https:// only; the API is http://
-])
-def test_no_proxy_for_the_api_means_a_direct_connection_and_no_proxy_line(api_server, monkeypatch, caplog, env,
-                                                                            host):
+@pytest.mark.parametrize(
+    "env, host",
+    [
+        ({"HTTP_PROXY": "{proxy}", "NO_PROXY": "127.0.0.1"}, "127.0.0.1"),
+        ({"http_proxy": "{proxy}", "no_proxy": "example.invalid,localhost"}, "localhost"),
+        ({"HTTP_PROXY": "{proxy}", "NO_PROXY": "*"}, "127.0.0.1"),
+        ({"HTTP_PROXY": "{proxy}", "NO_PROXY": "LOCALHOST"}, "localhost"),
+        ({"HTTPS_PROXY": "{proxy}"}, "127.0.0.1"),  # a proxy for https:// only; the API is http://
+    ],
+)
+def test_no_proxy_for_the_api_means_a_direct_connection_and_no_proxy_line(api_server, monkeypatch, caplog, env, host):
     caplog.set_level(logging.INFO, logger="streamer")
     with ForwardProxy() as proxy:
         for name, value in env.items():
@@ -378,24 +400,27 @@ def test_no_proxy_for_the_api_means_a_direct_connection_and_no_proxy_line(api_se
     assert "proxy" not in caplog.text
 
 
-@pytest.mark.parametrize("env, url, expected", [
-    ({}, "http://api.example:9001", None),
-    ({"HTTP_PROXY": "http://p:3128"}, "http://api.example:9001", "http://p:3128"),
-    ({"http_proxy": "http://p:3128"}, "http://api.example", "http://p:3128"),
-    ({"HTTP_PROXY": "http://p:3128"}, "https://api.example", None),
-    ({"HTTPS_PROXY": "http://p:3128"}, "https://api.example", "http://p:3128"),
-    ({"HTTPS_PROXY": "http://p:3128"}, "http://api.example", None),
-    ({"ALL_PROXY": "http://p:3128"}, "https://api.example", "http://p:3128"),
-    ({"ALL_PROXY": "http://all:1", "HTTP_PROXY": "http://p:3128"}, "http://api.example", "http://p:3128"),
-    ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "127.0.0.1"}, "http://127.0.0.1:9001", None),
-    ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "127.0.0.1"}, "http://10.0.0.1:9001", "http://p:3128"),
-    ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "example.com"}, "http://api.example.com", None),
-    ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": ".example.com"}, "http://api.example.com:80", None),
-    ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "example.com"}, "http://notexample.com", "http://p:3128"),
-    ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "other, localhost"}, "http://localhost:9001", None),
-    ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "*"}, "http://anything.example", None),
-    ({"HTTP_PROXY": "http://p:3128", "no_proxy": "API.Example"}, "http://api.example", None),
-])
+@pytest.mark.parametrize(
+    "env, url, expected",
+    [
+        ({}, "http://api.example:9001", None),
+        ({"HTTP_PROXY": "http://p:3128"}, "http://api.example:9001", "http://p:3128"),
+        ({"http_proxy": "http://p:3128"}, "http://api.example", "http://p:3128"),
+        ({"HTTP_PROXY": "http://p:3128"}, "https://api.example", None),
+        ({"HTTPS_PROXY": "http://p:3128"}, "https://api.example", "http://p:3128"),
+        ({"HTTPS_PROXY": "http://p:3128"}, "http://api.example", None),
+        ({"ALL_PROXY": "http://p:3128"}, "https://api.example", "http://p:3128"),
+        ({"ALL_PROXY": "http://all:1", "HTTP_PROXY": "http://p:3128"}, "http://api.example", "http://p:3128"),
+        ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "127.0.0.1"}, "http://127.0.0.1:9001", None),
+        ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "127.0.0.1"}, "http://10.0.0.1:9001", "http://p:3128"),
+        ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "example.com"}, "http://api.example.com", None),
+        ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": ".example.com"}, "http://api.example.com:80", None),
+        ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "example.com"}, "http://notexample.com", "http://p:3128"),
+        ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "other, localhost"}, "http://localhost:9001", None),
+        ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "*"}, "http://anything.example", None),
+        ({"HTTP_PROXY": "http://p:3128", "no_proxy": "API.Example"}, "http://api.example", None),
+    ],
+)
 def test_proxy_for(monkeypatch, env, url, expected):
     """The proxy the log line names, for hosts that cannot be reached here; every row is what
     httpx chooses too (the tests above check the two agree on the ones that can)."""
@@ -405,6 +430,7 @@ def test_proxy_for(monkeypatch, env, url, expected):
 
 
 # --- the size cap ---
+
 
 def test_a_response_over_the_cap_is_refused_unread_and_its_connection_dropped(api_server):
     api_server.set_fault(Fault(status=200, raw_body=b" " * (MAX_RESPONSE_BYTES + 1), remaining=1))

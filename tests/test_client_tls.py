@@ -20,14 +20,14 @@ from contextlib import ExitStack
 
 import pytest
 from conftest import need
-from support import tls
-from support.h2_server import H2Server
-from support.relay import TcpRelay
 
 from streamer.api.client import DetectionClient
 from streamer.errors import ApiError, ApiTransientError, ConfigError
 from streamer.live.imaging import prepare_upload
 from streamer.sources.synthetic import SyntheticScene
+from support import tls
+from support.h2_server import H2Server
+from support.relay import TcpRelay
 
 pytestmark = pytest.mark.system  # the certificates are made with openssl
 
@@ -48,8 +48,9 @@ def issued(tmp_path_factory):
         "ca": ca,
         "good": tls.issued(folder, ca, "good"),
         "expired": tls.issued(folder, ca, "expired", not_before="20000101000000Z", not_after="20010101000000Z"),
-        "not-yet-valid": tls.issued(folder, ca, "not-yet-valid", not_before="20990101000000Z",
-                                    not_after="21000101000000Z"),
+        "not-yet-valid": tls.issued(
+            folder, ca, "not-yet-valid", not_before="20990101000000Z", not_after="21000101000000Z"
+        ),
         "another-name": tls.issued(folder, ca, "another-name", san="DNS:example.invalid"),
         "self-signed": tls.self_signed(tmp_path_factory.mktemp("self")),
     }
@@ -106,6 +107,7 @@ def refused(client: DetectionClient) -> ApiTransientError:
 
 # --- trusted ---
 
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_https_with_a_private_ca_in_ssl_cert_file_keeps_one_connection(https, trust, protocol, host):
@@ -157,6 +159,7 @@ def test_an_unreadable_ssl_cert_file_is_a_configuration_error(tmp_path, monkeypa
 
 # --- refused certificates: nothing is sent, and the line says why ---
 
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("roots", ["certifi", "another CA in SSL_CERT_FILE"])
 def test_an_untrusted_certificate_names_ssl_cert_file(https, trust, issued, protocol, roots):
@@ -170,15 +173,18 @@ def test_an_untrusted_certificate_names_ssl_cert_file(https, trust, issued, prot
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("which, reason", [("expired", "certificate has expired"),
-                                           ("not-yet-valid", "certificate is not yet valid")])
+@pytest.mark.parametrize(
+    "which, reason", [("expired", "certificate has expired"), ("not-yet-valid", "certificate is not yet valid")]
+)
 def test_a_certificate_out_of_its_dates_points_at_the_clock(https, trust, protocol, which, reason):
     server, requests = https(protocol, which)
     with client_for(server.url, protocol) as client:
         exc = refused(client)
-    assert str(exc) == (f"cannot reach {server.url}/synthetic/1: its TLS certificate is refused ({reason}); "
-                        "check this machine's clock (a board without a real-time clock needs NTP first), "
-                        "then the server's certificate")
+    assert str(exc) == (
+        f"cannot reach {server.url}/synthetic/1: its TLS certificate is refused ({reason}); "
+        "check this machine's clock (a board without a real-time clock needs NTP first), "
+        "then the server's certificate"
+    )
     assert requests() == 0
 
 
@@ -195,6 +201,7 @@ def test_a_certificate_for_another_name_says_so(https, trust, protocol, host):
 
 
 # --- handshakes that never end, or end badly ---
+
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_stalled_tls_handshake_is_a_connect_timeout(protocol):

@@ -8,8 +8,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 import pytest
-
 from conftest import free_port, write_clip
+
 from streamer.live.imaging import iou_xyxy, xywh_to_xyxy
 from streamer.sources.synthetic import SyntheticScene
 
@@ -31,8 +31,9 @@ def _check_boxes(data, frame_id=42):
 
 
 def test_predict_prints_only_json_in_original_pixels(api_server, spawn, scene_jpg, tmp_path):
-    proc = spawn(["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url,
-                  "--save", "boxes.png"])
+    proc = spawn(
+        ["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url, "--save", "boxes.png"]
+    )
     assert proc.wait(30) == 0, proc.stderr
     data = json.loads(proc.stdout)  # stdout holds the JSON and nothing else
     assert data["image"] == {"width": 1600, "height": 900}  # the original, though 640 wide was sent
@@ -51,8 +52,10 @@ def test_predict_url_is_sent_as_image_parameter(api_server, spawn, scene_jpg):
         url = f"http://127.0.0.1:{files.server_address[1]}/{scene_jpg.name}"
         proc = spawn(["predict", url, "--model", "synthetic/1", "--api-url", api_server.url])
         assert proc.wait(30) == 0, proc.stderr
-        only = spawn(["predict", url, "--model", "synthetic/1", "--api-url", api_server.url,
-                      "--classes", "red-square"], name="only")
+        only = spawn(
+            ["predict", url, "--model", "synthetic/1", "--api-url", api_server.url, "--classes", "red-square"],
+            name="only",
+        )
         assert only.wait(30) == 0, only.stderr
     finally:
         files.shutdown()
@@ -64,8 +67,20 @@ def test_predict_url_is_sent_as_image_parameter(api_server, spawn, scene_jpg):
 
 
 def test_predict_format_image_saves_the_servers_drawing(api_server, spawn, scene_jpg, tmp_path):
-    proc = spawn(["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url,
-                  "--format", "image", "--save", "server.jpg"])
+    proc = spawn(
+        [
+            "predict",
+            str(scene_jpg),
+            "--model",
+            "synthetic/1",
+            "--api-url",
+            api_server.url,
+            "--format",
+            "image",
+            "--save",
+            "server.jpg",
+        ]
+    )
     assert proc.wait(30) == 0, proc.stderr
     drawn = cv2.imread(str(tmp_path / "server.jpg"))
     assert drawn is not None and drawn.shape[1] == 640  # the server drew on what it was sent
@@ -74,6 +89,7 @@ def test_predict_format_image_saves_the_servers_drawing(api_server, spawn, scene
 
 def test_predict_retries_a_passing_503(api_server, spawn, scene_jpg):
     from streamer.standin.server import Fault
+
     api_server.set_fault(Fault(status=503, retry_after="1", remaining=1))
     proc = spawn(["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url])
     assert proc.wait(30) == 0, proc.stderr
@@ -81,8 +97,18 @@ def test_predict_retries_a_passing_503(api_server, spawn, scene_jpg):
 
 
 def test_predict_refuses_a_bad_save_path_before_asking_the_api(api_server, spawn, scene_jpg):
-    proc = spawn(["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url,
-                  "--save", "/no/such/folder/x.png"])
+    proc = spawn(
+        [
+            "predict",
+            str(scene_jpg),
+            "--model",
+            "synthetic/1",
+            "--api-url",
+            api_server.url,
+            "--save",
+            "/no/such/folder/x.png",
+        ]
+    )
     assert proc.wait(20) == 2 and proc.stdout == ""
     assert "--save: folder /no/such/folder does not exist" in proc.stderr
     assert api_server.counts == {}
@@ -92,7 +118,9 @@ def test_predict_refuses_a_bad_save_path_before_asking_the_api(api_server, spawn
 def test_ctrl_c_ends_a_one_shot_command_at_once(spawn, scene_jpg, tmp_path, command):
     import signal
     import time
+
     from streamer.standin.server import ApiServer
+
     with ApiServer("127.0.0.1", 0, latency_ms=20000) as slow:
         if command == "predict":
             args = ["predict", str(scene_jpg)]
@@ -108,10 +136,23 @@ def test_ctrl_c_ends_a_one_shot_command_at_once(spawn, scene_jpg, tmp_path, comm
 
 def test_video_survives_a_body_too_deep_to_parse_and_rewrites_its_jsonl(api_server, spawn, tmp_path):
     from streamer.standin.server import Fault
+
     src = write_clip(tmp_path / "in.avi", SyntheticScene(640, 360, 25.0), 6)
     api_server.set_fault(Fault(status=200, raw_body=b"[" * 200000, remaining=1))
-    args = ["video", str(src), "-o", "out.avi", "--jsonl", "d.jsonl", "--model", "synthetic/1",
-            "--api-url", api_server.url, "--workers", "1"]
+    args = [
+        "video",
+        str(src),
+        "-o",
+        "out.avi",
+        "--jsonl",
+        "d.jsonl",
+        "--model",
+        "synthetic/1",
+        "--api-url",
+        api_server.url,
+        "--workers",
+        "1",
+    ]
     first = spawn(args, name="first")
     assert first.wait(30) == 0, first.stderr
     assert "1 without detections" in first.stderr
@@ -123,6 +164,7 @@ def test_video_survives_a_body_too_deep_to_parse_and_rewrites_its_jsonl(api_serv
 
 def test_predict_reports_a_long_retry_after_instead_of_sleeping(api_server, spawn, scene_jpg):
     from streamer.standin.server import Fault
+
     api_server.set_fault(Fault(status=429, retry_after="3600"))
     proc = spawn(["predict", str(scene_jpg), "--model", "synthetic/1", "--api-url", api_server.url])
     assert proc.wait(20) == 1
@@ -131,10 +173,23 @@ def test_predict_reports_a_long_retry_after_instead_of_sleeping(api_server, spaw
 
 def test_video_stops_sending_after_a_fatal_answer(spawn, tmp_path):
     from streamer.standin.server import ApiServer
+
     src = write_clip(tmp_path / "in.avi", SyntheticScene(640, 360, 25.0), 30)
     with ApiServer("127.0.0.1", 0, api_key="other") as server:
-        proc = spawn(["video", str(src), "-o", "out.avi", "--model", "synthetic/1", "--api-url", server.url,
-                      "--api-key", "wrong-one"])
+        proc = spawn(
+            [
+                "video",
+                str(src),
+                "-o",
+                "out.avi",
+                "--model",
+                "synthetic/1",
+                "--api-url",
+                server.url,
+                "--api-key",
+                "wrong-one",
+            ]
+        )
         assert proc.wait(20) == 2
         assert "API key was refused" in proc.stderr
         assert server.counts.get(401, 0) <= 8  # no more than the requests already in flight
@@ -154,8 +209,20 @@ def test_predict_missing_file_exits_2(spawn):
 def test_video_infers_every_frame_in_order(api_server, spawn, tmp_path):
     scene = SyntheticScene(800, 450, 25.0)
     src = write_clip(tmp_path / "in.avi", scene, 40)
-    proc = spawn(["video", str(src), "-o", "out.mp4", "--jsonl", "det.jsonl", "--model", "synthetic/1",
-                  "--api-url", api_server.url])
+    proc = spawn(
+        [
+            "video",
+            str(src),
+            "-o",
+            "out.mp4",
+            "--jsonl",
+            "det.jsonl",
+            "--model",
+            "synthetic/1",
+            "--api-url",
+            api_server.url,
+        ]
+    )
     assert proc.wait(60) == 0, proc.stderr
     lines = [json.loads(line) for line in (tmp_path / "det.jsonl").read_text().splitlines()]
     assert [m["frame_id"] for m in lines] == list(range(40))  # all of them, in order
@@ -184,8 +251,20 @@ def test_serve_on_a_busy_port_exits_2(api_server, spawn):
 def test_listen_prints_each_message_as_a_json_line(api_server, spawn):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     listener = spawn(["listen", "--connect", endpoint, "--count", "3", "--topic", "detections"], name="listen")
-    run = spawn(["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", api_server.url,
-                 "--headless", "--zmq", endpoint])
+    run = spawn(
+        [
+            "run",
+            "--source",
+            "synthetic",
+            "--model",
+            "synthetic/1",
+            "--api-url",
+            api_server.url,
+            "--headless",
+            "--zmq",
+            endpoint,
+        ]
+    )
     assert listener.wait(30) == 0, listener.stderr + run.stderr
     lines = listener.stdout.splitlines()
     assert len(lines) == 3

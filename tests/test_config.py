@@ -21,9 +21,10 @@ def test_reference_file_comments_every_key():
     lines = (ROOT / "config.yaml").read_text().splitlines()
     for i, line in enumerate(lines):
         if re.match(r"^\s*[a-z_]+:", line) and not line.rstrip().endswith(":"):
-            above = [l.strip() for l in lines[max(0, i - 3):i]]
-            assert any(l.startswith("#") for l in above) or re.match(r"^\s*[a-z_]+:", lines[i - 1]), \
+            above = [text.strip() for text in lines[max(0, i - 3) : i]]
+            assert any(text.startswith("#") for text in above) or re.match(r"^\s*[a-z_]+:", lines[i - 1]), (
                 f"config.yaml line {i + 1} has no comment: {line!r}"
+            )
 
 
 def _write(tmp_path, text):
@@ -87,8 +88,11 @@ BAD = [
     ("output:\n  zmq: tcp://0.0.0.0:5555\n", "output.zmq", "output.zmq_allow_remote: true"),
     ("output:\n  zmq: tcp://0.0.0.0:5555\n  zmq_allow_remote: true\n", "output.zmq", None),
     ("output:\n  zmq_allow_remote: 1\n", "output.zmq_allow_remote", "true or false"),
-    ("output:\n  zmq_curve_clients_dir: clients\n", "output.zmq_curve_clients_dir",
-     "needs output.zmq_curve_secret_key_file"),
+    (
+        "output:\n  zmq_curve_clients_dir: clients\n",
+        "output.zmq_curve_clients_dir",
+        "needs output.zmq_curve_secret_key_file",
+    ),
     ("output:\n  record: out.mkv\n", "output.record", ".mp4"),
     ("output:\n  headless: 1\n", "output.headless", "true or false"),
     ("duration_s: -3\n", "duration_s", "above 0"),
@@ -112,12 +116,15 @@ def test_bad_values_name_the_key(tmp_path, text, key, reason):
     assert str(path) in message  # says which file
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("", "empty"),
-    ("source: [unclosed\n", "not valid YAML at line"),
-    ("- a\n- b\n", "mapping"),
-    ("just words\n", "mapping"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "empty"),
+        ("source: [unclosed\n", "not valid YAML at line"),
+        ("- a\n- b\n", "mapping"),
+        ("just words\n", "mapping"),
+    ],
+)
 def test_bad_files(tmp_path, text, reason):
     with pytest.raises(ConfigError, match=re.escape(reason)):
         load(_write(tmp_path, text), env={})
@@ -140,8 +147,10 @@ def test_key_value_never_shown_in_errors(tmp_path):
 
 
 def test_every_flag_named_in_config_exists_in_the_cli():
-    from streamer.commands.options import OVERRIDES
     import dataclasses
+
+    from streamer.commands.options import OVERRIDES
+
     flags = set()
     for section in dataclasses.fields(Config):
         cls = section.default_factory if section.default_factory is not dataclasses.MISSING else None

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from support.running import Running, wait_until
 
 from streamer.live.dispatch import HUNG_PER_SLOT, InferenceSettings
 from streamer.live.pipeline import Outputs
 from streamer.outputs.jsonl import QUEUE_LINES, JsonlWriter
 from streamer.standin.server import ApiServer, Fault
+from support.running import Running, wait_until
 
 HTML = b"<html><body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>"
 
@@ -41,8 +41,12 @@ def test_results_resume_within_seconds_after_a_hung_api_whatever_the_timeout(spe
     """Requests sent during the hang get no answer for 120 s, far beyond api.timeout_s (30 s
     here): without giving up on them, results would wait for those timeouts."""
     with ApiServer("127.0.0.1", 0) as server:
-        run = Running(server.url, settings=InferenceSettings(max_side=320, max_in_flight=2, max_fps=10),
-                      client_timeout_s=30.0, backoff_max_s=30.0)
+        run = Running(
+            server.url,
+            settings=InferenceSettings(max_side=320, max_in_flight=2, max_fps=10),
+            client_timeout_s=30.0,
+            backoff_max_s=30.0,
+        )
         try:
             recovered_s = _recovery_s(run, server, Fault(status=200, hang_s=120, label="hang"), spell_s)
             hung = run.stats.hung_requests
@@ -57,11 +61,15 @@ def test_hung_requests_are_capped_and_their_late_answers_dropped():
     """At most 2 x max_in_flight hung requests are outstanding at once; an answer that comes
     after its request was given up on is not published."""
     with ApiServer("127.0.0.1", 0) as server:
-        run = Running(server.url, settings=InferenceSettings(max_side=320, max_in_flight=2, max_fps=10),
-                      client_timeout_s=30.0, backoff_max_s=30.0)
+        run = Running(
+            server.url,
+            settings=InferenceSettings(max_side=320, max_in_flight=2, max_fps=10),
+            client_timeout_s=30.0,
+            backoff_max_s=30.0,
+        )
         try:
             assert wait_until(lambda: run.pipeline.results.accepted >= 3, 10)
-            server.set_fault(Fault(status=200, hang_s=4.5, label="hang"))  # answers, but only after 4.5 s
+            server.latency_ms = 4500  # real answers, but only after 4.5 s
             most = 0
             deadline = time.monotonic() + 8
             while time.monotonic() < deadline:
@@ -69,7 +77,7 @@ def test_hung_requests_are_capped_and_their_late_answers_dropped():
                 time.sleep(0.05)
             late = run.pipeline.results.late
         finally:
-            server.set_fault(None)
+            server.latency_ms = 0
             run.finish()
     assert run.stats.hung_requests >= 2
     assert most <= 2 + HUNG_PER_SLOT * 2, f"{most} requests outstanding at once"
@@ -78,8 +86,12 @@ def test_hung_requests_are_capped_and_their_late_answers_dropped():
 
 def test_results_resume_within_seconds_after_an_api_answering_html():
     with ApiServer("127.0.0.1", 0) as server:
-        run = Running(server.url, settings=InferenceSettings(max_side=320, max_in_flight=2, max_fps=10),
-                      client_timeout_s=30.0, backoff_max_s=30.0)
+        run = Running(
+            server.url,
+            settings=InferenceSettings(max_side=320, max_in_flight=2, max_fps=10),
+            client_timeout_s=30.0,
+            backoff_max_s=30.0,
+        )
         try:
             recovered_s = _recovery_s(run, server, Fault(status=200, raw_body=HTML, label="html"), 8)
             malformed = run.stats.malformed
@@ -100,8 +112,11 @@ def test_a_jsonl_fifo_nobody_reads_does_not_slow_sending(tmp_path, reader):
     try:
         with ApiServer("127.0.0.1", 0) as server:
             writer = JsonlWriter(str(fifo))
-            run = Running(server.url, Outputs(sinks=(writer,)),
-                          settings=InferenceSettings(max_side=160, max_in_flight=4, max_fps=30))
+            run = Running(
+                server.url,
+                Outputs(sinks=(writer,)),
+                settings=InferenceSettings(max_side=160, max_in_flight=4, max_fps=30),
+            )
             try:
                 # Far more lines than the pipe and the queue hold: the writer is blocked for good.
                 assert wait_until(lambda: writer.dropped > 0, 60), "the queue never filled"

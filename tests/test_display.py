@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import clean_env, need_tool
 
 from streamer.outputs.overlay import class_colour
 from streamer.sources.synthetic import SHAPES, SyntheticScene
-from conftest import clean_env, need_tool
 
 SCENE_W, SCENE_H = 1280, 720  # what `streamer demo` renders
 GRID_STEP_PX = SCENE_W // 16  # SyntheticScene draws a grid line every 80 px
@@ -32,14 +32,19 @@ QUIT_TIMEOUT_S = 5.0
 
 # --- the X server ---
 
+
 def _display_in_use(n: int) -> bool:
     return Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists()
 
 
 def _x_answers(display: str) -> bool:
     try:
-        return subprocess.run(["xdpyinfo", "-display", display], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=5).returncode == 0
+        return (
+            subprocess.run(
+                ["xdpyinfo", "-display", display], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5
+            ).returncode
+            == 0
+        )
     except subprocess.TimeoutExpired:
         return False
 
@@ -51,8 +56,12 @@ def _start_xvfb(log_path: Path) -> tuple[subprocess.Popen, str]:
             continue
         display = f":{n}"
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                                    stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                ["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
             if _x_answers(display):
@@ -85,8 +94,7 @@ def xvfb(tmp_path):
 
 
 def _x(display: str, *args: str, timeout: float = 5.0) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), env=clean_env(DISPLAY=display), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(list(args), env=clean_env(DISPLAY=display), capture_output=True, text=True, timeout=timeout)
 
 
 def _find_window(display: str, title: str, proc, timeout: float) -> str | None:
@@ -100,6 +108,7 @@ def _find_window(display: str, title: str, proc, timeout: float) -> str | None:
 
 
 # --- reading a screenshot ---
+
 
 @dataclass(frozen=True)
 class Region:
@@ -115,7 +124,7 @@ class Region:
         return (self.x1 - self.x0) / SCENE_W
 
     def crop(self, shot: np.ndarray) -> np.ndarray:
-        return shot[self.y0:self.y1, self.x0:self.x1]
+        return shot[self.y0 : self.y1, self.x0 : self.x1]
 
 
 def _scene_region(shot: np.ndarray) -> Region:
@@ -164,7 +173,7 @@ def overlay_problems(scene: np.ndarray) -> list[str]:
             problems.append(f"{shape.name}: the shape itself ({shape.bgr}) is not in the image")
             continue
         x0, y0, x1, y1 = body
-        around = overlay[max(0, y0 - margin):y1 + margin, max(0, x0 - margin):x1 + margin]
+        around = overlay[max(0, y0 - margin) : y1 + margin, max(0, x0 - margin) : x1 + margin]
         share = around.sum() / count
         if share < 0.9:
             problems.append(f"{shape.name}: only {share:.0%} of its overlay pixels are near the shape at {body}")
@@ -176,7 +185,7 @@ def status_band_problems(scene: np.ndarray) -> list[str]:
     scale = scene.shape[1] / SCENE_W
     grey = cv2.cvtColor(scene, cv2.COLOR_BGR2GRAY)
     band = grey[: max(1, int(20 * scale))]  # the band is >= 24 px at 1280 wide with any font
-    below = grey[int(110 * scale): int(230 * scale)]  # ground between the status band and the shapes' labels
+    below = grey[int(110 * scale) : int(230 * scale)]  # ground between the status band and the shapes' labels
     band_level, ground_level = float(np.median(band)), float(np.median(below))
     problems = []
     if not band_level < 0.6 * ground_level:
@@ -190,7 +199,7 @@ def status_band_problems(scene: np.ndarray) -> list[str]:
 def grid_problems(scene: np.ndarray) -> list[str]:
     """The picture is the synthetic scene: a neutral dark grey ground with a lighter grid."""
     scale = scene.shape[1] / SCENE_W
-    ground = scene[int(60 * scale):]  # below the status band
+    ground = scene[int(60 * scale) :]  # below the status band
     b, g, r = (float(np.median(ground[..., c])) for c in range(3))
     problems = []
     if not (max(b, g, r) - min(b, g, r) <= 6 and 15 <= g <= 80):
@@ -200,7 +209,7 @@ def grid_problems(scene: np.ndarray) -> list[str]:
     for k in range(1, SCENE_W // GRID_STEP_PX):
         # A 1-px line becomes 1-2 px after scaling: take the brightest of three columns, per row.
         x = round(k * GRID_STEP_PX * scale)
-        line = grey[:, x - 1:x + 2].max(axis=1)
+        line = grey[:, x - 1 : x + 2].max(axis=1)
         side = np.maximum(grey[:, x - 6], grey[:, x + 6])
         # The three shapes can line up over one column and hide ~2/3 of it: ask for 10%.
         if ((line - side) >= 8).mean() > 0.1:
@@ -223,6 +232,7 @@ def test_pixel_checks_fail_on_the_raw_scene():
 
 # --- the window ---
 
+
 @pytest.mark.system
 @pytest.mark.parametrize("key", ["q", "Escape"])
 def test_window_shows_overlay_and_quits_on_key(xvfb, spawn, tmp_path, key):
@@ -231,8 +241,10 @@ def test_window_shows_overlay_and_quits_on_key(xvfb, spawn, tmp_path, key):
     # not happen in 19 runs.  A screen of a real machine is not Xvfb: the product keeps them on.
     proc = spawn(["demo", "--duration", "60"], env=clean_env(DISPLAY=xvfb, QT_X11_NO_MITSHM="1"))
     window = _find_window(xvfb, "streamer demo", proc, WINDOW_TIMEOUT_S)
-    assert window, (f"no window titled 'streamer demo' within {WINDOW_TIMEOUT_S:.0f} s "
-                    f"(exit code {proc.popen.poll()}):\n{proc.stderr}")
+    assert window, (
+        f"no window titled 'streamer demo' within {WINDOW_TIMEOUT_S:.0f} s "
+        f"(exit code {proc.popen.poll()}):\n{proc.stderr}"
+    )
     assert "running headless" not in proc.stderr
 
     time.sleep(2.5)  # let results arrive and the status line fill in
@@ -269,6 +281,7 @@ def test_window_shows_overlay_and_quits_on_key(xvfb, spawn, tmp_path, key):
 
 
 # --- no usable display: headless, never SIGABRT ---
+
 
 def _dead_display() -> str:
     """A display name with no X server behind it (":87" unless something happens to be there)."""

@@ -130,7 +130,8 @@ def test_the_checker_catches_broken_links(tmp_path):
         "# Page\n\n"
         "[fine](other.md#the-run-command-flags) [also fine](#page) [web](https://example.com/x)\n"
         "[gone](missing.md) ![gone](missing.png) [bad anchor](other.md#no-such-heading)\n"
-        "`[not a link](nowhere.md)`\n\n```\n[in code](nowhere.md)\n```\n")
+        "`[not a link](nowhere.md)`\n\n```\n[in code](nowhere.md)\n```\n"
+    )
     problems = broken_links(page)
     assert len(problems) == 3, problems
     assert any("missing.md" in p for p in problems)
@@ -138,12 +139,15 @@ def test_the_checker_catches_broken_links(tmp_path):
     assert any("#no-such-heading" in p for p in problems)
 
 
-@pytest.mark.parametrize("heading, expected", [
-    ("`streamer run`: the live pipeline", "streamer-run-the-live-pipeline"),
-    ('Heartbeats: telling "nothing detected" from "dead"', "heartbeats-telling-nothing-detected-from-dead"),
-    ("One camera: `streamer.service`", "one-camera-streamerservice"),
-    ("Requests, pacing and cost", "requests-pacing-and-cost"),
-    ("Several cameras: `streamer@.service`", "several-cameras-streamerservice"),
-])
+@pytest.mark.parametrize(
+    "heading, expected",
+    [
+        ("`streamer run`: the live pipeline", "streamer-run-the-live-pipeline"),
+        ('Heartbeats: telling "nothing detected" from "dead"', "heartbeats-telling-nothing-detected-from-dead"),
+        ("One camera: `streamer.service`", "one-camera-streamerservice"),
+        ("Requests, pacing and cost", "requests-pacing-and-cost"),
+        ("Several cameras: `streamer@.service`", "several-cameras-streamerservice"),
+    ],
+)
 def test_slugs_follow_github(heading, expected):
     assert slug(heading) == expected

@@ -14,17 +14,17 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from conftest import Subscriber, free_port
-from support.running import Running, streamer_threads, wait_until
+
 from streamer.api.client import DetectionClient
 from streamer.live.dispatch import InferenceSettings
-from streamer.outputs.overlay import status_band_height
 from streamer.live.pipeline import Outputs, Pipeline
+from streamer.outputs.overlay import status_band_height
 from streamer.outputs.recorder import Recorder
 from streamer.outputs.zmq_feed import ZmqPublisher
-from streamer.standin.server import ApiServer, Fault
 from streamer.sources.open import SyntheticSource
+from streamer.standin.server import ApiServer, Fault
+from support.running import Running, streamer_threads, wait_until
 
 BACKOFF_MAX_S = 1.0
 CLIENT_TIMEOUT_S = 0.8
@@ -125,7 +125,7 @@ def check_stale_marks(recording) -> None:
             break
         frames += 1
         band = status_band_height(image)
-        notice = image[band + 2: 2 * band - 2, : image.shape[1] // 2].reshape(-1, 3).astype(int)
+        notice = image[band + 2 : 2 * band - 2, : image.shape[1] // 2].reshape(-1, 3).astype(int)
         reddish = (notice[:, 2] > 90) & (notice[:, 2] > notice[:, 1] + 50) & (notice[:, 2] > notice[:, 0] + 50)
         stale += reddish.mean() > 0.5
     cap.release()
@@ -148,12 +148,22 @@ def test_a_result_for_a_frame_of_another_size_is_scaled_to_the_shown_frame(size)
             pass
 
     with DetectionClient("http://127.0.0.1:9", "m/1", None) as client:  # never started: no request
-        pipeline = Pipeline(SyntheticSource(64, 64, 30.0, stop), client, Outputs(recorder=Catch()),
-                            InferenceSettings(), stop)
+        pipeline = Pipeline(
+            SyntheticSource(64, 64, 30.0, stop), client, Outputs(recorder=Catch()), InferenceSettings(), stop
+        )
     frame = Frame("cam", 1, time.time(), time.monotonic(), np.zeros((size[1], size[0], 3), np.uint8))
-    result = Result("cam", 0, time.time(), time.monotonic(), 1280, 720,
-                    [{"x": 640, "y": 360, "width": 200, "height": 100, "class": "a", "confidence": 0.9}],
-                    "m/1", time.time(), time.time())
+    result = Result(
+        "cam",
+        0,
+        time.time(),
+        time.monotonic(),
+        1280,
+        720,
+        [{"x": 640, "y": 360, "width": 200, "height": 100, "class": "a", "confidence": 0.9}],
+        "m/1",
+        time.time(),
+        time.time(),
+    )
     pipeline._show(frame, result, time.monotonic())
     image = shown[0]
     # The box (a 200x100 rectangle at the centre of a 1280x720 frame) lands at the centre

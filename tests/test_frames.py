@@ -52,7 +52,7 @@ def test_latest_versions_and_signal():
 def test_backoff_doubles_to_the_cap_with_jitter_and_resets():
     b = Backoff(0.5, 4.0, jitter=0.2, rng=random.Random(1))
     delays = [b.next_delay() for _ in range(6)]
-    for delay, base in zip(delays, [0.5, 1, 2, 4, 4, 4]):
+    for delay, base in zip(delays, [0.5, 1, 2, 4, 4, 4], strict=True):
         assert base * 0.8 <= delay <= min(4.0, base * 1.2)
     b.reset()
     assert b.next_delay() <= 0.6
@@ -65,8 +65,9 @@ def test_backoff_honours_retry_after_even_beyond_its_own_cap():
     assert b.next_delay(retry_after_s=10**6) == 3600  # but not an absurd value
 
 
-@pytest.mark.parametrize("value, expected", [("2", 2.0), ("0", 0.0), (" 1.5 ", 1.5), ("", None), (None, None),
-                                             ("soon", None), ("-3", 0.0)])
+@pytest.mark.parametrize(
+    "value, expected", [("2", 2.0), ("0", 0.0), (" 1.5 ", 1.5), ("", None), (None, None), ("soon", None), ("-3", 0.0)]
+)
 def test_parse_retry_after(value, expected):
     assert parse_retry_after(value) == expected
 
@@ -81,13 +82,19 @@ def test_scrub_urls_and_registered_secrets():
     assert scrub("POST http://h/m/1?api_key=abc123&confidence=0.4") == "POST http://h/m/1?api_key=***&confidence=0.4"
     assert "canary-KEY-987" not in scrub("key canary-KEY-987 here")
     assert url_for_display("rtsp://u:p@cam/live?token=1") == "rtsp://u:***@cam/live?token=***"
-    assert url_for_display("http://10.0.0.9/videostream.cgi?user=admin&pwd=canaryPW") == \
-        "http://10.0.0.9/videostream.cgi?user=***&pwd=***"
+    assert (
+        url_for_display("http://10.0.0.9/videostream.cgi?user=admin&pwd=canaryPW")
+        == "http://10.0.0.9/videostream.cgi?user=***&pwd=***"
+    )
     # credentials in the path (a common DVR form); the channel still tells cameras apart
-    assert url_for_display("rtsp://10.0.0.7:554/user=admin&password=canary&channel=2&stream=0.sdp?") == \
-        "rtsp://10.0.0.7:554/user=***&password=***&channel=2&stream=0.sdp"
-    assert url_for_display("rtsp://a:b@nvr/cam/realmonitor?channel=1&subtype=0") == \
-        "rtsp://a:***@nvr/cam/realmonitor?channel=1&subtype=0"
+    assert (
+        url_for_display("rtsp://10.0.0.7:554/user=admin&password=canary&channel=2&stream=0.sdp?")
+        == "rtsp://10.0.0.7:554/user=***&password=***&channel=2&stream=0.sdp"
+    )
+    assert (
+        url_for_display("rtsp://a:b@nvr/cam/realmonitor?channel=1&subtype=0")
+        == "rtsp://a:***@nvr/cam/realmonitor?channel=1&subtype=0"
+    )
     assert url_for_display("rtsp://u:p%40ss@[::1]:554/x") == "rtsp://u:***@[::1]:554/x"
 
 
@@ -137,11 +144,14 @@ def test_fault_log_reports_a_spell_once_and_folds_short_spells_into_the_next_war
             faults.recovered()
             clock[0] += 0.5
         assert [r.getMessage() for r in caplog.records] == [
-            "API: bad body (retrying with backoff)", "API: recovered after 1 failures in 0.5 s"]
+            "API: bad body (retrying with backoff)",
+            "API: recovered after 1 failures in 0.5 s",
+        ]
         clock[0] += 30
         faults.fault("bad body")  # the first fault after a quiet half minute is reported again
     assert caplog.records[-1].getMessage() == (
-        "API: bad body (retrying with backoff) (and 19 more in short spells since the last report)")
+        "API: bad body (retrying with backoff) (and 19 more in short spells since the last report)"
+    )
     faults.fault("still bad")
     clock[0] += 31
     with caplog.at_level(logging.INFO, logger="test.faultlog"):
@@ -163,8 +173,8 @@ def test_frames_wake_the_output_loop_only_when_something_draws_them(tmp_path):
     import numpy as np
 
     from streamer.api.client import DetectionClient
-    from streamer.live.frames import Frame
     from streamer.live.dispatch import InferenceSettings
+    from streamer.live.frames import Frame
     from streamer.live.pipeline import Outputs, Pipeline
     from streamer.outputs.recorder import Recorder
     from streamer.sources.open import SyntheticSource
@@ -183,14 +193,15 @@ def test_join_wakes_the_idle_inference_threads_at_once():
     """Idle threads sleep up to IDLE_WAIT_S between looks at the stop flag; join() wakes them,
     so a stop does not wait that long (a service manager or a user waits about 3 s)."""
     from streamer.api.client import DetectionClient
-    from streamer.live.frames import DropOldestQueue, NewestResults
     from streamer.live.dispatch import IDLE_WAIT_S, InferenceSettings, InferenceWorker
+    from streamer.live.frames import DropOldestQueue, NewestResults
     from streamer.live.stats import Stats
 
     stop = threading.Event()
     with DetectionClient("http://127.0.0.1:9", "synthetic/1", None) as client:  # never called: no frames
-        worker = InferenceWorker(DropOldestQueue(1), client, NewestResults(), Stats(), stop,
-                                 InferenceSettings(max_in_flight=4))
+        worker = InferenceWorker(
+            DropOldestQueue(1), client, NewestResults(), Stats(), stop, InferenceSettings(max_in_flight=4)
+        )
         worker.start()
         time.sleep(0.2)  # every thread is now asleep in its wait
         stop.set()
@@ -203,17 +214,17 @@ def _far_newer_result():
     """A result for a frame far newer than any a test run reaches: never dropped as late."""
     from streamer.live.frames import Result
 
-    return Result("synthetic", 10**9, time.time(), time.monotonic(), 640, 360, [], "synthetic/1",
-                  time.time(), time.time())
+    return Result(
+        "synthetic", 10**9, time.time(), time.monotonic(), 640, 360, [], "synthetic/1", time.time(), time.time()
+    )
 
 
 def test_results_are_not_published_to_sinks_once_they_are_closing(api_server, tmp_path):
     """A request thread that gets its answer while the pipeline shuts down must not write to
     a sink that is closed (a JsonlWriter's file is gone): its result is left unpublished."""
-    from support.running import Running, wait_until
-
     from streamer.live.pipeline import Outputs
     from streamer.outputs.jsonl import JsonlWriter
+    from support.running import Running, wait_until
 
     path = tmp_path / "out.jsonl"
     run = Running(api_server.url, Outputs(sinks=(JsonlWriter(str(path)),)))
@@ -241,12 +252,11 @@ def test_a_full_disk_met_while_publishing_the_last_results_is_raised_not_logged(
     """Results still held at the stop are published on the way out; if the JSONL file cannot
     take them, run() raises streamer's one-line error after the shutdown (exit code 1 at the
     CLI), with no traceback in the log."""
-    from support.running import Running, wait_until
-
     from streamer.errors import OutputError
     from streamer.live.pipeline import Outputs
     from streamer.outputs.jsonl import JsonlWriter
     from streamer.standin.server import ApiServer
+    from support.running import Running, wait_until
 
     with ApiServer("127.0.0.1", 0, latency_ms=5000) as server:  # no answer before the stop
         run = Running(server.url, Outputs(sinks=(JsonlWriter("/dev/full"),)))
@@ -265,12 +275,11 @@ def test_a_full_disk_met_while_publishing_the_last_results_is_raised_not_logged(
 def test_a_full_disk_at_exit_is_still_logged_when_another_error_ends_the_run(caplog):
     """A refused key (401) ends the run and sets the exit code; a full disk met while
     publishing the results held at that stop is logged in one line, not lost."""
-    from support.running import Running, wait_until
-
     from streamer.errors import ApiFatalError
     from streamer.live.pipeline import Outputs
     from streamer.outputs.jsonl import JsonlWriter
     from streamer.standin.server import ApiServer, Fault
+    from support.running import Running, wait_until
 
     with ApiServer("127.0.0.1", 0) as server:
         server.set_fault(Fault(status=401, message="Unauthorized api_key", hang_s=1.0))

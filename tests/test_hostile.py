@@ -23,23 +23,25 @@ import numpy as np
 import pytest
 from conftest import ROOT, Proc, clean_env, write_clip
 
-from streamer.commands.cli import main
 from streamer.api.client import MAX_RESPONSE_BYTES, DetectionClient
+from streamer.api.responses import MAX_COORDINATE_PX, parse_response
+from streamer.commands.cli import main
 from streamer.errors import ApiError, ApiMalformedResponse, ApiTransientError
+from streamer.live.dispatch import make_result
 from streamer.live.frames import Frame
 from streamer.live.imaging import iou_xyxy, prepare_upload, xywh_to_xyxy
-from streamer.live.dispatch import make_result
-from streamer.outputs.overlay import MAX_DRAWN_BOXES, draw_predictions, most_confident
-from streamer.api.responses import MAX_COORDINATE_PX, parse_response
 from streamer.outputs.message import encode_message, result_message
+from streamer.outputs.overlay import MAX_DRAWN_BOXES, draw_predictions, most_confident
 from streamer.redact import RedactingFilter
-from streamer.standin.server import ApiServer, Fault
 from streamer.sources.synthetic import SyntheticScene
+from streamer.standin.server import ApiServer, Fault
 
 UPLOAD = prepare_upload(SyntheticScene(1280, 720).render(0), 640, 80)
 BOX = {"x": 320, "y": 180, "width": 40, "height": 30, "confidence": 0.8, "class": "helmet"}
-HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
-             b"<body><h1>502 Bad Gateway</h1><hr><center>nginx</center></body></html>\n")
+HTML_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
+    b"<body><h1>502 Bad Gateway</h1><hr><center>nginx</center></body></html>\n"
+)
 
 
 def _json(**fields) -> bytes:
@@ -54,62 +56,175 @@ def _one_box(**changes) -> bytes:
 
 # (id, status, body, extra headers, expected error class, words its message must hold)
 MALFORMED = [
-    ("plain-text", 200, b"Internal error, please retry later", {}, ApiMalformedResponse,
-     "not JSON (Expecting value at character 0; the body starts 'Internal error"),
+    (
+        "plain-text",
+        200,
+        b"Internal error, please retry later",
+        {},
+        ApiMalformedResponse,
+        "not JSON (Expecting value at character 0; the body starts 'Internal error",
+    ),
     ("html-page-200", 200, HTML_PAGE, {}, ApiMalformedResponse, "an HTML page, not JSON"),
     ("html-page-500", 500, HTML_PAGE, {}, ApiTransientError, "answered 500: HTTP 500 Internal Server Error"),
     ("html-page-502", 502, HTML_PAGE, {}, ApiTransientError, "answered 502: HTTP 502 Bad Gateway"),
-    ("no-predictions", 200, _json(image={"width": 640, "height": 360}), {}, ApiMalformedResponse,
-     "no 'predictions' field"),
-    ("predictions-string", 200, _json(predictions="none"), {}, ApiMalformedResponse,
-     "'predictions' is a string, not a list"),
-    ("predictions-number", 200, _json(predictions=3), {}, ApiMalformedResponse,
-     "'predictions' is a number, not a list"),
+    (
+        "no-predictions",
+        200,
+        _json(image={"width": 640, "height": 360}),
+        {},
+        ApiMalformedResponse,
+        "no 'predictions' field",
+    ),
+    (
+        "predictions-string",
+        200,
+        _json(predictions="none"),
+        {},
+        ApiMalformedResponse,
+        "'predictions' is a string, not a list",
+    ),
+    (
+        "predictions-number",
+        200,
+        _json(predictions=3),
+        {},
+        ApiMalformedResponse,
+        "'predictions' is a number, not a list",
+    ),
     ("predictions-null", 200, _json(predictions=None), {}, ApiMalformedResponse, "'predictions' is null"),
-    ("list-of-strings", 200, _json(predictions=["helmet", "person"]), {}, ApiMalformedResponse,
-     "predictions[0] is a string, not an object"),
-    ("box-without-x", 200, _json(predictions=[{k: v for k, v in BOX.items() if k != "x"}]), {},
-     ApiMalformedResponse, "predictions[0].x is not a finite number"),
-    ("second-box-without-x", 200, _json(predictions=[BOX, {k: v for k, v in BOX.items() if k != "x"}]), {},
-     ApiMalformedResponse, "predictions[1].x is not a finite number"),
+    (
+        "list-of-strings",
+        200,
+        _json(predictions=["helmet", "person"]),
+        {},
+        ApiMalformedResponse,
+        "predictions[0] is a string, not an object",
+    ),
+    (
+        "box-without-x",
+        200,
+        _json(predictions=[{k: v for k, v in BOX.items() if k != "x"}]),
+        {},
+        ApiMalformedResponse,
+        "predictions[0].x is not a finite number",
+    ),
+    (
+        "second-box-without-x",
+        200,
+        _json(predictions=[BOX, {k: v for k, v in BOX.items() if k != "x"}]),
+        {},
+        ApiMalformedResponse,
+        "predictions[1].x is not a finite number",
+    ),
     ("box-string-number", 200, _one_box(y="180"), {}, ApiMalformedResponse, "predictions[0].y is not a finite"),
-    ("nan-literal", 200, _one_box(x=float("nan")), {}, ApiMalformedResponse,
-     "predictions[0].x is not a finite number"),
-    ("infinity-literal", 200, _one_box(width=float("inf")), {}, ApiMalformedResponse,
-     "predictions[0].width is not a finite number"),
-    ("nan-confidence", 200, _one_box(confidence=float("nan")), {}, ApiMalformedResponse,
-     "predictions[0].confidence is not a finite number"),
+    ("nan-literal", 200, _one_box(x=float("nan")), {}, ApiMalformedResponse, "predictions[0].x is not a finite number"),
+    (
+        "infinity-literal",
+        200,
+        _one_box(width=float("inf")),
+        {},
+        ApiMalformedResponse,
+        "predictions[0].width is not a finite number",
+    ),
+    (
+        "nan-confidence",
+        200,
+        _one_box(confidence=float("nan")),
+        {},
+        ApiMalformedResponse,
+        "predictions[0].confidence is not a finite number",
+    ),
     ("negative-width", 200, _one_box(width=-40), {}, ApiMalformedResponse, "predictions[0] has a negative size"),
     ("negative-height", 200, _one_box(height=-1e-9), {}, ApiMalformedResponse, "negative size"),
     # Refused rather than clamped: scaled to the frame, 1e308 overflows to inf, and the
     # published message would then carry null where a consumer expects a number.
-    ("huge-1e300", 200, _one_box(width=1e300, height=1e300), {}, ApiMalformedResponse,
-     f"predictions[0].width is 1e+300, beyond {MAX_COORDINATE_PX} px"),
+    (
+        "huge-1e300",
+        200,
+        _one_box(width=1e300, height=1e300),
+        {},
+        ApiMalformedResponse,
+        f"predictions[0].width is 1e+300, beyond {MAX_COORDINATE_PX} px",
+    ),
     ("huge-1e308", 200, _one_box(x=1e308), {}, ApiMalformedResponse, "predictions[0].x is 1e+308, beyond"),
-    ("huge-point", 200, _one_box(points=[{"x": 1, "y": 1e300}]), {}, ApiMalformedResponse,
-     "predictions[0].points holds a point beyond"),
+    (
+        "huge-point",
+        200,
+        _one_box(points=[{"x": 1, "y": 1e300}]),
+        {},
+        ApiMalformedResponse,
+        "predictions[0].points holds a point beyond",
+    ),
     # 401 digits: json makes a Python int that math.isfinite() cannot convert (OverflowError).
-    ("int-too-big-for-float", 200, _one_box(x=10 ** 400), {}, ApiMalformedResponse,
-     "predictions[0].x is not a finite number"),
-    ("int-too-long-to-read", 200, b'{"predictions": [{"x": 1' + b"0" * 5000 + b"}]}", {}, ApiMalformedResponse,
-     "not JSON (Exceeds the limit (4300 digits)"),
+    (
+        "int-too-big-for-float",
+        200,
+        _one_box(x=10**400),
+        {},
+        ApiMalformedResponse,
+        "predictions[0].x is not a finite number",
+    ),
+    (
+        "int-too-long-to-read",
+        200,
+        b'{"predictions": [{"x": 1' + b"0" * 5000 + b"}]}",
+        {},
+        ApiMalformedResponse,
+        "not JSON (Exceeds the limit (4300 digits)",
+    ),
     ("deeply-nested-list", 200, b"[" * 200_000, {}, ApiMalformedResponse, "JSON nested too deeply to read"),
-    ("deeply-nested-inside", 200, b'{"predictions": ' + b'{"a": ' * 100_000, {}, ApiMalformedResponse,
-     "JSON nested too deeply to read"),
+    (
+        "deeply-nested-inside",
+        200,
+        b'{"predictions": ' + b'{"a": ' * 100_000,
+        {},
+        ApiMalformedResponse,
+        "JSON nested too deeply to read",
+    ),
     ("empty-body", 200, b"", {}, ApiMalformedResponse, "the body is empty"),
     ("blank-body", 200, b" \r\n\t ", {}, ApiMalformedResponse, "the body is empty"),
-    ("truncated", 200, _json(predictions=[BOX, BOX])[:50], {}, ApiMalformedResponse,
-     "not JSON (Expecting property name enclosed in double quotes at character 50"),
+    (
+        "truncated",
+        200,
+        _json(predictions=[BOX, BOX])[:50],
+        {},
+        ApiMalformedResponse,
+        "not JSON (Expecting property name enclosed in double quotes at character 50",
+    ),
     ("top-level-list", 200, b"[]", {}, ApiMalformedResponse, "expected a JSON object, got a list"),
     ("top-level-null", 200, b"null", {}, ApiMalformedResponse, "expected a JSON object, got null"),
-    ("multi-label-without-confidence", 200, _json(predictions={"cat": 0.9}), {}, ApiMalformedResponse,
-     "predictions['cat'] has no numeric confidence"),
-    ("jpeg-instead-of-json", 200, b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(64), {"Content-Type": "image/jpeg"},
-     ApiMalformedResponse, "not JSON ('utf-8' codec can't decode byte 0xff"),
-    ("not-really-gzip", 200, b"this was never compressed", {"Content-Encoding": "gzip"}, ApiMalformedResponse,
-     "cannot decode the body (Error -3 while decompressing data"),
-    ("unasked-brotli", 200, b"\x1b\x03\x00\xf8\xa5\x03", {"Content-Encoding": "br"}, ApiMalformedResponse,
-     "Content-Encoding 'br' was not asked for (we accept gzip, deflate)"),
+    (
+        "multi-label-without-confidence",
+        200,
+        _json(predictions={"cat": 0.9}),
+        {},
+        ApiMalformedResponse,
+        "predictions['cat'] has no numeric confidence",
+    ),
+    (
+        "jpeg-instead-of-json",
+        200,
+        b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(64),
+        {"Content-Type": "image/jpeg"},
+        ApiMalformedResponse,
+        "not JSON ('utf-8' codec can't decode byte 0xff",
+    ),
+    (
+        "not-really-gzip",
+        200,
+        b"this was never compressed",
+        {"Content-Encoding": "gzip"},
+        ApiMalformedResponse,
+        "cannot decode the body (Error -3 while decompressing data",
+    ),
+    (
+        "unasked-brotli",
+        200,
+        b"\x1b\x03\x00\xf8\xa5\x03",
+        {"Content-Encoding": "br"},
+        ApiMalformedResponse,
+        "Content-Encoding 'br' was not asked for (we accept gzip, deflate)",
+    ),
 ]
 
 
@@ -117,10 +232,10 @@ def _client(server: ApiServer, timeout_s: float = 10.0) -> DetectionClient:
     return DetectionClient(server.url, "synthetic/1", "canary-key-7f3e", timeout_s=timeout_s, connect_timeout_s=2.0)
 
 
-@pytest.mark.parametrize("status, body, headers, error, words", [row[1:] for row in MALFORMED],
-                         ids=[row[0] for row in MALFORMED])
-def test_a_broken_answer_is_one_clear_error_and_the_next_frame_works(api_server, status, body, headers,
-                                                                     error, words):
+@pytest.mark.parametrize(
+    "status, body, headers, error, words", [row[1:] for row in MALFORMED], ids=[row[0] for row in MALFORMED]
+)
+def test_a_broken_answer_is_one_clear_error_and_the_next_frame_works(api_server, status, body, headers, error, words):
     api_server.set_fault(Fault(status=status, raw_body=body, headers=dict(headers), remaining=1))
     with _client(api_server) as client:
         with pytest.raises(ApiError) as info:
@@ -138,8 +253,9 @@ def test_a_broken_answer_is_one_clear_error_and_the_next_frame_works(api_server,
 @pytest.mark.parametrize("content_type", ["text/html", "text/plain; charset=iso-8859-1", "application/octet-stream"])
 def test_a_valid_body_under_a_wrong_content_type_is_read(api_server, content_type):
     """The body decides, not the label: gateways relabel JSON, and a JSON body is checked anyway."""
-    api_server.set_fault(Fault(status=200, raw_body=_json(predictions=[BOX]), remaining=1,
-                               headers={"Content-Type": content_type}))
+    api_server.set_fault(
+        Fault(status=200, raw_body=_json(predictions=[BOX]), remaining=1, headers={"Content-Type": content_type})
+    )
     with _client(api_server) as client:
         parsed = client.infer(UPLOAD.body)
     assert parsed.predictions == [BOX]
@@ -149,19 +265,33 @@ def test_a_valid_body_under_a_wrong_content_type_is_read(api_server, content_typ
 def test_a_compressed_answer_is_read(api_server, wbits):
     packer = zlib.compressobj(wbits=wbits)
     body = packer.compress(_json(predictions=[BOX] * 50)) + packer.flush()
-    api_server.set_fault(Fault(status=200, raw_body=body, remaining=1,
-                               headers={"Content-Encoding": "gzip" if wbits == 31 else "deflate"}))
+    api_server.set_fault(
+        Fault(
+            status=200, raw_body=body, remaining=1, headers={"Content-Encoding": "gzip" if wbits == 31 else "deflate"}
+        )
+    )
     with _client(api_server) as client:
         assert client.infer(UPLOAD.body).predictions == [BOX] * 50
 
 
 def test_ten_thousand_boxes_parse_publish_and_draw_capped(api_server, record_property):
     rng = random.Random(7)
-    boxes = [{"x": rng.uniform(0, 640), "y": rng.uniform(0, 360), "width": rng.uniform(4, 120),
-              "height": rng.uniform(4, 120), "confidence": rng.random(), "class": f"class-{i % 25}",
-              "class_id": i % 25, "detection_id": f"d{i}"} for i in range(10_000)]
-    api_server.set_fault(Fault(status=200, raw_body=_json(image={"width": 640, "height": 360}, predictions=boxes),
-                               remaining=1))
+    boxes = [
+        {
+            "x": rng.uniform(0, 640),
+            "y": rng.uniform(0, 360),
+            "width": rng.uniform(4, 120),
+            "height": rng.uniform(4, 120),
+            "confidence": rng.random(),
+            "class": f"class-{i % 25}",
+            "class_id": i % 25,
+            "detection_id": f"d{i}",
+        }
+        for i in range(10_000)
+    ]
+    api_server.set_fault(
+        Fault(status=200, raw_body=_json(image={"width": 640, "height": 360}, predictions=boxes), remaining=1)
+    )
     with _client(api_server) as client:
         parsed = client.infer(UPLOAD.body)
     assert len(parsed.predictions) == 10_000
@@ -182,8 +312,7 @@ def test_ten_thousand_boxes_parse_publish_and_draw_capped(api_server, record_pro
     top = most_confident(result.predictions)
     kept = {id(p) for p in top}
     assert len(top) == MAX_DRAWN_BOXES
-    assert min(p["confidence"] for p in top) >= max(p["confidence"] for p in result.predictions
-                                                    if id(p) not in kept)
+    assert min(p["confidence"] for p in top) >= max(p["confidence"] for p in result.predictions if id(p) not in kept)
     expected = draw_predictions(frame.image.copy(), top)
     assert np.array_equal(drawn, expected)  # exactly the most confident boxes were drawn
     assert drawn.any()
@@ -191,9 +320,22 @@ def test_ten_thousand_boxes_parse_publish_and_draw_capped(api_server, record_pro
 
 def test_boxes_at_the_size_limit_are_scaled_drawn_and_published_as_numbers():
     edge = MAX_COORDINATE_PX
-    parsed = parse_response({"image": {"width": 1, "height": 1}, "predictions": [
-        {**BOX, "x": edge, "y": -edge, "width": edge, "height": edge, "points": [{"x": -edge, "y": edge}],
-         "keypoints": [{"x": edge, "y": edge, "confidence": 1, "class": "k", "class_id": 0}]}]})
+    parsed = parse_response(
+        {
+            "image": {"width": 1, "height": 1},
+            "predictions": [
+                {
+                    **BOX,
+                    "x": edge,
+                    "y": -edge,
+                    "width": edge,
+                    "height": edge,
+                    "points": [{"x": -edge, "y": edge}],
+                    "keypoints": [{"x": edge, "y": edge, "confidence": 1, "class": "k", "class_id": 0}],
+                }
+            ],
+        }
+    )
     frame = Frame("cam", 1, time.time(), time.monotonic(), np.zeros((720, 1280, 3), np.uint8))
     # The server claims a 1x1 image: every number is multiplied by 1280 and 720.
     result = make_result(frame, parsed, UPLOAD, "synthetic/1", time.time(), time.time())
@@ -202,11 +344,15 @@ def test_boxes_at_the_size_limit_are_scaled_drawn_and_published_as_numbers():
     assert message["predictions"][0]["x"] == edge * 1280
 
 
-@pytest.mark.parametrize("pred", [
-    {"x": 1e308, "y": -1e308, "width": 1e308, "height": 1e308},
-    {"x": float("inf"), "y": float("nan"), "width": float("inf"), "height": 0},
-    {"x": 640, "y": 360, "width": 1e300, "height": 1e300, "points": [{"x": 1e300, "y": -1e300}, {"x": 0, "y": 0}]},
-], ids=["1e308", "inf-nan", "1e300-polygon"])
+@pytest.mark.parametrize(
+    "pred",
+    [
+        {"x": 1e308, "y": -1e308, "width": 1e308, "height": 1e308},
+        {"x": float("inf"), "y": float("nan"), "width": float("inf"), "height": 0},
+        {"x": 640, "y": 360, "width": 1e300, "height": 1e300, "points": [{"x": 1e300, "y": -1e300}, {"x": 0, "y": 0}]},
+    ],
+    ids=["1e308", "inf-nan", "1e300-polygon"],
+)
 def test_the_overlay_clips_absurd_boxes_instead_of_crashing(pred):
     """The parser refuses these, but the overlay must not depend on it (the server draws too)."""
     image = np.zeros((720, 1280, 3), np.uint8)
@@ -214,8 +360,14 @@ def test_the_overlay_clips_absurd_boxes_instead_of_crashing(pred):
 
 
 def test_multi_label_classification_with_odd_fields_is_drawn_as_labels():
-    parsed = parse_response({"predictions": {"cat": {"confidence": 0.9, "x": "left", "class": 7},
-                                             "dog": {"confidence": 0.2, "width": None}}})
+    parsed = parse_response(
+        {
+            "predictions": {
+                "cat": {"confidence": 0.9, "x": "left", "class": 7},
+                "dog": {"confidence": 0.2, "width": None},
+            }
+        }
+    )
     image = np.zeros((360, 640, 3), np.uint8)
     draw_predictions(image, parsed.predictions)  # a KeyError on "width" before labels were built clean
     assert image[:, :320].any()
@@ -252,8 +404,15 @@ print(json.dumps({"growth_kib": peak_kib() - before, "outcome": outcome}))
 
 def _probe_peak_memory(server: ApiServer) -> tuple[float, str]:
     """Peak RSS growth (MiB) of a fresh process while its client meets the server's answer."""
-    done = subprocess.run([sys.executable, "-c", PROBE, server.url], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT, env=clean_env(), check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, server.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=clean_env(),
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     return report["growth_kib"] / 1024, report["outcome"]
@@ -283,8 +442,17 @@ def test_a_gzip_bomb_is_cut_off_at_the_size_cap(api_server, record_property):
 
 # --- 1b. the live pipeline against an API that answers badly every other time ----------------
 
-BROKEN_BODIES = [b"Internal error", HTML_PAGE, _json(image={}), _one_box(x=float("nan")), _one_box(width=-1),
-                 b"[" * 100_000, _json(predictions=[BOX])[:30], b"", _json(predictions="none")]
+BROKEN_BODIES = [
+    b"Internal error",
+    HTML_PAGE,
+    _json(image={}),
+    _one_box(x=float("nan")),
+    _one_box(width=-1),
+    b"[" * 100_000,
+    _json(predictions=[BOX])[:30],
+    b"",
+    _json(predictions="none"),
+]
 
 
 class AlternatingServer(ApiServer):
@@ -310,8 +478,25 @@ def alternating_run(tmp_path_factory):
     """``streamer run`` for 5 s against an AlternatingServer: (server, proc, exit code, jsonl lines)."""
     tmp_path = tmp_path_factory.mktemp("alternating")
     with AlternatingServer() as server:
-        proc = Proc(["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", server.url,
-                     "--headless", "--jsonl", "out.jsonl", "--duration", "5", "--max-fps", "30"], tmp_path)
+        proc = Proc(
+            [
+                "run",
+                "--source",
+                "synthetic",
+                "--model",
+                "synthetic/1",
+                "--api-url",
+                server.url,
+                "--headless",
+                "--jsonl",
+                "out.jsonl",
+                "--duration",
+                "5",
+                "--max-fps",
+                "30",
+            ],
+            tmp_path,
+        )
         try:
             code = proc.wait(40)
         finally:
@@ -388,9 +573,30 @@ def _make(tmp_path: Path, kind: str) -> Path:
 
 def _command(command: str, name: str, api_url: str) -> list[str]:
     if command == "run":
-        return ["run", "--source", name, "--headless", "--jsonl", "out.jsonl", "--model", "synthetic/1",
-                "--api-url", api_url]
-    return ["video", name, "-o", "annotated.avi", "--jsonl", "out.jsonl", "--model", "synthetic/1", "--api-url", api_url]
+        return [
+            "run",
+            "--source",
+            name,
+            "--headless",
+            "--jsonl",
+            "out.jsonl",
+            "--model",
+            "synthetic/1",
+            "--api-url",
+            api_url,
+        ]
+    return [
+        "video",
+        name,
+        "-o",
+        "annotated.avi",
+        "--jsonl",
+        "out.jsonl",
+        "--model",
+        "synthetic/1",
+        "--api-url",
+        api_url,
+    ]
 
 
 def _one_error_line(stderr: str) -> str:
@@ -442,8 +648,7 @@ def test_run_refuses_a_file_with_no_decodable_frame(api_server, spawn, tmp_path)
 def test_looping_a_file_with_no_decodable_frame_does_not_spin(api_server, spawn, tmp_path):
     _make(tmp_path, "header-only.avi")
     (tmp_path / "loop.yaml").write_text("source:\n  loop: true\n")
-    proc = spawn(["run", "-c", "loop.yaml", *_command("run", "header-only.avi", api_server.url)[1:],
-                  "--duration", "3"])
+    proc = spawn(["run", "-c", "loop.yaml", *_command("run", "header-only.avi", api_server.url)[1:], "--duration", "3"])
     proc.wait(30)
     assert len(proc.stderr.splitlines()) < 50, f"{len(proc.stderr.splitlines())} lines in 3 s"
 
@@ -512,14 +717,23 @@ BAD_CONFIGS = [
     ("api-url-with-password", "api:\n  url: https://me:sekrit-pw-123@detect.roboflow.com\n", "api.url"),
     ("source-empty", "source:\n  uri: ''\n", "source.uri"),
     ("source-list", "source:\n  uri: [0, 1]\n", "source.uri"),
-    ("source-scheme-typo", "source:\n  uri: rtsp//cam.local/stream\napi:\n  model: a/1\n  url: http://127.0.0.1:9\n",
-     "source.uri"),
+    (
+        "source-scheme-typo",
+        "source:\n  uri: rtsp//cam.local/stream\napi:\n  model: a/1\n  url: http://127.0.0.1:9\n",
+        "source.uri",
+    ),
     # A camera password in a refused source.uri never shows (a long one used to be cut before masking).
-    ("source-bad-port-password", "source:\n  uri: rtsp://admin:sekrit" + "x" * 60 + "@cam.local:x/stream\n",
-     "source.uri"),
+    (
+        "source-bad-port-password",
+        "source:\n  uri: rtsp://admin:sekrit" + "x" * 60 + "@cam.local:x/stream\n",
+        "source.uri",
+    ),
     ("source-query-password", "source:\n  uri: rtsp://cam.local:x/stream?user=admin&pwd=sekritPW9\n", "source.uri"),
-    ("source-typo-password", "source:\n  uri: rtsp//admin:sekritPW7@cam.local/stream\napi:\n  model: a/1\n"
-     "  url: http://127.0.0.1:9\n", "source.uri"),
+    (
+        "source-typo-password",
+        "source:\n  uri: rtsp//admin:sekritPW7@cam.local/stream\napi:\n  model: a/1\n  url: http://127.0.0.1:9\n",
+        "source.uri",
+    ),
     ("negative-timeout", "api:\n  timeout_s: -1\n", "api.timeout_s"),
     ("absurd-max-side", "inference:\n  max_side: 1000000\n", "inference.max_side"),
     ("absurd-width", "synthetic:\n  width: 100000\n", "synthetic.width"),
@@ -607,7 +821,8 @@ def test_a_bad_config_as_a_real_subprocess(spawn, tmp_path, case):
 
 def test_a_stream_url_without_a_host_is_a_config_error(spawn, tmp_path):
     path = _config_path(tmp_path, "no-host", "source:\n  uri: 'rtsp://:554/stream'\n")
-    proc = spawn(["run", "-c", str(path), "--model", "a/1", "--api-url", "http://127.0.0.1:9", "--headless",
-                  "--duration", "3"])
+    proc = spawn(
+        ["run", "-c", str(path), "--model", "a/1", "--api-url", "http://127.0.0.1:9", "--headless", "--duration", "3"]
+    )
     assert proc.wait(20) == 2
     assert _one_error_line(proc.stderr).startswith("error: source.uri:")

@@ -7,20 +7,22 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.live.imaging import (fit_size, iou_xyxy, prepare_upload, resize_for_upload, scale_predictions,
-                              xywh_to_xyxy)
+from streamer.live.imaging import fit_size, iou_xyxy, prepare_upload, resize_for_upload, scale_predictions, xywh_to_xyxy
 from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.detector import detect
 
 
-@pytest.mark.parametrize("size, max_side, expected", [
-    ((1280, 720), 640, (640, 360)),
-    ((720, 1280), 640, (360, 640)),  # portrait: the longest side is the height
-    ((1920, 1080), 416, (416, 234)),
-    ((640, 480), 640, (640, 480)),  # already small enough
-    ((320, 240), 640, (320, 240)),  # never upscaled
-    ((4000, 10), 100, (100, 1)),  # never below one pixel
-])
+@pytest.mark.parametrize(
+    "size, max_side, expected",
+    [
+        ((1280, 720), 640, (640, 360)),
+        ((720, 1280), 640, (360, 640)),  # portrait: the longest side is the height
+        ((1920, 1080), 416, (416, 234)),
+        ((640, 480), 640, (640, 480)),  # already small enough
+        ((320, 240), 640, (320, 240)),  # never upscaled
+        ((4000, 10), 100, (100, 1)),  # never below one pixel
+    ],
+)
 def test_fit_size(size, max_side, expected):
     assert fit_size(*size, max_side) == expected
 
@@ -41,10 +43,19 @@ def test_prepare_upload_is_base64_jpeg_of_the_resized_frame():
 
 
 def test_scale_predictions_maps_boxes_points_and_keypoints():
-    preds = [{"x": 100, "y": 50, "width": 20, "height": 10, "class": "a", "confidence": 0.9,
-              "points": [{"x": 90, "y": 45}, {"x": 110, "y": 55}],
-              "keypoints": [{"x": 100, "y": 50, "confidence": 0.8, "class": "nose", "class_id": 0}],
-              "detection_id": "keep-me"}]
+    preds = [
+        {
+            "x": 100,
+            "y": 50,
+            "width": 20,
+            "height": 10,
+            "class": "a",
+            "confidence": 0.9,
+            "points": [{"x": 90, "y": 45}, {"x": 110, "y": 55}],
+            "keypoints": [{"x": 100, "y": 50, "confidence": 0.8, "class": "nose", "class_id": 0}],
+            "detection_id": "keep-me",
+        }
+    ]
     out = scale_predictions(preds, 2.0, 3.0)[0]
     assert (out["x"], out["y"], out["width"], out["height"]) == (200, 150, 40, 30)
     assert out["points"] == [{"x": 180, "y": 135}, {"x": 220, "y": 165}]
@@ -76,15 +87,29 @@ def test_iou():
 
 def test_overlay_survives_absurd_boxes_and_draws_sane_ones():
     from streamer.outputs.overlay import draw_predictions
+
     image = np.zeros((100, 200, 3), np.uint8)
-    draw_predictions(image, [{"x": 1e300, "y": -1e300, "width": 1e300, "height": 1e300, "class": "a",
-                              "confidence": 0.5, "points": [{"x": 1e300, "y": 0}]}])
+    draw_predictions(
+        image,
+        [
+            {
+                "x": 1e300,
+                "y": -1e300,
+                "width": 1e300,
+                "height": 1e300,
+                "class": "a",
+                "confidence": 0.5,
+                "points": [{"x": 1e300, "y": 0}],
+            }
+        ],
+    )
     draw_predictions(image, [{"x": 100, "y": 50, "width": 40, "height": 20, "class": "b", "confidence": 0.9}])
     assert image.any()
 
 
 def test_recorder_keeps_real_time_when_frames_were_missed_or_early(tmp_path):
     from streamer.outputs.recorder import Recorder
+
     recorder = Recorder(str(tmp_path / "r.avi"), lambda: 10.0)
     frame = np.zeros((48, 64, 3), np.uint8)
     for t in (100.0, 100.5, 100.52, 101.0):  # 0.5 s gap (4 frames missed), one early frame
@@ -105,6 +130,7 @@ def opencv_threads():
 
 def test_opencv_runs_on_the_calling_thread_unless_the_environment_says(monkeypatch, opencv_threads):
     from streamer.live.imaging import limit_opencv_threads
+
     cv2.setNumThreads(4)
     monkeypatch.setenv("OPENCV_FOR_THREADS_NUM", "4")
     limit_opencv_threads()
@@ -115,9 +141,10 @@ def test_opencv_runs_on_the_calling_thread_unless_the_environment_says(monkeypat
 
 
 def test_the_live_pipeline_limits_opencv_threads_before_anything_else(monkeypatch, opencv_threads):
+    from streamer.commands.run import run_pipeline
     from streamer.config import load
     from streamer.errors import ConfigError
-    from streamer.commands.run import run_pipeline
+
     monkeypatch.delenv("OPENCV_FOR_THREADS_NUM", raising=False)
     cv2.setNumThreads(4)
     config = load(None, {"source.uri": "synthetic"}, env={})  # no model: refused before it starts

@@ -68,12 +68,16 @@ def test_ready_is_sent_once_with_its_status(receiver, notifier):
     assert receiver.pending() == []
 
 
-@pytest.mark.parametrize("call, expected", [
-    (lambda n: n.ready(), "READY=1"),
-    (lambda n: n.status("camera reconnecting"), "STATUS=camera reconnecting"),
-    (lambda n: n.watchdog(), "WATCHDOG=1"),
-    (lambda n: n.stopping(), "STOPPING=1"),
-], ids=["ready", "status", "watchdog", "stopping"])
+@pytest.mark.parametrize(
+    "call, expected",
+    [
+        (lambda n: n.ready(), "READY=1"),
+        (lambda n: n.status("camera reconnecting"), "STATUS=camera reconnecting"),
+        (lambda n: n.watchdog(), "WATCHDOG=1"),
+        (lambda n: n.stopping(), "STOPPING=1"),
+    ],
+    ids=["ready", "status", "watchdog", "stopping"],
+)
 def test_each_method_sends_its_assignment(receiver, notifier, call, expected):
     call(notifier)
     assert receiver.pending() == [expected]
@@ -96,8 +100,10 @@ def test_status_never_carries_a_secret(receiver, notifier):
     notifier.status(f"api key {key} refused; camera rtsp://admin:hunter2@10.0.0.7/stream")
     notifier.ready(f"ready with {key}")
     messages = receiver.pending()
-    assert messages == ["STATUS=api key *** refused; camera rtsp://admin:***@10.0.0.7/stream",
-                        "READY=1\nSTATUS=ready with ***"]
+    assert messages == [
+        "STATUS=api key *** refused; camera rtsp://admin:***@10.0.0.7/stream",
+        "READY=1\nSTATUS=ready with ***",
+    ]
 
 
 def test_a_newline_in_a_status_cannot_add_an_assignment(receiver, notifier):
@@ -106,15 +112,19 @@ def test_a_newline_in_a_status_cannot_add_an_assignment(receiver, notifier):
     assert not notifier.is_ready
 
 
-@pytest.mark.parametrize("env, interval_s", [
-    ({"WATCHDOG_USEC": "60000000"}, 60.0),
-    ({"WATCHDOG_USEC": "1500000", "WATCHDOG_PID": str(os.getpid())}, 1.5),
-    ({"WATCHDOG_USEC": "60000000", "WATCHDOG_PID": str(os.getpid() + 1)}, None),  # another process's
-    ({}, None),
-    ({"WATCHDOG_USEC": "0"}, None),
-    ({"WATCHDOG_USEC": "soon"}, None),
-    ({"WATCHDOG_USEC": "60000000", "WATCHDOG_PID": "me"}, None),
-], ids=["usec", "our-pid", "other-pid", "unset", "zero", "garbage", "garbage-pid"])
+@pytest.mark.parametrize(
+    "env, interval_s",
+    [
+        ({"WATCHDOG_USEC": "60000000"}, 60.0),
+        ({"WATCHDOG_USEC": "1500000", "WATCHDOG_PID": str(os.getpid())}, 1.5),
+        ({"WATCHDOG_USEC": "60000000", "WATCHDOG_PID": str(os.getpid() + 1)}, None),  # another process's
+        ({}, None),
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "soon"}, None),
+        ({"WATCHDOG_USEC": "60000000", "WATCHDOG_PID": "me"}, None),
+    ],
+    ids=["usec", "our-pid", "other-pid", "unset", "zero", "garbage", "garbage-pid"],
+)
 def test_watchdog_interval_from_env(receiver, env, interval_s):
     n = SystemdNotifier.from_env({"NOTIFY_SOCKET": receiver.env_value, **env})
     try:
@@ -177,8 +187,9 @@ def test_a_full_receiver_queue_never_blocks_the_sender(receiver, notifier, caplo
     assert 0 < len(receiver.pending()) < 5000
 
 
-@pytest.mark.parametrize("env", [{}, {"NOTIFY_SOCKET": ""}, {"WATCHDOG_USEC": "60000000"}],
-                         ids=["unset", "empty", "watchdog-only"])
+@pytest.mark.parametrize(
+    "env", [{}, {"NOTIFY_SOCKET": ""}, {"WATCHDOG_USEC": "60000000"}], ids=["unset", "empty", "watchdog-only"]
+)
 def test_without_notify_socket_everything_is_a_no_op(env, monkeypatch):
     def no_socket(*args, **kwargs):
         raise AssertionError("a disabled notifier must not open a socket")
@@ -226,8 +237,21 @@ def test_streamer_run_tells_systemd_ready_pings_only_while_healthy_and_says_stop
     receiver = Receiver(str(tmp_path / "notify.sock"))
     port = free_port()
     env = clean_env(NOTIFY_SOCKET=receiver.env_value, WATCHDOG_USEC="2000000")  # a 2 s window
-    run = spawn(["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", f"http://127.0.0.1:{port}",
-                 "--headless", "--max-fps", "10"], env=env)
+    run = spawn(
+        [
+            "run",
+            "--source",
+            "synthetic",
+            "--model",
+            "synthetic/1",
+            "--api-url",
+            f"http://127.0.0.1:{port}",
+            "--headless",
+            "--max-fps",
+            "10",
+        ],
+        env=env,
+    )
     seen: list[tuple[float, str]] = []
 
     def collect(seconds: float) -> None:
@@ -289,8 +313,9 @@ def test_the_output_loop_does_not_spin_while_it_may_not_ping(receiver):
     stop = threading.Event()
     notifier = SystemdNotifier(receiver.env_value, watchdog_interval_s=4.0)
     with DetectionClient(f"http://127.0.0.1:{free_port()}", "synthetic/1", None, timeout_s=0.5) as client:
-        pipeline = Pipeline(SyntheticSource(64, 64, 30.0, stop), client, Outputs(), InferenceSettings(), stop,
-                            notifier=notifier)
+        pipeline = Pipeline(
+            SyntheticSource(64, 64, 30.0, stop), client, Outputs(), InferenceSettings(), stop, notifier=notifier
+        )
         passes = []
         check_stall = pipeline.capture.check_stall
         pipeline.capture.check_stall = lambda now=None: passes.append(now) or check_stall(now)

@@ -5,8 +5,8 @@ import signal
 import time
 
 import pytest
-
 from conftest import rtsp_clip
+
 from streamer.live.imaging import iou_xyxy, xywh_to_xyxy
 from streamer.sources.synthetic import SyntheticScene
 from support.rtsp import RtspServer
@@ -23,6 +23,7 @@ def camera_clip(tmp_path_factory):
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_rtsp_camera_to_zmq_with_rescaled_boxes(camera_clip, api_server, spawn, subscriber, tmp_path, transport):
     from conftest import free_port
+
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sub = subscriber(endpoint)
     config = tmp_path / "rtsp.yaml"
@@ -30,8 +31,22 @@ def test_rtsp_camera_to_zmq_with_rescaled_boxes(camera_clip, api_server, spawn, 
     with RtspServer(clip=camera_clip) as camera:
         # A password in the URL: the server ignores it, streamer must never print it.
         url = camera.url.replace("rtsp://", "rtsp://viewer:canary-cam-pw-77@")
-        run = spawn(["run", "-c", str(config), "--source", url, "--model", "synthetic/1",
-                     "--api-url", api_server.url, "--headless", "--zmq", endpoint])
+        run = spawn(
+            [
+                "run",
+                "-c",
+                str(config),
+                "--source",
+                url,
+                "--model",
+                "synthetic/1",
+                "--api-url",
+                api_server.url,
+                "--headless",
+                "--zmq",
+                endpoint,
+            ]
+        )
         messages = sub.collect(10, timeout_s=30)
         assert len(messages) == 10, run.stderr + camera.log()
         code, seconds = run.terminate(signal.SIGTERM)
@@ -50,11 +65,24 @@ def test_rtsp_camera_to_zmq_with_rescaled_boxes(camera_clip, api_server, spawn, 
 
 def test_camera_restart_is_survived(camera_clip, api_server, spawn, subscriber):
     from conftest import free_port
+
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sub = subscriber(endpoint)
     with RtspServer(clip=camera_clip) as camera:
-        run = spawn(["run", "--source", camera.url, "--model", "synthetic/1", "--api-url", api_server.url,
-                     "--headless", "--zmq", endpoint])
+        run = spawn(
+            [
+                "run",
+                "--source",
+                camera.url,
+                "--model",
+                "synthetic/1",
+                "--api-url",
+                api_server.url,
+                "--headless",
+                "--zmq",
+                endpoint,
+            ]
+        )
         assert len(sub.collect(3, timeout_s=30)) == 3, run.stderr
         camera.kill()
         assert run.wait_for_log("reopening", 15), run.stderr
@@ -90,16 +118,32 @@ def small_clip(tmp_path_factory):
 
 
 def test_camera_killed_and_restarted_five_times_frames_resume_within_3_s(
-        camera_clip, small_clip, api_server, spawn, subscriber, tmp_path):
+    camera_clip, small_clip, api_server, spawn, subscriber, tmp_path
+):
     from conftest import free_port
+
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sub = subscriber(endpoint)
     recoveries = []
     with RtspServer(clip=camera_clip) as camera:
         # The default reconnect backoff (0.5 s doubling to 1 s); --max-fps 30 so that the first
         # frame back is sent at once rather than at the next of 2 call slots a second.
-        run = spawn(["run", "--source", camera.url, "--model", "synthetic/1", "--max-fps", "30",
-                     "--api-url", api_server.url, "--headless", "--zmq", endpoint])
+        run = spawn(
+            [
+                "run",
+                "--source",
+                camera.url,
+                "--model",
+                "synthetic/1",
+                "--max-fps",
+                "30",
+                "--api-url",
+                api_server.url,
+                "--headless",
+                "--zmq",
+                endpoint,
+            ]
+        )
         assert first_message_after(sub, 0, 30) is not None, run.stderr
         for i in range(5):
             camera.kill()
@@ -124,13 +168,27 @@ def test_camera_killed_and_restarted_five_times_frames_resume_within_3_s(
 
 
 def test_a_frozen_camera_is_detected_within_the_stall_timeout_and_shutdown_still_works(
-        camera_clip, api_server, spawn, subscriber):
+    camera_clip, api_server, spawn, subscriber
+):
     from conftest import free_port
+
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sub = subscriber(endpoint)
     with RtspServer(clip=camera_clip) as camera:
-        run = spawn(["run", "--source", camera.url, "--model", "synthetic/1", "--api-url", api_server.url,
-                     "--headless", "--zmq", endpoint])
+        run = spawn(
+            [
+                "run",
+                "--source",
+                camera.url,
+                "--model",
+                "synthetic/1",
+                "--api-url",
+                api_server.url,
+                "--headless",
+                "--zmq",
+                endpoint,
+            ]
+        )
         assert first_message_after(sub, 0, 30) is not None, run.stderr
         camera.freeze()
         frozen = time.monotonic()
@@ -142,17 +200,33 @@ def test_a_frozen_camera_is_detected_within_the_stall_timeout_and_shutdown_still
     assert code == 0 and seconds < 3, (code, seconds)
 
 
-def test_the_stall_watchdog_abandons_a_read_that_blocks_and_reopens(camera_clip, api_server, spawn,
-                                                                  subscriber, tmp_path):
+def test_the_stall_watchdog_abandons_a_read_that_blocks_and_reopens(
+    camera_clip, api_server, spawn, subscriber, tmp_path
+):
     from conftest import free_port
+
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sub = subscriber(endpoint)
     config = tmp_path / "stall.yaml"
     # A read timeout far longer than the stall timeout: only the watchdog can notice.
     config.write_text("source:\n  read_timeout_s: 60\n  stall_timeout_s: 3\n  reconnect_max_s: 1\n")
     with RtspServer(clip=camera_clip) as camera:
-        run = spawn(["run", "-c", str(config), "--source", camera.url, "--model", "synthetic/1",
-                     "--api-url", api_server.url, "--headless", "--zmq", endpoint])
+        run = spawn(
+            [
+                "run",
+                "-c",
+                str(config),
+                "--source",
+                camera.url,
+                "--model",
+                "synthetic/1",
+                "--api-url",
+                api_server.url,
+                "--headless",
+                "--zmq",
+                endpoint,
+            ]
+        )
         assert first_message_after(sub, 0, 30) is not None, run.stderr
         camera.freeze()
         frozen = time.monotonic()

@@ -7,19 +7,30 @@ import time
 
 import cv2
 import pytest
-
 from conftest import clean_env, free_port, write_clip
+
 from streamer.live.imaging import iou_xyxy, xywh_to_xyxy
-from streamer.standin.server import ApiServer, Fault
 from streamer.sources.synthetic import SyntheticScene
+from streamer.standin.server import ApiServer, Fault
 
 SCENE = SyntheticScene(1280, 720, 30.0)
 
 
 def run_args(api_url, *extra):
     # --max-fps 30: the local API costs nothing, and these tests count on results coming fast.
-    return ["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", api_url, "--headless",
-            "--max-fps", "30", *extra]
+    return [
+        "run",
+        "--source",
+        "synthetic",
+        "--model",
+        "synthetic/1",
+        "--api-url",
+        api_url,
+        "--headless",
+        "--max-fps",
+        "30",
+        *extra,
+    ]
 
 
 def assert_matches_truth(message, scene=SCENE):
@@ -131,8 +142,24 @@ def test_video_file_source_plays_and_ends_by_itself(api_server, spawn, tmp_path)
     scene = SyntheticScene(960, 540, 20.0)
     clip = write_clip(tmp_path / "clip.avi", scene, 60)
     started = time.monotonic()
-    run = spawn(["run", "--source", str(clip), "--model", "synthetic/1", "--api-url", api_server.url,
-                 "--headless", "--jsonl", "out.jsonl", "--record", "annotated.avi", "--max-fps", "30"])
+    run = spawn(
+        [
+            "run",
+            "--source",
+            str(clip),
+            "--model",
+            "synthetic/1",
+            "--api-url",
+            api_server.url,
+            "--headless",
+            "--jsonl",
+            "out.jsonl",
+            "--record",
+            "annotated.avi",
+            "--max-fps",
+            "30",
+        ]
+    )
     assert run.wait(30) == 0, run.stderr
     assert time.monotonic() - started >= 2.7  # 60 frames at 20 fps: played like a camera, not at once
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
@@ -158,14 +185,19 @@ def test_a_file_ends_cleanly_even_during_a_long_retry_after(api_server, spawn, t
     assert "asks to wait 3600 s" in run.stderr
 
 
-@pytest.mark.parametrize("args, words", [
-    (["run", "--source", "no-such-file.mp4", "--model", "a/1"], "no-such-file.mp4' not found"),
-    (["run", "--source", "synthetic"], "api.model: not set"),
-    (["run", "--source", "synthetic", "--model", "a/1", "--confidence", "40"], "for 40 % write 0.4"),
-    (["run", "--source", "synthetic", "--model", "a/1", "--zmq", "tcp://0.0.0.0:5555"],
-     "output.zmq: tcp://0.0.0.0:5555 can be reached from other machines (from --zmq)"),
-    (["run", "-c", "missing.yaml"], "missing.yaml: config file not found"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["run", "--source", "no-such-file.mp4", "--model", "a/1"], "no-such-file.mp4' not found"),
+        (["run", "--source", "synthetic"], "api.model: not set"),
+        (["run", "--source", "synthetic", "--model", "a/1", "--confidence", "40"], "for 40 % write 0.4"),
+        (
+            ["run", "--source", "synthetic", "--model", "a/1", "--zmq", "tcp://0.0.0.0:5555"],
+            "output.zmq: tcp://0.0.0.0:5555 can be reached from other machines (from --zmq)",
+        ),
+        (["run", "-c", "missing.yaml"], "missing.yaml: config file not found"),
+    ],
+)
 def test_usage_errors_exit_2_with_one_line(spawn, args, words):
     run = spawn(args)
     assert run.wait(20) == 2

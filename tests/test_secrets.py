@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from conftest import clean_env, free_port, rtsp_clip
-from streamer.standin.server import ApiServer, Fault
+
 from streamer.sources.synthetic import SyntheticScene
+from streamer.standin.server import ApiServer, Fault
 from support.rtsp import RtspServer
 
 KEY = "canaryKEY7f3a9c"
@@ -39,10 +39,12 @@ def test_no_secret_appears_in_anything_streamer_writes(clip, spawn, subscriber, 
     with RtspServer(clip=clip) as camera, ApiServer("127.0.0.1", 0, api_key=KEY) as api:
         url = camera.url.replace("rtsp://", f"rtsp://viewer:{PASSWORD}@")
         config = tmp_path / "config.yaml"
-        config.write_text(f"source:\n  uri: {url}\n  reconnect_max_s: 1.0\napi:\n  model: synthetic/1\n"
-                          f"  url: {api.url}\n  backoff_max_s: 1.0\noutput:\n  headless: true\n"
-                          f"  zmq: {endpoint}\n  jsonl: {out / 'detections.jsonl'}\n"
-                          f"  record: {out / 'preview.avi'}\n  heartbeat_s: 0.5\nlog_level: debug\n")
+        config.write_text(
+            f"source:\n  uri: {url}\n  reconnect_max_s: 1.0\napi:\n  model: synthetic/1\n"
+            f"  url: {api.url}\n  backoff_max_s: 1.0\noutput:\n  headless: true\n"
+            f"  zmq: {endpoint}\n  jsonl: {out / 'detections.jsonl'}\n"
+            f"  record: {out / 'preview.avi'}\n  heartbeat_s: 0.5\nlog_level: debug\n"
+        )
         run = spawn(["run", "-c", str(config)], env=clean_env(ROBOFLOW_API_KEY=KEY))
 
         def pump(seconds: float) -> None:
@@ -55,9 +57,13 @@ def test_no_secret_appears_in_anything_streamer_writes(clip, spawn, subscriber, 
 
         pump(6)
         assert any(b'"frame_id"' in m for m in received), run.stderr[-2000:]
-        for fault in (Fault(503, echo, retry_after="1"), Fault(500, echo), Fault(400, echo),
-                      Fault(200, raw_body=f"<html>{echo}</html>".encode()),
-                      Fault(200, raw_body=f'{{"predictions": "{echo}"}}'.encode())):
+        for fault in (
+            Fault(503, echo, retry_after="1"),
+            Fault(500, echo),
+            Fault(400, echo),
+            Fault(200, raw_body=f"<html>{echo}</html>".encode()),
+            Fault(200, raw_body=f'{{"predictions": "{echo}"}}'.encode()),
+        ):
             api.set_fault(Fault(**{**fault.__dict__, "remaining": 3}))
             pump(2)
         camera.kill()

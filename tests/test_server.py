@@ -6,8 +6,8 @@ import cv2
 import httpx
 import pytest
 
-from streamer.standin.server import ApiServer
 from streamer.sources.synthetic import SyntheticScene
+from streamer.standin.server import ApiServer
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -27,7 +27,9 @@ def test_detects_the_synthetic_shapes(api_server):
     data = r.json()
     assert data["image"] == {"width": 640, "height": 360}
     assert sorted(p["class"] for p in data["predictions"]) == ["blue-box", "green-circle", "red-square"]
-    assert {"x", "y", "width", "height", "confidence", "class", "class_id", "detection_id"} <= set(data["predictions"][0])
+    assert {"x", "y", "width", "height", "confidence", "class", "class_id", "detection_id"} <= set(
+        data["predictions"][0]
+    )
     assert isinstance(data["time"], float) and data["inference_id"]
 
 
@@ -46,12 +48,15 @@ def test_base64_that_is_not_an_image_is_400(api_server):
     assert r.status_code == 400 and set(r.json()) == {"message"}
 
 
-@pytest.mark.parametrize("confidence, kept", [
-    (0.95, {"red-square", "blue-box"}),  # fraction: the circle (about 0.91) is below
-    (95, {"red-square", "blue-box"}),  # >= 1 is read as percent: the same threshold
-    (1, {"red-square", "blue-box", "green-circle"}),  # 1 means 1 %, not 100 %
-    (0.5, {"red-square", "blue-box", "green-circle"}),
-])
+@pytest.mark.parametrize(
+    "confidence, kept",
+    [
+        (0.95, {"red-square", "blue-box"}),  # fraction: the circle (about 0.91) is below
+        (95, {"red-square", "blue-box"}),  # >= 1 is read as percent: the same threshold
+        (1, {"red-square", "blue-box", "green-circle"}),  # 1 means 1 %, not 100 %
+        (0.5, {"red-square", "blue-box", "green-circle"}),
+    ],
+)
 def test_percent_rule_for_confidence(api_server, confidence, kept):
     r = post(api_server, jpeg_b64(), {"confidence": confidence})
     assert {p["class"] for p in r.json()["predictions"]} == kept
@@ -84,8 +89,10 @@ def test_format_image_returns_a_drawn_jpeg(api_server):
 
 
 def test_image_url_parameter_fetches_the_image(api_server, tmp_path):
+    import functools
+    import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-    import functools, threading
+
     cv2.imwrite(str(tmp_path / "scene.jpg"), SyntheticScene(800, 600).render(3))
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
     files = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -109,6 +116,7 @@ def test_multipart_file_part(api_server):
 
 def test_latency_is_added():
     import time
+
     with ApiServer("127.0.0.1", 0, latency_ms=300) as server:
         started = time.monotonic()
         assert post(server, jpeg_b64()).status_code == 200
@@ -122,8 +130,10 @@ def test_a_bad_content_length_is_400(api_server, length):
 
     host, port = api_server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(f"POST /synthetic/1 HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM['Content-Type']}\r\n"
-                     f"Content-Length: {length}\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /synthetic/1 HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM['Content-Type']}\r\n"
+            f"Content-Length: {length}\r\n\r\n".encode()
+        )
         chunks = []
         while chunk := sock.recv(4096):  # the server closes the connection after a 400
             chunks.append(chunk)

@@ -10,10 +10,10 @@ import signal
 import time
 
 import pytest
-
 from conftest import free_port, rtsp_clip
-from streamer.standin.server import ApiServer, Fault
+
 from streamer.sources.synthetic import SyntheticScene
+from streamer.standin.server import ApiServer, Fault
 from support.rtsp import RtspServer
 
 SCENE = SyntheticScene(640, 360, 30.0, moving=False)
@@ -25,8 +25,19 @@ def clip(tmp_path_factory):
 
 
 def run_args(source: str, api_url: str, config, *extra: str) -> list[str]:
-    return ["run", "-c", str(config), "--source", source, "--model", "synthetic/1", "--api-url", api_url,
-            "--headless", *extra]
+    return [
+        "run",
+        "-c",
+        str(config),
+        "--source",
+        source,
+        "--model",
+        "synthetic/1",
+        "--api-url",
+        api_url,
+        "--headless",
+        *extra,
+    ]
 
 
 def camera_stuck_opening(ctx):
@@ -81,8 +92,15 @@ def subscriber_gone(ctx):
     time.sleep(1.0)
 
 
-STATES = [camera_stuck_opening, camera_stuck_reading, camera_gone, api_refusing, api_down_503,
-          api_never_answers, subscriber_gone]
+STATES = [
+    camera_stuck_opening,
+    camera_stuck_reading,
+    camera_gone,
+    api_refusing,
+    api_down_503,
+    api_never_answers,
+    subscriber_gone,
+]
 NEEDS_CAMERA = {camera_stuck_opening, camera_stuck_reading, camera_gone}
 
 

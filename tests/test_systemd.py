@@ -36,11 +36,9 @@ MAX_EXPOSURE = 3.0  # 1.6 for both units when written; a rise means some hardeni
 
 # The lines in which the template differs from streamer.service, on purpose: what the instance
 # name selects.  Everything else (notify, watchdog, restarts, hardening) must be identical.
-PER_INSTANCE = {"Description", "Documentation", "ExecStart", "EnvironmentFile", "StateDirectory",
-                "WorkingDirectory"}
+PER_INSTANCE = {"Description", "Documentation", "ExecStart", "EnvironmentFile", "StateDirectory", "WorkingDirectory"}
 CONFIG = {UNIT: "/etc/streamer/config.yaml", TEMPLATE: "/etc/streamer/%i.yaml"}
-ENV_FILES = {UNIT: ["-/etc/streamer/streamer.env"],
-             TEMPLATE: ["-/etc/streamer/streamer.env", "-/etc/streamer/%i.env"]}
+ENV_FILES = {UNIT: ["-/etc/streamer/streamer.env"], TEMPLATE: ["-/etc/streamer/streamer.env", "-/etc/streamer/%i.env"]}
 both_units = pytest.mark.parametrize("unit_file", [UNIT, TEMPLATE], ids=lambda p: p.name)
 
 
@@ -82,8 +80,10 @@ def unit_copy(request, tmp_path) -> Path:
     template as the instance streamer@cam1.service."""
     need_tool("systemd-analyze")
     script = Path(sys.executable).parent / "streamer"
-    need(script.is_file() and os.access(script, os.X_OK),
-         f"no console script {script}: install streamer into this interpreter (pip install -e .)")
+    need(
+        script.is_file() and os.access(script, os.X_OK),
+        f"no console script {script}: install streamer into this interpreter (pip install -e .)",
+    )
     unit = request.param
     text = unit.read_text()
     old = f"ExecStart={INSTALLED_EXE} "
@@ -96,8 +96,9 @@ def unit_copy(request, tmp_path) -> Path:
 
 def analyze(*args: str) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(["systemd-analyze", *args], check=False, capture_output=True, text=True,
-                              timeout=ANALYZE_TIMEOUT_S)
+        return subprocess.run(
+            ["systemd-analyze", *args], check=False, capture_output=True, text=True, timeout=ANALYZE_TIMEOUT_S
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"systemd-analyze {' '.join(args)} did not finish within {ANALYZE_TIMEOUT_S} s")
 
@@ -157,8 +158,9 @@ def test_api_key_comes_from_optional_env_file_with_credential_as_commented_alter
     assert unit["EnvironmentFile"] == ENV_FILES[unit_file]
     # LoadCredential= fails the unit when its file is missing, so it is offered, not active.
     assert "LoadCredential" not in unit
-    assert re.search(rf"^#\s*LoadCredential={CREDENTIAL_NAME}:/etc/streamer/api_key$", text, re.MULTILINE), \
+    assert re.search(rf"^#\s*LoadCredential={CREDENTIAL_NAME}:/etc/streamer/api_key$", text, re.MULTILINE), (
         f"the commented alternative must name the credential streamer reads ({CREDENTIAL_NAME})"
+    )
 
     example = settings(ENV_EXAMPLE.read_text())
     assert list(example) == ["ROBOFLOW_API_KEY"]
@@ -196,8 +198,9 @@ def test_ready_is_awaited_and_the_watchdog_outlasts_streamers_own_backoff(unit_f
 def test_template_is_the_single_unit_apart_from_the_instance_lines():
     single, template = lines_by_section(UNIT.read_text()), lines_by_section(TEMPLATE.read_text())
     shared = [line for line in single if line[1] not in PER_INSTANCE]
-    assert [line for line in template if line[1] not in PER_INSTANCE] == shared, \
+    assert [line for line in template if line[1] not in PER_INSTANCE] == shared, (
         "streamer.service and streamer@.service differ in a shared setting: change both"
+    )
 
     one, per_camera = settings(UNIT.read_text()), settings(TEMPLATE.read_text())
     assert set(one) & PER_INSTANCE == set(per_camera) & PER_INSTANCE == PER_INSTANCE

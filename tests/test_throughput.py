@@ -10,17 +10,17 @@ import time
 
 import pytest
 import zmq
-
 from conftest import Subscriber, free_port
+
 from streamer.api.client import DetectionClient
-from streamer.live.frames import DropOldestQueue, Frame, NewestResults
 from streamer.live.dispatch import InferenceSettings, InferenceWorker
+from streamer.live.frames import DropOldestQueue, Frame, NewestResults
 from streamer.live.pipeline import Outputs
-from streamer.outputs.zmq_feed import ZmqPublisher
-from streamer.standin.server import ApiServer, Fault
-from streamer.sources.open import SyntheticSource
 from streamer.live.stats import Stats
+from streamer.outputs.zmq_feed import ZmqPublisher
+from streamer.sources.open import SyntheticSource
 from streamer.sources.synthetic import SyntheticScene
+from streamer.standin.server import ApiServer, Fault
 from support.running import Running, streamer_threads, wait_until
 
 
@@ -44,8 +44,12 @@ def test_never_more_than_n_requests_in_flight_and_results_only_move_forward(n):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     with ApiServer("127.0.0.1", 0, latency_ms=200, jitter=0.1) as server:
         sub = Subscriber(endpoint)
-        run = Running(server.url, Outputs(sinks=(ZmqPublisher(endpoint),)),
-                      settings=InferenceSettings(max_in_flight=n), client_timeout_s=5)
+        run = Running(
+            server.url,
+            Outputs(sinks=(ZmqPublisher(endpoint),)),
+            settings=InferenceSettings(max_in_flight=n),
+            client_timeout_s=5,
+        )
         try:
             messages = collect_detections(sub, 6)
         finally:
@@ -61,8 +65,13 @@ def test_never_more_than_n_requests_in_flight_and_results_only_move_forward(n):
     # (at most n), which arrive after the last publishing pass.
     assert stats.published + stats.late_results <= stats.results <= stats.published + stats.late_results + n
     assert stats.requests == sum(server.counts.values())
-    assert all(m["sent_at"] >= m["captured_at"] and m["received_at"] >= m["sent_at"]
-               and m["published_at"] >= m["received_at"] and m["reused"] is False for m in messages)
+    assert all(
+        m["sent_at"] >= m["captured_at"]
+        and m["received_at"] >= m["sent_at"]
+        and m["published_at"] >= m["received_at"]
+        and m["reused"] is False
+        for m in messages
+    )
     assert streamer_threads() == []
 
 
@@ -109,8 +118,12 @@ def test_motion_gate_republishes_the_last_result_for_a_still_scene_and_calls_for
         # A still scene renders identical frames (change 0); the moving one changes about 0.006
         # between frames 3 apart (one call slot at 10 calls a second).
         settings = InferenceSettings(max_in_flight=2, max_fps=10.0, min_change=0.003)
-        run = Running(server.url, Outputs(sinks=(publisher,)), settings=settings,
-                      source=SyntheticSource(640, 360, 30.0, moving=False))
+        run = Running(
+            server.url,
+            Outputs(sinks=(publisher,)),
+            settings=settings,
+            source=SyntheticSource(640, 360, 30.0, moving=False),
+        )
         try:
             messages = collect_detections(sub, 4)
         finally:
@@ -150,12 +163,15 @@ def test_call_budget_stops_calls_warns_once_and_keeps_the_preview_running(caplog
     assert "budget" in run.stats.calls_text()
 
 
-@pytest.mark.parametrize("flag, value, key", [
-    ("--max-in-flight", "0", "inference.max_in_flight"),
-    ("--max-in-flight", "17", "inference.max_in_flight"),
-    ("--max-fps", "-1", "inference.max_fps"),
-    ("--min-change", "1.5", "inference.min_change"),
-])
+@pytest.mark.parametrize(
+    "flag, value, key",
+    [
+        ("--max-in-flight", "0", "inference.max_in_flight"),
+        ("--max-in-flight", "17", "inference.max_in_flight"),
+        ("--max-fps", "-1", "inference.max_fps"),
+        ("--min-change", "1.5", "inference.min_change"),
+    ],
+)
 def test_rate_flags_are_checked(spawn, flag, value, key):
     run = spawn(["run", "--source", "synthetic", "--model", "a/1", flag, value])
     assert run.wait(20) == 2
@@ -165,8 +181,9 @@ def test_rate_flags_are_checked(spawn, flag, value, key):
 
 def _worker_on(url: str, queue, stop, max_in_flight: int = 2):
     client = DetectionClient(url, "synthetic/1", None)
-    return client, InferenceWorker(queue, client, NewestResults(), Stats(), stop,
-                                   InferenceSettings(max_in_flight=max_in_flight))
+    return client, InferenceWorker(
+        queue, client, NewestResults(), Stats(), stop, InferenceSettings(max_in_flight=max_in_flight)
+    )
 
 
 def _frame(frame_id: int):
@@ -200,6 +217,7 @@ def test_a_429_that_comes_while_the_dispatcher_waits_for_a_frame_holds_the_next_
 def test_a_frame_taken_as_the_stop_comes_is_not_sent():
     """A frame that get_newest hands over just as the stop is set is put back, not sent:
     nothing goes to the API during a shutdown."""
+
     class StopOnTake(DropOldestQueue):
         def get_newest(self, timeout, stop=None):
             frame = super().get_newest(timeout, stop)

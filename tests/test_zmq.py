@@ -18,9 +18,9 @@ import pytest
 import zmq
 from conftest import free_port
 
-from streamer.outputs import curve
 from streamer.config import load, zmq_endpoint_is_local
 from streamer.errors import ConfigError, UsageError
+from streamer.outputs import curve
 from streamer.outputs.zmq_feed import ZmqPublisher
 
 PAYLOAD = json.dumps({"type": "detections", "predictions": []}).encode()
@@ -80,17 +80,21 @@ def client_of(server_public_file, pair: tuple[bytes, bytes] | None = None) -> tu
 
 # --- where the feed may bind ---
 
-@pytest.mark.parametrize("endpoint_, local", [
-    ("tcp://127.0.0.1:5555", True),
-    ("tcp://127.0.0.53:5555", True),
-    ("tcp://localhost:5555", True),
-    ("ipc:///tmp/streamer-feed", True),
-    ("tcp://0.0.0.0:5555", False),
-    ("tcp://*:5555", False),
-    ("tcp://192.168.1.20:5555", False),
-    ("tcp://eth0:5555", False),
-    ("tcp://camera-box.local:5555", False),
-])
+
+@pytest.mark.parametrize(
+    "endpoint_, local",
+    [
+        ("tcp://127.0.0.1:5555", True),
+        ("tcp://127.0.0.53:5555", True),
+        ("tcp://localhost:5555", True),
+        ("ipc:///tmp/streamer-feed", True),
+        ("tcp://0.0.0.0:5555", False),
+        ("tcp://*:5555", False),
+        ("tcp://192.168.1.20:5555", False),
+        ("tcp://eth0:5555", False),
+        ("tcp://camera-box.local:5555", False),
+    ],
+)
 def test_which_endpoints_are_local(endpoint_, local):
     assert zmq_endpoint_is_local(endpoint_) is local
 
@@ -152,6 +156,7 @@ def test_a_loopback_feed_logs_no_warning(publishers, caplog):
 
 # --- CURVE ---
 
+
 def test_curve_feed_reaches_only_subscribers_with_the_server_key(server_pair, publishers, subscriber):
     public_file, secret_file, _ = server_pair
     where = endpoint()
@@ -183,15 +188,18 @@ def test_a_clients_dir_admits_only_listed_clients(tmp_path, server_pair, publish
     assert stranger_got is None
 
 
-@pytest.mark.parametrize("setup, key, words", [
-    ("missing-secret", "output.zmq_curve_secret_key_file", "not found"),
-    ("public-as-secret", "output.zmq_curve_secret_key_file", "holds only a public key"),
-    ("garbage-secret", "output.zmq_curve_secret_key_file", "is not a CURVE certificate"),
-    ("folder-as-secret", "output.zmq_curve_secret_key_file", "is a folder"),
-    ("missing-clients", "output.zmq_curve_clients_dir", "not found"),
-    ("empty-clients", "output.zmq_curve_clients_dir", "holds no client certificates"),
-    ("bad-client", "output.zmq_curve_clients_dir", "is not a CURVE certificate"),
-])
+@pytest.mark.parametrize(
+    "setup, key, words",
+    [
+        ("missing-secret", "output.zmq_curve_secret_key_file", "not found"),
+        ("public-as-secret", "output.zmq_curve_secret_key_file", "holds only a public key"),
+        ("garbage-secret", "output.zmq_curve_secret_key_file", "is not a CURVE certificate"),
+        ("folder-as-secret", "output.zmq_curve_secret_key_file", "is a folder"),
+        ("missing-clients", "output.zmq_curve_clients_dir", "not found"),
+        ("empty-clients", "output.zmq_curve_clients_dir", "holds no client certificates"),
+        ("bad-client", "output.zmq_curve_clients_dir", "is not a CURVE certificate"),
+    ],
+)
 def test_bad_key_files_are_one_line_naming_the_key_and_file(tmp_path, server_pair, setup, key, words):
     public_file, secret_file, _ = server_pair
     secret, clients, named = str(secret_file), None, str(secret_file)
@@ -296,8 +304,9 @@ def test_a_burst_of_sends_never_blocks(publishers, reader):
             assert sub.poll(0), "the subscription never arrived"
         big = b"x" * 1_000_000
         results: list[bool] = []
-        sender = threading.Thread(target=lambda: results.extend(pub.send(big) for _ in range(500)),
-                                  name="test.sender", daemon=True)
+        sender = threading.Thread(
+            target=lambda: results.extend(pub.send(big) for _ in range(500)), name="test.sender", daemon=True
+        )
         sender.start()
         sender.join(30)  # 500 MB could never fit in the buffers: a blocking send would hang here
         assert not sender.is_alive(), "send blocked"
@@ -309,6 +318,7 @@ def test_a_burst_of_sends_never_blocks(publishers, reader):
 
 
 # --- keygen and listen, as a user runs them ---
+
 
 def test_keygen_writes_a_pair_with_a_private_secret(spawn, tmp_path):
     proc = spawn(["keygen", "keys", "--name", "cam1"])
@@ -347,12 +357,27 @@ def test_listen_as_a_listed_client_and_says_why_a_stranger_gets_nothing(tmp_path
     (clients / "alice.key").write_bytes(alice_public.read_bytes())
     where = endpoint()
     pub = publishers(where, curve_secret_key_file=str(secret_file), curve_clients_dir=str(clients))
-    alice = spawn(["listen", "--connect", where, "--server-key", str(public_file), "--client-key", str(alice_secret),
-                   "--count", "1", "--log-level", "debug"], name="alice")
+    alice = spawn(
+        [
+            "listen",
+            "--connect",
+            where,
+            "--server-key",
+            str(public_file),
+            "--client-key",
+            str(alice_secret),
+            "--count",
+            "1",
+            "--log-level",
+            "debug",
+        ],
+        name="alice",
+    )
     stranger = spawn(["listen", "--connect", where, "--server-key", str(public_file)], name="stranger")
     deadline = time.monotonic() + 20
-    while (alice.popen.poll() is None or "refused this client's key" not in stranger.stderr) \
-            and time.monotonic() < deadline:
+    while (
+        alice.popen.poll() is None or "refused this client's key" not in stranger.stderr
+    ) and time.monotonic() < deadline:
         pub.send(PAYLOAD)
         time.sleep(0.05)
     assert alice.wait(5) == 0, alice.stderr
@@ -377,12 +402,17 @@ def test_listen_with_a_wrong_server_key_says_so(tmp_path, server_pair, publisher
     assert listener.terminate()[0] == 0
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--server-key", "missing.key"], "error: --server-key: missing.key not found"),
-    (["--server-key", "keys/server.key", "--client-key", "keys/server.key"],
-     "error: --client-key: keys/server.key holds only a public key"),
-    (["--client-key", "keys/server.key_secret"], "error: --client-key: needs --server-key"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--server-key", "missing.key"], "error: --server-key: missing.key not found"),
+        (
+            ["--server-key", "keys/server.key", "--client-key", "keys/server.key"],
+            "error: --client-key: keys/server.key holds only a public key",
+        ),
+        (["--client-key", "keys/server.key_secret"], "error: --client-key: needs --server-key"),
+    ],
+)
 def test_listen_refuses_bad_key_files_with_one_line(server_pair, spawn, args, words):
     proc = spawn(["listen", "--connect", endpoint(), *args])
     assert proc.wait(20) == 2

@@ -18,8 +18,14 @@ class Backoff:
 
     RETRY_AFTER_LIMIT_S = 3600.0
 
-    def __init__(self, initial_s: float = 0.5, max_s: float = 30.0, factor: float = 2.0,
-                 jitter: float = 0.2, rng: random.Random | None = None):
+    def __init__(
+        self,
+        initial_s: float = 0.5,
+        max_s: float = 30.0,
+        factor: float = 2.0,
+        jitter: float = 0.2,
+        rng: random.Random | None = None,
+    ):
         if initial_s <= 0 or max_s < initial_s or factor < 1 or not 0 <= jitter < 1:
             raise ValueError(f"bad backoff: initial_s={initial_s}, max_s={max_s}, factor={factor}, jitter={jitter}")
         self.initial_s = initial_s
@@ -70,8 +76,9 @@ class FaultLog:
     so a spell that starts within ``summary_s`` of the last warning is not logged on its
     own: it is counted, and the count goes into the next warning."""
 
-    def __init__(self, logger: logging.Logger, what: str, summary_s: float = 30.0,
-                 action: str = "retrying with backoff"):
+    def __init__(
+        self, logger: logging.Logger, what: str, summary_s: float = 30.0, action: str = "retrying with backoff"
+    ):
         self._log = logger
         self._what = what
         self._action = action
@@ -98,8 +105,10 @@ class FaultLog:
                 return
         if now - self._last_warning >= self._summary_s:
             self._reported = True
-            self._warn(now, f"{self._what}: still failing, {self._count} failures in {now - self._since:.0f} s; "
-                            f"last: {message}")
+            self._warn(
+                now,
+                f"{self._what}: still failing, {self._count} failures in {now - self._since:.0f} s; last: {message}",
+            )
         elif not self._reported:
             self._unreported += 1
 
@@ -112,7 +121,8 @@ class FaultLog:
 
     def recovered(self) -> None:
         if self._count and self._reported:
-            self._log.info("%s: recovered after %d failures in %.1f s",
-                           self._what, self._count, time.monotonic() - self._since)
+            self._log.info(
+                "%s: recovered after %d failures in %.1f s", self._what, self._count, time.monotonic() - self._since
+            )
         self._count = 0
         self._reported = False

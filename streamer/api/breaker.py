@@ -13,7 +13,7 @@ frame.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from streamer.api.backoff import Backoff
 
@@ -23,8 +23,7 @@ CLOSED, OPEN = "closed", "open"
 class CircuitBreaker:
     """Counts consecutive failures and says how long to pause before the next request."""
 
-    def __init__(self, backoff: Backoff, failures_to_open: int = 3,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, backoff: Backoff, failures_to_open: int = 3, clock: Callable[[], float] = time.monotonic):
         if failures_to_open < 1:
             raise ValueError(f"failures_to_open must be at least 1, got {failures_to_open}")
         self.backoff = backoff

@@ -23,8 +23,7 @@ import httpx
 from streamer import __version__
 from streamer.api.backoff import parse_retry_after
 from streamer.api.responses import Parsed, parse_response
-from streamer.errors import (ApiBadRequest, ApiError, ApiFatalError, ApiMalformedResponse,
-                             ApiTransientError, ConfigError)
+from streamer.errors import ApiBadRequest, ApiError, ApiFatalError, ApiMalformedResponse, ApiTransientError, ConfigError
 from streamer.redact import register_secret, scrub, url_for_display
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,12 @@ READ_CHUNK_BYTES = 64 * 1024
 INFLATE_STEP_BYTES = 1024 * 1024  # zlib builds its output twice over: keep each step small
 ACCEPT_ENCODING = "gzip, deflate"  # the ones _read_capped inflates itself
 # The phase each of httpx's timeouts names, in the message a user reads.
-TIMEOUT_PHASES = {httpx.ConnectTimeout: "connect timeout", httpx.ReadTimeout: "read timeout",
-                  httpx.WriteTimeout: "write timeout", httpx.PoolTimeout: "pool timeout"}
+TIMEOUT_PHASES = {
+    httpx.ConnectTimeout: "connect timeout",
+    httpx.ReadTimeout: "read timeout",
+    httpx.WriteTimeout: "write timeout",
+    httpx.PoolTimeout: "pool timeout",
+}
 
 
 def proxy_for(url: str) -> str | None:
@@ -60,8 +63,10 @@ def _inflater(content_encoding: str):
         return None
     if encoding in ("gzip", "x-gzip", "deflate"):
         return zlib.decompressobj(zlib.MAX_WBITS | 32)  # +32: zlib or gzip header, detected
-    raise ApiMalformedResponse(f"malformed API response: Content-Encoding {content_encoding[:40]!r} was not "
-                               f"asked for (we accept {ACCEPT_ENCODING})")
+    raise ApiMalformedResponse(
+        f"malformed API response: Content-Encoding {content_encoding[:40]!r} was not "
+        f"asked for (we accept {ACCEPT_ENCODING})"
+    )
 
 
 def _snippet(content: bytes) -> str:
@@ -88,12 +93,16 @@ def _certificate_problem(exc: ssl.SSLCertVerificationError) -> str:
     """Why the server's TLS certificate was refused, and what to do about it."""
     reason = scrub(exc.verify_message or str(exc))
     if exc.verify_code in (9, 10):  # not yet valid, expired
-        return (f"its TLS certificate is refused ({reason}); check this machine's clock (a board "
-                "without a real-time clock needs NTP first), then the server's certificate")
+        return (
+            f"its TLS certificate is refused ({reason}); check this machine's clock (a board "
+            "without a real-time clock needs NTP first), then the server's certificate"
+        )
     if exc.verify_code in (62, 64):  # host name or IP address mismatch
         return f"its TLS certificate is for another name ({reason}); check the host in api.url"
-    return (f"its TLS certificate is not trusted ({reason}); if it is signed by your own CA, "
-            "set SSL_CERT_FILE to that CA's certificate file")
+    return (
+        f"its TLS certificate is not trusted ({reason}); if it is signed by your own CA, "
+        "set SSL_CERT_FILE to that CA's certificate file"
+    )
 
 
 def _server_message(response, body: bytes) -> str:
@@ -111,9 +120,19 @@ def _server_message(response, body: bytes) -> str:
 class DetectionClient:
     """Sends images to ``{api_url}/{model}`` and returns parsed responses."""
 
-    def __init__(self, api_url: str, model: str, api_key: str | None, *, confidence: float = 0.4,
-                 overlap: float = 0.3, connect_timeout_s: float = 5.0, timeout_s: float = 10.0,
-                 max_connections: int = 4, http2: bool = False):
+    def __init__(
+        self,
+        api_url: str,
+        model: str,
+        api_key: str | None,
+        *,
+        confidence: float = 0.4,
+        overlap: float = 0.3,
+        connect_timeout_s: float = 5.0,
+        timeout_s: float = 10.0,
+        max_connections: int = 4,
+        http2: bool = False,
+    ):
         """max_connections: how many requests may be outstanding at once (the pool's size);
         a request that finds none free waits for one up to connect_timeout_s."""
         register_secret(api_key)
@@ -128,14 +147,19 @@ class DetectionClient:
             log.info("API requests go through the proxy %s (from the environment)", url_for_display(proxy))
         try:
             self._http = httpx.Client(
-                timeout=httpx.Timeout(connect=connect_timeout_s, read=timeout_s, write=timeout_s,
-                                      pool=connect_timeout_s),
+                timeout=httpx.Timeout(
+                    connect=connect_timeout_s, read=timeout_s, write=timeout_s, pool=connect_timeout_s
+                ),
                 limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-                http2=http2, trust_env=True, headers={"User-Agent": f"streamer/{__version__}", "Accept": "*/*",
-                                                      "Accept-Encoding": ACCEPT_ENCODING})
+                http2=http2,
+                trust_env=True,
+                headers={"User-Agent": f"streamer/{__version__}", "Accept": "*/*", "Accept-Encoding": ACCEPT_ENCODING},
+            )
         except OSError as exc:  # httpx loads $SSL_CERT_FILE here (ssl.SSLError is an OSError)
-            raise ConfigError(f"SSL_CERT_FILE: cannot load {os.environ.get('SSL_CERT_FILE')!r} as CA certificates "
-                              f"({scrub(str(exc))}); point it at a PEM file of certificates, or unset it") from None
+            raise ConfigError(
+                f"SSL_CERT_FILE: cannot load {os.environ.get('SSL_CERT_FILE')!r} as CA certificates "
+                f"({scrub(str(exc))}); point it at a PEM file of certificates, or unset it"
+            ) from None
         self._where = url_for_display(self.endpoint)  # for messages, worked out once
         self._closed = False
 
@@ -150,24 +174,40 @@ class DetectionClient:
         params.update({k: v for k, v in extra.items() if v is not None})
         return params
 
-    def infer(self, body: bytes) -> Parsed:
-        """POST one base64 JPEG body; return the parsed JSON response."""
-        content = self.request(body=body)
-        return self._parse(content)
+    def infer(self, body: bytes, read_timeout_s: float | None = None) -> Parsed:
+        """POST one base64 JPEG body; return the parsed JSON response.  ``read_timeout_s``
+        waits for the answer less long than ``timeout_s`` (a probe of an API that hangs)."""
+        return self._parse(self.request(body=body, read_timeout_s=read_timeout_s))
 
     def infer_url(self, image_url: str) -> Parsed:
         """Ask the server to fetch ``image_url`` itself (the ``image=`` parameter)."""
         return self._parse(self.request(image_url=image_url))
 
-    def request(self, body: bytes | None = None, image_url: str | None = None, fmt: str = "json") -> bytes:
+    def request(
+        self,
+        body: bytes | None = None,
+        image_url: str | None = None,
+        fmt: str = "json",
+        read_timeout_s: float | None = None,
+    ) -> bytes:
         """Send one request and return the raw response body of a 200; raise ApiError otherwise."""
+        timeout = self._http.timeout
+        if read_timeout_s is not None:
+            timeout = httpx.Timeout(
+                connect=timeout.connect,
+                read=min(read_timeout_s, self.timeout_s),
+                write=timeout.write,
+                pool=timeout.pool,
+            )
         params = self._params(image=image_url, format=None if fmt == "json" else fmt)
         headers = BODY_HEADERS if body is not None else {}
         where = self._where
         if self._closed:
             raise ApiTransientError(f"cannot reach {where}: the client is closed")
         try:
-            with self._http.stream("POST", self.endpoint, params=params, content=body, headers=headers) as response:
+            with self._http.stream(
+                "POST", self.endpoint, params=params, content=body, headers=headers, timeout=timeout
+            ) as response:
                 content = self._read_capped(response)
         except httpx.TimeoutException as exc:
             phase = TIMEOUT_PHASES.get(type(exc), "timeout")
@@ -189,8 +229,13 @@ class DetectionClient:
         httpx inflates each 64 KiB read whole, and 64 KiB of gzip can hold 64 MiB (a gzip bomb)."""
         too_large = f"response from {self._where} is larger than {MAX_RESPONSE_BYTES // 2**20} MiB; skipped"
         declared = response.headers.get("Content-Length", "").lstrip("0")
-        if declared.isascii() and declared.isdigit() and (  # int() refuses 4300+ digits
-                len(declared) > len(str(MAX_RESPONSE_BYTES)) or int(declared) > MAX_RESPONSE_BYTES):
+        if (
+            declared.isascii()
+            and declared.isdigit()
+            and (  # int() refuses 4300+ digits
+                len(declared) > len(str(MAX_RESPONSE_BYTES)) or int(declared) > MAX_RESPONSE_BYTES
+            )
+        ):
             raise ApiMalformedResponse(too_large)
         inflater = _inflater(response.headers.get("Content-Encoding", ""))
         chunks, size = [], 0
@@ -202,8 +247,7 @@ class DetectionClient:
                     try:  # at most one byte past the cap: enough to know it is passed
                         chunk = inflater.decompress(raw, min(INFLATE_STEP_BYTES, MAX_RESPONSE_BYTES - size + 1))
                     except zlib.error as exc:
-                        raise ApiMalformedResponse(f"malformed API response: cannot decode the body "
-                                                   f"({exc})") from None
+                        raise ApiMalformedResponse(f"malformed API response: cannot decode the body ({exc})") from None
                     raw = inflater.unconsumed_tail
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
@@ -218,23 +262,28 @@ class DetectionClient:
         message = _server_message(response, content)
         model, where = self.model, url_for_display(self.api_url)
         if status == 401:
-            raise ApiFatalError(f"the API key was refused by {where} (401: {message}); "
-                                "check $ROBOFLOW_API_KEY or api.api_key_file", status)
+            raise ApiFatalError(
+                f"the API key was refused by {where} (401: {message}); check $ROBOFLOW_API_KEY or api.api_key_file",
+                status,
+            )
         if status == 402:
-            raise ApiFatalError(f"the workspace is out of credits (402: {message}); add credits or use "
-                                "a self-hosted inference server", status)
+            raise ApiFatalError(
+                f"the workspace is out of credits (402: {message}); add credits or use a self-hosted inference server",
+                status,
+            )
         if status == 403:
-            raise ApiFatalError(f"the API key may not use model {model} or its quota is used up "
-                                f"(403: {message})", status)
+            raise ApiFatalError(
+                f"the API key may not use model {model} or its quota is used up (403: {message})", status
+            )
         if status == 404:
-            raise ApiFatalError(f"model {model} was not found at {where} (404: {message}); "
-                                "check --model PROJECT/VERSION", status)
+            raise ApiFatalError(
+                f"model {model} was not found at {where} (404: {message}); check --model PROJECT/VERSION", status
+            )
         if status == 423:
             raise ApiFatalError(f"API usage is paused for this workspace (423: {message})", status)
         if 300 <= status < 400:
             target = self._redirect_base(response.headers.get("Location", ""))
-            raise ApiFatalError(f"{where} redirects ({status}) elsewhere: set --api-url (api.url) to {target}",
-                                status)
+            raise ApiFatalError(f"{where} redirects ({status}) elsewhere: set --api-url (api.url) to {target}", status)
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise ApiTransientError(f"{where} answered {status}: {message}", status, retry_after)
@@ -259,14 +308,16 @@ class DetectionClient:
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of 4300+ digits
             snippet = _snippet(content)
             if content.lstrip()[:1] == b"<":  # a proxy's or captive portal's page, mostly
-                raise ApiMalformedResponse(f"malformed API response: an HTML page, not JSON (the body "
-                                           f"starts {snippet!r})") from None
+                raise ApiMalformedResponse(
+                    f"malformed API response: an HTML page, not JSON (the body starts {snippet!r})"
+                ) from None
             if isinstance(exc, json.JSONDecodeError):
                 reason = f"{exc.msg.removesuffix(' at')} at character {exc.pos}"
             else:
                 reason = str(exc).split(";")[0][:100]
-            raise ApiMalformedResponse(f"malformed API response: not JSON ({reason}; the body starts "
-                                       f"{snippet!r})") from None
+            raise ApiMalformedResponse(
+                f"malformed API response: not JSON ({reason}; the body starts {snippet!r})"
+            ) from None
         return parse_response(data)
 
     def close(self) -> None:

@@ -13,8 +13,15 @@ BOX_KEYS = ("x", "y", "width", "height")
 # No image is a million pixels wide: a coordinate or size past this is nonsense, and once
 # scaled to the frame it could overflow to inf, which no JSON consumer can read.
 MAX_COORDINATE_PX = 1_000_000
-_JSON_TYPES = {str: "a string", int: "a number", float: "a number", bool: "a boolean",
-               type(None): "null", list: "a list", dict: "an object"}
+_JSON_TYPES = {
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+    list: "a list",
+    dict: "an object",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,7 @@ import threading
 
 from streamer import __version__
 from streamer.commands import offline
-from streamer.commands.options import (api_options, config_from_args, log_option,
-                                         setup_logging)
+from streamer.commands.options import api_options, config_from_args, log_option, setup_logging
 from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError, UsageError
 from streamer.redact import register_secret, scrub
 
@@ -38,21 +37,36 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
 def _rate_options(p: argparse.ArgumentParser, demo: bool = False) -> None:
     g = p.add_argument_group("request rate")
-    g.add_argument("--max-in-flight", type=int, metavar="N",
-                   help="requests in flight at once (default " + ("4 in the demo)" if demo else "2)"))
-    g.add_argument("--max-fps", type=float, metavar="CALLS",
-                   help="at most this many API calls a second; 0: no cap (default "
-                   + ("30 in the demo)" if demo else "2)"))
-    g.add_argument("--min-change", type=float, metavar="0-1",
-                   help="skip the call when the frame changed less than this (default 0: off)")
+    g.add_argument(
+        "--max-in-flight",
+        type=int,
+        metavar="N",
+        help="requests in flight at once (default " + ("4 in the demo)" if demo else "2)"),
+    )
+    g.add_argument(
+        "--max-fps",
+        type=float,
+        metavar="CALLS",
+        help="at most this many API calls a second; 0: no cap (default " + ("30 in the demo)" if demo else "2)"),
+    )
+    g.add_argument(
+        "--min-change",
+        type=float,
+        metavar="0-1",
+        help="skip the call when the frame changed less than this (default 0: off)",
+    )
 
 
 def _output_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--headless", action="store_true", default=None, help="never open a window")
     g.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
-    g.add_argument("--zmq", metavar="ENDPOINT", help="publish detections on a ZeroMQ endpoint, e.g. "
-                   "tcp://127.0.0.1:5555, or just a port (5555: this machine only)")
+    g.add_argument(
+        "--zmq",
+        metavar="ENDPOINT",
+        help="publish detections on a ZeroMQ endpoint, e.g. "
+        "tcp://127.0.0.1:5555, or just a port (5555: this machine only)",
+    )
     g.add_argument("--jsonl", metavar="FILE", help="append each message to FILE, one per line")
     g.add_argument("--record", metavar="FILE", help="write the annotated video (.mp4 or .avi)")
     log_option(g)
@@ -60,8 +74,10 @@ def _output_options(p: argparse.ArgumentParser) -> None:
 
 # --- commands ---
 
+
 def cmd_run(args: argparse.Namespace, stop: threading.Event) -> int:
     from streamer.commands.run import run_pipeline
+
     return run_pipeline(config_from_args(args), stop)
 
 
@@ -70,16 +86,22 @@ def cmd_demo(args: argparse.Namespace, stop: threading.Event) -> int:
     from streamer.standin.server import ApiServer
 
     with ApiServer("127.0.0.1", 0, latency_ms=args.latency_ms, jitter=0.1) as server:
-        demo = {"source.uri": "synthetic", "api.url": server.url, "api.model": "synthetic/1",
-                "output.window_title": "streamer demo"}
+        demo = {
+            "source.uri": "synthetic",
+            "api.url": server.url,
+            "api.model": "synthetic/1",
+            "output.window_title": "streamer demo",
+        }
         # The local API costs nothing: a faster pace than the pay-per-call defaults, unless asked.
         if args.max_fps is None:
             demo["inference.max_fps"] = 30.0
         if args.max_in_flight is None:
             demo["inference.max_in_flight"] = 4
         config = config_from_args(args, demo, use_file=False)
-        log.info("demo: synthetic scene -> local stand-in API at %s (press q or Esc in the window, "
-                 "or Ctrl-C, to quit)", server.url)
+        log.info(
+            "demo: synthetic scene -> local stand-in API at %s (press q or Esc in the window, or Ctrl-C, to quit)",
+            server.url,
+        )
         return run_pipeline(config, stop)
 
 
@@ -89,14 +111,20 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
     setup_logging(args.log_level or "info")
     register_secret(args.api_key)
     try:
-        server = ApiServer(args.host, args.port, latency_ms=args.latency_ms, jitter=args.jitter,
-                           api_key=args.api_key, models=set(args.model) if args.model else None)
+        server = ApiServer(
+            args.host,
+            args.port,
+            latency_ms=args.latency_ms,
+            jitter=args.jitter,
+            api_key=args.api_key,
+            models=set(args.model) if args.model else None,
+        )
     except OSError as exc:
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
-                            "pick another --port") from None
+        raise UsageError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; pick another --port"
+        ) from None
     server.start()
-    print(f"serving the stand-in detection API on {server.url} (synthetic shapes only)",
-          file=sys.stderr, flush=True)
+    print(f"serving the stand-in detection API on {server.url} (synthetic shapes only)", file=sys.stderr, flush=True)
     while not stop.wait(0.5):
         pass
     server.stop()
@@ -130,8 +158,9 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
         sock.connect(args.connect)
     except zmq.ZMQError as exc:
         close()
-        raise UsageError(f"--connect: cannot use {args.connect!r}: {exc}; expected an endpoint such as "
-                         "tcp://127.0.0.1:5555") from None
+        raise UsageError(
+            f"--connect: cannot use {args.connect!r}: {exc}; expected an endpoint such as tcp://127.0.0.1:5555"
+        ) from None
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     poller.register(monitor, zmq.POLLIN)
@@ -176,14 +205,18 @@ As a subscriber's pair, for a publisher with output.zmq_curve_clients_dir:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamer", description="Live object detection from a camera "
-                                     "through a Roboflow-compatible inference API.")
+    parser = argparse.ArgumentParser(
+        prog="streamer", description="Live object detection from a camera through a Roboflow-compatible inference API."
+    )
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="the live pipeline: source -> API -> window and feed")
-    p.add_argument("--source", metavar="SRC", help="webcam index (0), /dev/videoN, rtsp:// or http(s):// "
-                   "URL, video file, or 'synthetic'")
+    p.add_argument(
+        "--source",
+        metavar="SRC",
+        help="webcam index (0), /dev/videoN, rtsp:// or http(s):// URL, video file, or 'synthetic'",
+    )
     api_options(p)
     _rate_options(p)
     _output_options(p)
@@ -201,10 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect", default="tcp://127.0.0.1:5555", metavar="ENDPOINT")
     p.add_argument("--topic", default="", help="topic prefix to subscribe to (default: all)")
     p.add_argument("--count", type=int, metavar="N", help="exit after N messages")
-    p.add_argument("--server-key", metavar="FILE", help="the publisher's public certificate (.key): read a "
-                   "feed encrypted with CURVE")
-    p.add_argument("--client-key", metavar="FILE", help="this subscriber's secret certificate (.key_secret), "
-                   "for a publisher that admits only listed clients (default: a throwaway key pair)")
+    p.add_argument(
+        "--server-key",
+        metavar="FILE",
+        help="the publisher's public certificate (.key): read a feed encrypted with CURVE",
+    )
+    p.add_argument(
+        "--client-key",
+        metavar="FILE",
+        help="this subscriber's secret certificate (.key_secret), "
+        "for a publisher that admits only listed clients (default: a throwaway key pair)",
+    )
     log_option(p)
     p.set_defaults(func=cmd_listen)
 
@@ -239,11 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except Exception as exc:
         log.debug("unexpected error", exc_info=True)
-        print(f"error: unexpected {exc.__class__.__name__}: {scrub(str(exc))} "
-              "(run with --log-level debug for details)", file=sys.stderr)
+        print(
+            f"error: unexpected {exc.__class__.__name__}: {scrub(str(exc))} (run with --log-level debug for details)",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -9,10 +9,11 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty, Queue
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import httpx
@@ -20,20 +21,27 @@ import numpy as np
 
 from streamer.api.backoff import Backoff
 from streamer.api.client import DetectionClient
+from streamer.api.responses import Parsed, filter_classes
 from streamer.commands.options import api_options, config_from_args, log_option
 from streamer.commands.run import make_client
 from streamer.config import Config, resolve_api_key
-from streamer.errors import (ApiBadRequest, ApiError, ApiMalformedResponse, ApiTransientError, Interrupted,
-                             OutputError, UsageError)
+from streamer.errors import (
+    ApiBadRequest,
+    ApiError,
+    ApiMalformedResponse,
+    ApiTransientError,
+    Interrupted,
+    OutputError,
+    UsageError,
+)
+from streamer.live.dispatch import make_result
 from streamer.live.frames import Frame
 from streamer.live.imaging import Upload, limit_opencv_threads, prepare_upload
-from streamer.live.dispatch import make_result
-from streamer.outputs.overlay import draw_predictions
-from streamer.api.responses import Parsed, filter_classes
 from streamer.outputs.jsonl import JsonlWriter
 from streamer.outputs.message import encode_message, result_message
-from streamer.threads import named_thread
+from streamer.outputs.overlay import draw_predictions
 from streamer.outputs.recorder import Recorder
+from streamer.threads import named_thread
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +53,29 @@ def add_commands(sub) -> None:
     p = sub.add_parser("predict", help="detect objects in one image file or URL and print the JSON")
     p.add_argument("image", metavar="IMAGE_OR_URL")
     api_options(p)
-    p.add_argument("--save", metavar="FILE", help="write the image with boxes drawn (locally, or the "
-                   "server's drawing with --format image)")
-    p.add_argument("--format", choices=("json", "image"), default="json",
-                   help="json (default) or image: ask the server for its drawn image (needs --save)")
+    p.add_argument(
+        "--save",
+        metavar="FILE",
+        help="write the image with boxes drawn (locally, or the server's drawing with --format image)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("json", "image"),
+        default="json",
+        help="json (default) or image: ask the server for its drawn image (needs --save)",
+    )
     log_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("video", help="annotate a whole video file offline: every frame, in order")
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="annotated video (.mp4 or .avi)")
-    p.add_argument("--jsonl", metavar="FILE", help="write the detections, one message per frame the API "
-                   "answered (frames it refused are written to the video without boxes)")
+    p.add_argument(
+        "--jsonl",
+        metavar="FILE",
+        help="write the detections, one message per frame the API "
+        "answered (frames it refused are written to the video without boxes)",
+    )
     p.add_argument("--workers", type=int, default=4, metavar="N", help="requests in flight (default 4)")
     api_options(p)
     log_option(p)
@@ -133,8 +152,9 @@ def _with_retries(call: Callable[[], Any], stop: threading.Event, backoff: Backo
             if attempt == attempts:
                 raise
             if exc.retry_after_s is not None and exc.retry_after_s > backoff.max_s:
-                raise ApiTransientError(f"{exc}; the API asks to wait {exc.retry_after_s:.0f} s "
-                                        "(Retry-After): try again later", exc.status) from None
+                raise ApiTransientError(
+                    f"{exc}; the API asks to wait {exc.retry_after_s:.0f} s (Retry-After): try again later", exc.status
+                ) from None
             delay = backoff.next_delay(exc.retry_after_s)
             log.warning("%s; trying again in %.1f s (%d of %d)", exc, delay, attempt + 1, attempts)
             if stop.wait(delay):
@@ -149,6 +169,7 @@ def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
         _check_save_path(args.save, (".jpg", ".jpeg") if args.format == "image" else IMAGE_SUFFIXES)
     classes = list(config.inference.classes)
     with _client(config) as client:
+
         def send(fn: Callable[..., Any], **kwargs: Any) -> Any:
             return _with_retries(lambda: fn(**kwargs), stop, _backoff(config), PREDICT_ATTEMPTS)
 
@@ -174,8 +195,13 @@ def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
             frame = Frame(args.image, 0, sent_at, time.monotonic(), image)
             result = make_result(frame, parsed, upload, client.model, sent_at, time.time(), tuple(classes))
             width, height, predictions = result.width, result.height, result.predictions
-    response = {"inference_id": parsed.inference_id, "time": parsed.time_s,
-                "image": {"width": width, "height": height}, "predictions": predictions, **parsed.extra}
+    response = {
+        "inference_id": parsed.inference_id,
+        "time": parsed.time_s,
+        "image": {"width": width, "height": height},
+        "predictions": predictions,
+        **parsed.extra,
+    }
     print(json.dumps({k: v for k, v in response.items() if v is not None}, indent=2))
     if args.save and image is not None:
         if not cv2.imwrite(args.save, draw_predictions(image.copy(), predictions)):
@@ -236,8 +262,7 @@ class OrderedInference:
     in ``error`` and stops all workers.  Daemon threads: an interrupted run does not wait
     for requests in flight."""
 
-    def __init__(self, client: DetectionClient, workers: int, stop: threading.Event,
-                 backoff: Callable[[], Backoff]):
+    def __init__(self, client: DetectionClient, workers: int, stop: threading.Event, backoff: Callable[[], Backoff]):
         self.client, self.stop, self._backoff = client, stop, backoff
         self.error: BaseException | None = None
         self.skipped = 0
@@ -305,7 +330,9 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
         raise UsageError(f"{args.input}: not a video OpenCV can read")
     recorder = Recorder(args.output, cap.get(cv2.CAP_PROP_FPS) or 30.0, what="-o")
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    jsonl = JsonlWriter(args.jsonl, append=False, what="--jsonl", background=False) if args.jsonl else None  # one file per video
+    jsonl = (
+        JsonlWriter(args.jsonl, append=False, what="--jsonl", background=False) if args.jsonl else None
+    )  # one file per video
     client = _client(config, args.workers)
     progress = Progress(total)
     pool = OrderedInference(client, args.workers, stop, lambda: _backoff(config))
@@ -326,18 +353,31 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
     if not complete:
         raise Interrupted(f"interrupted: {args.output} holds the first {written} of {total} frames")
     if written == 0:
-        raise UsageError(f"{args.input}: no frame could be decoded (a header without video data: "
-                         "the file is cut off or corrupt)")
+        raise UsageError(
+            f"{args.input}: no frame could be decoded (a header without video data: the file is cut off or corrupt)"
+        )
     if written < total:  # a cut-off download or copy: say so rather than end quietly short
-        log.warning("%s ended after %d of the %d frames its header announces: the file may be truncated",
-                    args.input, written, total)
-    log.info("wrote %d frames to %s (%d without detections after the API refused them)",
-             written, args.output, pool.skipped)
+        log.warning(
+            "%s ended after %d of the %d frames its header announces: the file may be truncated",
+            args.input,
+            written,
+            total,
+        )
+    log.info(
+        "wrote %d frames to %s (%d without detections after the API refused them)", written, args.output, pool.skipped
+    )
     return 0
 
 
-def _annotate(cap, pool: OrderedInference, recorder: Recorder, jsonl: JsonlWriter | None,
-              progress: Progress, config: Config, name: str) -> tuple[int, bool]:
+def _annotate(
+    cap,
+    pool: OrderedInference,
+    recorder: Recorder,
+    jsonl: JsonlWriter | None,
+    progress: Progress,
+    config: Config,
+    name: str,
+) -> tuple[int, bool]:
     """Read, submit (at most 2 per worker ahead) and write back in order.
 
     Returns the frames written and whether that was the whole file."""
@@ -366,8 +406,9 @@ def _annotate(cap, pool: OrderedInference, recorder: Recorder, jsonl: JsonlWrite
             recorder.write(job.image)
         else:
             frame = Frame(name, job.frame_id, job.read_at, time.monotonic(), job.image)
-            result = make_result(frame, job.parsed, job.upload, pool.client.model, job.sent_at,
-                                 job.received_at, classes)
+            result = make_result(
+                frame, job.parsed, job.upload, pool.client.model, job.sent_at, job.received_at, classes
+            )
             recorder.write(draw_predictions(job.image.copy(), result.predictions))
             line = encode_message(result_message(result)) if jsonl else None
         written += 1

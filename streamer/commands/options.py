@@ -30,12 +30,12 @@ def setup_logging(level: str = "info") -> None:
 
 def api_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detection API")
-    g.add_argument("-c", "--config", metavar="FILE",
-                   help=f"config file (default: ./{DEFAULT_CONFIG} if it exists)")
+    g.add_argument("-c", "--config", metavar="FILE", help=f"config file (default: ./{DEFAULT_CONFIG} if it exists)")
     g.add_argument("--model", metavar="PROJECT/VERSION", help="model id, e.g. hard-hat-sample/2")
     g.add_argument("--api-url", metavar="URL", help="API base URL (default https://detect.roboflow.com)")
-    g.add_argument("--api-key", metavar="KEY",
-                   help="API key; prefer $ROBOFLOW_API_KEY: a flag is visible to every user in ps")
+    g.add_argument(
+        "--api-key", metavar="KEY", help="API key; prefer $ROBOFLOW_API_KEY: a flag is visible to every user in ps"
+    )
     g.add_argument("--confidence", type=float, metavar="0-1", help="minimum confidence (default 0.4)")
     g.add_argument("--overlap", type=float, metavar="0-1", help="NMS overlap threshold (default 0.3)")
     g.add_argument("--classes", metavar="A,B", help="keep only these classes (comma separated)")
@@ -47,11 +47,22 @@ def log_option(p: argparse.ArgumentParser) -> None:
 
 
 OVERRIDES = {  # argparse dest -> config key path
-    "source": "source.uri", "model": "api.model", "api_url": "api.url", "api_key": "api.api_key",
-    "confidence": "inference.confidence", "overlap": "inference.overlap", "classes": "inference.classes",
-    "max_side": "inference.max_side", "headless": "output.headless", "duration": "duration_s",
-    "zmq": "output.zmq", "jsonl": "output.jsonl", "record": "output.record", "log_level": "log_level",
-    "max_in_flight": "inference.max_in_flight", "max_fps": "inference.max_fps",
+    "source": "source.uri",
+    "model": "api.model",
+    "api_url": "api.url",
+    "api_key": "api.api_key",
+    "confidence": "inference.confidence",
+    "overlap": "inference.overlap",
+    "classes": "inference.classes",
+    "max_side": "inference.max_side",
+    "headless": "output.headless",
+    "duration": "duration_s",
+    "zmq": "output.zmq",
+    "jsonl": "output.jsonl",
+    "record": "output.record",
+    "log_level": "log_level",
+    "max_in_flight": "inference.max_in_flight",
+    "max_fps": "inference.max_fps",
     "min_change": "inference.min_change",
 }
 

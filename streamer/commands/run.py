@@ -10,14 +10,14 @@ from urllib.parse import urlsplit
 from streamer.api.backoff import Backoff
 from streamer.api.client import DetectionClient
 from streamer.config import Config, resolve_api_key
-from streamer.outputs.window import Window, display_available
 from streamer.errors import ConfigError
-from streamer.live.imaging import limit_opencv_threads
 from streamer.live.dispatch import HUNG_PER_SLOT, InferenceSettings
-from streamer.outputs.notify import SystemdNotifier
+from streamer.live.imaging import limit_opencv_threads
 from streamer.live.pipeline import Outputs, Pipeline, Supervision
 from streamer.outputs.jsonl import JsonlWriter
+from streamer.outputs.notify import SystemdNotifier
 from streamer.outputs.recorder import Recorder
+from streamer.outputs.window import Window, display_available
 from streamer.outputs.zmq_feed import ZmqPublisher
 from streamer.redact import url_for_display
 from streamer.sources.open import make_source
@@ -27,19 +27,28 @@ log = logging.getLogger(__name__)
 
 def make_client(config: Config, api_key: str | None, max_connections: int = 4) -> DetectionClient:
     if not config.api.model:
-        raise ConfigError("api.model: not set; pass --model PROJECT/VERSION (e.g. hard-hat-sample/2) "
-                          "or set api.model in the config file")
+        raise ConfigError(
+            "api.model: not set; pass --model PROJECT/VERSION (e.g. hard-hat-sample/2) "
+            "or set api.model in the config file"
+        )
     if config.api.http2:
         try:
             import h2  # noqa: F401  (httpx needs it for HTTP/2)
         except ImportError:
-            raise ConfigError("api.http2: true needs the h2 package; pip install 'httpx[http2]' "
-                              "or set api.http2: false") from None
-    return DetectionClient(config.api.url, config.api.model, api_key,
-                           confidence=config.inference.confidence, overlap=config.inference.overlap,
-                           connect_timeout_s=config.api.connect_timeout_s, timeout_s=config.api.timeout_s,
-                           max_connections=max(max_connections, config.inference.max_in_flight),
-                           http2=config.api.http2)
+            raise ConfigError(
+                "api.http2: true needs the h2 package; pip install 'httpx[http2]' or set api.http2: false"
+            ) from None
+    return DetectionClient(
+        config.api.url,
+        config.api.model,
+        api_key,
+        confidence=config.inference.confidence,
+        overlap=config.inference.overlap,
+        connect_timeout_s=config.api.connect_timeout_s,
+        timeout_s=config.api.timeout_s,
+        max_connections=max(max_connections, config.inference.max_in_flight),
+        http2=config.api.http2,
+    )
 
 
 def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
@@ -54,9 +63,19 @@ def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
             log.info("no preview window: %s; running headless", reason)
     sinks = []
     if out.zmq:
-        sinks.append(opened.enter_context(closing(ZmqPublisher(
-            out.zmq, out.zmq_topic, status_topic=out.zmq_status_topic, curve_secret_key_file=out.zmq_curve_secret_key_file,
-            curve_clients_dir=out.zmq_curve_clients_dir))))
+        sinks.append(
+            opened.enter_context(
+                closing(
+                    ZmqPublisher(
+                        out.zmq,
+                        out.zmq_topic,
+                        status_topic=out.zmq_status_topic,
+                        curve_secret_key_file=out.zmq_curve_secret_key_file,
+                        curve_clients_dir=out.zmq_curve_clients_dir,
+                    )
+                )
+            )
+        )
     if out.jsonl:
         sinks.append(opened.enter_context(closing(JsonlWriter(out.jsonl))))
     recorder = None
@@ -67,17 +86,26 @@ def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
 
 def _settings(config: Config) -> InferenceSettings:
     inf = config.inference
-    return InferenceSettings(inf.max_side, inf.jpeg_quality, tuple(inf.classes),
-                             max_in_flight=inf.max_in_flight, max_fps=inf.max_fps or None,
-                             min_change=inf.min_change, budget_calls=inf.budget_calls,
-                             budget_period=inf.budget_period)
+    return InferenceSettings(
+        inf.max_side,
+        inf.jpeg_quality,
+        tuple(inf.classes),
+        max_in_flight=inf.max_in_flight,
+        max_fps=inf.max_fps or None,
+        min_change=inf.min_change,
+        budget_calls=inf.budget_calls,
+        budget_period=inf.budget_period,
+    )
 
 
 def _supervision(config: Config) -> Supervision:
     return Supervision(
-        stall_timeout_s=config.source.stall_timeout_s, open_timeout_s=config.source.open_timeout_s,
+        stall_timeout_s=config.source.stall_timeout_s,
+        open_timeout_s=config.source.open_timeout_s,
         probe_after_failures=config.api.probe_after_failures,
-        status_interval_s=config.output.status_interval_s, heartbeat_s=config.output.heartbeat_s)
+        status_interval_s=config.output.status_interval_s,
+        heartbeat_s=config.output.heartbeat_s,
+    )
 
 
 def run_pipeline(config: Config, stop: threading.Event) -> int:
@@ -93,15 +121,28 @@ def run_pipeline(config: Config, stop: threading.Event) -> int:
     with ExitStack() as opened:
         source = make_source(config, stop)
         # Requests can be outstanding in each slot, and hung ones beside them: a connection each.
-        client = opened.enter_context(make_client(config, api_key, (1 + HUNG_PER_SLOT) * config.inference.max_in_flight))
+        client = opened.enter_context(
+            make_client(config, api_key, (1 + HUNG_PER_SLOT) * config.inference.max_in_flight)
+        )
         outputs = _outputs(config, source, opened)
-        log.info("source %s -> %s (confidence %.2f, max side %d px, up to %d in flight, %s)", source.name,
-                 url_for_display(client.endpoint), config.inference.confidence, config.inference.max_side,
-                 config.inference.max_in_flight,
-                 f"at most {config.inference.max_fps:g} calls/s" if config.inference.max_fps else "no call rate cap")
+        log.info(
+            "source %s -> %s (confidence %.2f, max side %d px, up to %d in flight, %s)",
+            source.name,
+            url_for_display(client.endpoint),
+            config.inference.confidence,
+            config.inference.max_side,
+            config.inference.max_in_flight,
+            f"at most {config.inference.max_fps:g} calls/s" if config.inference.max_fps else "no call rate cap",
+        )
         pipeline = Pipeline(
-            source, client, outputs, _settings(config), stop,
-            queue_size=config.source.queue_size, loop=config.source.loop, duration_s=config.duration_s,
+            source,
+            client,
+            outputs,
+            _settings(config),
+            stop,
+            queue_size=config.source.queue_size,
+            loop=config.source.loop,
+            duration_s=config.duration_s,
             supervision=_supervision(config),
             source_backoff=Backoff(config.source.reconnect_initial_s, config.source.reconnect_max_s),
             api_backoff=Backoff(config.api.backoff_initial_s, config.api.backoff_max_s),

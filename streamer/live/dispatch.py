@@ -51,8 +51,9 @@ class InferenceSettings:
     budget_period: str = "hour"
 
 
-def make_result(frame: Frame, parsed: Parsed, upload, model: str, sent_at: float,
-                received_at: float, classes: tuple[str, ...] = ()) -> Result:
+def make_result(
+    frame: Frame, parsed: Parsed, upload, model: str, sent_at: float, received_at: float, classes: tuple[str, ...] = ()
+) -> Result:
     """A Result for one frame, its boxes scaled from the sent image back to the frame."""
     sent_w = parsed.image_width or upload.sent_width
     sent_h = parsed.image_height or upload.sent_height
@@ -61,10 +62,18 @@ def make_result(frame: Frame, parsed: Parsed, upload, model: str, sent_at: float
         predictions = scale_predictions(predictions, frame.width / sent_w, frame.height / sent_h)
     predictions = filter_classes(predictions, list(classes))
     return Result(
-        source=frame.source, frame_id=frame.frame_id, captured_at=frame.captured_at,
-        captured_mono=frame.captured_mono, width=frame.width, height=frame.height,
-        predictions=predictions, model=model, sent_at=sent_at, received_at=received_at,
-        server_time_s=parsed.time_s, inference_id=parsed.inference_id,
+        source=frame.source,
+        frame_id=frame.frame_id,
+        captured_at=frame.captured_at,
+        captured_mono=frame.captured_mono,
+        width=frame.width,
+        height=frame.height,
+        predictions=predictions,
+        model=model,
+        sent_at=sent_at,
+        received_at=received_at,
+        server_time_s=parsed.time_s,
+        inference_id=parsed.inference_id,
         extra=parsed.extra,
     )
 
@@ -107,10 +116,18 @@ class InferenceWorker:
     the API answers.  401/402/403/404/423 record a fatal error and set the stop event.
     """
 
-    def __init__(self, queue_: DropOldestQueue[Frame], client: DetectionClient, results: NewestResults,
-                 stats: Stats, stop: threading.Event, settings: InferenceSettings,
-                 backoff: Backoff | None = None, failures_to_open: int = 3,
-                 publish_due: Callable[[float | None], None] | None = None):
+    def __init__(
+        self,
+        queue_: DropOldestQueue[Frame],
+        client: DetectionClient,
+        results: NewestResults,
+        stats: Stats,
+        stop: threading.Event,
+        settings: InferenceSettings,
+        backoff: Backoff | None = None,
+        failures_to_open: int = 3,
+        publish_due: Callable[[float | None], None] | None = None,
+    ):
         self.queue = queue_
         self.client = client
         self.results = results
@@ -230,8 +247,10 @@ class InferenceWorker:
             if not request.hung and now - request.sent_mono > limit:
                 request.hung = True
                 self.stats.hung_requests += 1
-                delay = self._transient(ApiTransientError(f"{self.client.endpoint} has not answered for "
-                                                          f"{limit:.1f} s", kind="hung"), probe=False)
+                delay = self._transient(
+                    ApiTransientError(f"{self.client.endpoint} has not answered for {limit:.1f} s", kind="hung"),
+                    probe=False,
+                )
                 self.pause_until = max(self.pause_until, now + delay)
 
     def _send(self, frame: Frame) -> None:
@@ -276,10 +295,18 @@ class InferenceWorker:
             last = self._last_result if not self._outstanding else None
         try:
             if last is not None:
-                self.results.offer(replace(
-                    last, frame_id=frame.frame_id, captured_at=frame.captured_at,
-                    captured_mono=frame.captured_mono, width=frame.width, height=frame.height,
-                    predictions=last.rescaled_to(frame.width, frame.height), reused=True))
+                self.results.offer(
+                    replace(
+                        last,
+                        frame_id=frame.frame_id,
+                        captured_at=frame.captured_at,
+                        captured_mono=frame.captured_mono,
+                        width=frame.width,
+                        height=frame.height,
+                        predictions=last.rescaled_to(frame.width, frame.height),
+                        reused=True,
+                    )
+                )
                 if self.publish_due is not None:
                     self.publish_due(None)
         finally:
@@ -333,8 +360,9 @@ class InferenceWorker:
                 if not request.hung:
                     pause_s = self._refused(exc)
         else:
-            return self._answered(request, make_result(frame, parsed, upload, self.client.model, sent_at,
-                                                       time.time(), settings.classes))
+            return self._answered(
+                request, make_result(frame, parsed, upload, self.client.model, sent_at, time.time(), settings.classes)
+            )
         finally:
             if pause_s:
                 with self._lock:
@@ -395,9 +423,14 @@ class InferenceWorker:
         if self.breaker.is_open:
             self.stats.api_state, self.stats.api_down_since = "down", self.breaker.opened_at
             if not was_open:
-                self._log.warning("API %s: %d requests in a row failed; sending one probe every %.1f-%.0f s "
-                            "(doubling) until it answers", self.client.endpoint, self.breaker.failures_in_row,
-                            self.backoff.initial_s, self.backoff.max_s)
+                self._log.warning(
+                    "API %s: %d requests in a row failed; sending one probe every %.1f-%.0f s "
+                    "(doubling) until it answers",
+                    self.client.endpoint,
+                    self.breaker.failures_in_row,
+                    self.backoff.initial_s,
+                    self.backoff.max_s,
+                )
         else:
             self.stats.api_state = "failing"
         if delay > self.backoff.max_s:

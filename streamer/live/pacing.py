@@ -10,7 +10,7 @@ import logging
 import statistics
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -117,8 +117,12 @@ class CallBudget:
             return False
         if self._warned_window != self._window:
             self._warned_window = self._window
-            log.warning("call budget spent: %d calls this %s; no calls until %s (the preview keeps running)",
-                        self.limit, self.period, time.strftime("%H:%M", time.localtime(self.window_end(now))))
+            log.warning(
+                "call budget spent: %d calls this %s; no calls until %s (the preview keeps running)",
+                self.limit,
+                self.period,
+                time.strftime("%H:%M", time.localtime(self.window_end(now))),
+            )
         return True
 
     def spend(self) -> None:

@@ -13,18 +13,18 @@ import time
 from dataclasses import dataclass, replace
 
 from streamer.api.backoff import Backoff
-from streamer.sources.capture import CaptureWorker
 from streamer.api.client import DetectionClient
-from streamer.outputs.window import Window
 from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError
-from streamer.live.frames import DropOldestQueue, Frame, Latest, NewestResults, Result
 from streamer.live.dispatch import InferenceSettings, InferenceWorker
-from streamer.outputs.notify import SystemdNotifier
-from streamer.outputs.overlay import draw_notice, draw_predictions, draw_status, status_band_height
+from streamer.live.frames import DropOldestQueue, Frame, Latest, NewestResults, Result
+from streamer.live.stats import Stats
 from streamer.outputs.jsonl import JsonlWriter
 from streamer.outputs.message import encode_message, result_message, status_message
+from streamer.outputs.notify import SystemdNotifier
+from streamer.outputs.overlay import draw_notice, draw_predictions, draw_status, status_band_height
 from streamer.outputs.recorder import Recorder
-from streamer.live.stats import Stats
+from streamer.outputs.window import Window
+from streamer.sources.capture import CaptureWorker
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,22 @@ class Outputs:
 
 
 class Pipeline:
-    def __init__(self, source, client: DetectionClient, outputs: Outputs, settings: InferenceSettings,
-                 stop: threading.Event, *, queue_size: int = 1, loop: bool = False,
-                 duration_s: float | None = None, supervision: Supervision | None = None,
-                 source_backoff: Backoff | None = None, api_backoff: Backoff | None = None,
-                 notifier: SystemdNotifier | None = None):
+    def __init__(
+        self,
+        source,
+        client: DetectionClient,
+        outputs: Outputs,
+        settings: InferenceSettings,
+        stop: threading.Event,
+        *,
+        queue_size: int = 1,
+        loop: bool = False,
+        duration_s: float | None = None,
+        supervision: Supervision | None = None,
+        source_backoff: Backoff | None = None,
+        api_backoff: Backoff | None = None,
+        notifier: SystemdNotifier | None = None,
+    ):
         self.stop = stop
         self.stats = Stats()
         self.outputs = outputs
@@ -82,13 +93,28 @@ class Pipeline:
         self.results = NewestResults()
         self._publish_lock = threading.Lock()
         self._publishing = True  # False once the sinks are about to close
-        self.capture = CaptureWorker(source, self.queue, self.latest_frame, self.stats, stop,
-                                     loop=loop, backoff=source_backoff, stall_timeout_s=sup.stall_timeout_s,
-                                     open_timeout_s=sup.open_timeout_s)
-        self.inference = InferenceWorker(self.queue, client, self.results, self.stats, stop,
-                                         settings, backoff=api_backoff,
-                                         failures_to_open=sup.probe_after_failures,
-                                         publish_due=self.publish_due)
+        self.capture = CaptureWorker(
+            source,
+            self.queue,
+            self.latest_frame,
+            self.stats,
+            stop,
+            loop=loop,
+            backoff=source_backoff,
+            stall_timeout_s=sup.stall_timeout_s,
+            open_timeout_s=sup.open_timeout_s,
+        )
+        self.inference = InferenceWorker(
+            self.queue,
+            client,
+            self.results,
+            self.stats,
+            stop,
+            settings,
+            backoff=api_backoff,
+            failures_to_open=sup.probe_after_failures,
+            publish_due=self.publish_due,
+        )
         self.user_quit = False
         self._last_heartbeat = self._last_watchdog = float("-inf")
 
@@ -175,8 +201,11 @@ class Pipeline:
             return 0.1
         now = time.monotonic()
         file_ends = self.capture.source.is_file and not self.capture.loop
-        due = [FILE_WAKE_S if file_ends else IDLE_WAKE_S, self.supervision.stall_timeout_s / 4,
-               self._last_heartbeat + self.supervision.heartbeat_s - now]
+        due = [
+            FILE_WAKE_S if file_ends else IDLE_WAKE_S,
+            self.supervision.stall_timeout_s / 4,
+            self._last_heartbeat + self.supervision.heartbeat_s - now,
+        ]
         if self.duration_s is not None:
             due.append(started + self.duration_s - now)
         window = self.notifier.watchdog_interval_s if self.notifier is not None else None
@@ -207,8 +236,10 @@ class Pipeline:
         s = self.stats
         frames_ok = s.last_frame_mono is not None and now - s.last_frame_mono < window_s
         api_ok = s.last_api_answer_mono is not None and (
-            now - s.last_api_answer_mono < window_s or now < s.api_quiet_until + window_s
-            or (s.last_skip_mono is not None and now - s.last_skip_mono < window_s))
+            now - s.last_api_answer_mono < window_s
+            or now < s.api_quiet_until + window_s
+            or (s.last_skip_mono is not None and now - s.last_skip_mono < window_s)
+        )
         return frames_ok and api_ok
 
     def status(self, state: str = "running", now: float | None = None) -> dict:
@@ -230,8 +261,10 @@ class Pipeline:
         if self.inference.idle():
             return True
         if self.inference.paused_beyond_backoff():
-            log.warning("the source has ended and the API asks for a long wait: stopping without "
-                        "the last %d frame(s)", self.queue.pending())
+            log.warning(
+                "the source has ended and the API asks for a long wait: stopping without the last %d frame(s)",
+                self.queue.pending(),
+            )
             return True
         return False
 
@@ -289,8 +322,11 @@ class Pipeline:
             draw_predictions(image, result.rescaled_to(frame.width, frame.height), min_y=band)
             age_s = now - result.captured_mono
             if self.stats.api_state == "down" or age_s > STALE_AFTER_S:
-                why = f": {self.stats.api_text(now)} ({self.stats.failures_text()})" \
-                    if self.stats.api_state == "down" else ""
+                why = (
+                    f": {self.stats.api_text(now)} ({self.stats.failures_text()})"
+                    if self.stats.api_state == "down"
+                    else ""
+                )
                 draw_notice(image, f"STALE: last result {age_s:.1f} s old{why}", band)
         draw_status(image, self.status_line(result, now))
         return image
@@ -307,8 +343,11 @@ class Pipeline:
         if self.notifier is not None:
             self.notifier.stopping()
         deadline = time.monotonic() + JOIN_DEADLINE_S
-        stragglers = [name for name, worker in (("capture", self.capture), ("inference", self.inference))
-                      if not worker.join(max(0.0, deadline - time.monotonic()))]
+        stragglers = [
+            name
+            for name, worker in (("capture", self.capture), ("inference", self.inference))
+            if not worker.join(max(0.0, deadline - time.monotonic()))
+        ]
         if stragglers:
             # They are daemon threads blocked in a bounded call (HTTP or camera timeout);
             # the process exits without waiting for them.
@@ -326,12 +365,26 @@ class Pipeline:
                 except Exception:  # closing must never stop the others from closing
                     log.exception("error while closing %r", closer)
         s = self.stats
-        log.info("stopped: %d frames read, %d dropped, %d source reconnects, %d stalls, %d requests, "
-                 "%d results, %d published, %d transient API errors, %d skipped (400), %d malformed%s",
-                 s.frames_read, self.queue.dropped, s.source_reconnects, s.source_stalls, s.requests,
-                 s.results, s.published, s.transient_errors, s.skipped_bad_request, s.malformed,
-                 f" ({s.failures_text()})" if s.api_failures else "")
-        log.info("%s; %d late results dropped; %.0f bytes uploaded a call",
-                 s.calls_text(), s.late_results, s.bytes_sent / s.requests if s.requests else 0)
+        log.info(
+            "stopped: %d frames read, %d dropped, %d source reconnects, %d stalls, %d requests, "
+            "%d results, %d published, %d transient API errors, %d skipped (400), %d malformed%s",
+            s.frames_read,
+            self.queue.dropped,
+            s.source_reconnects,
+            s.source_stalls,
+            s.requests,
+            s.results,
+            s.published,
+            s.transient_errors,
+            s.skipped_bad_request,
+            s.malformed,
+            f" ({s.failures_text()})" if s.api_failures else "",
+        )
+        log.info(
+            "%s; %d late results dropped; %.0f bytes uploaded a call",
+            s.calls_text(),
+            s.late_results,
+            s.bytes_sent / s.requests if s.requests else 0,
+        )
         if len(s.request_latency):
             log.info("latency at exit: %s", s.latency_text())

@@ -119,14 +119,18 @@ class Stats:
         skipped = self.skipped_no_change + self.skipped_budget
         text = f"calls {self.requests}"
         if skipped:
-            reasons = [f"{name} {n}" for name, n in (("no change", self.skipped_no_change),
-                                                       ("budget", self.skipped_budget)) if n]
+            reasons = [
+                f"{name} {n}"
+                for name, n in (("no change", self.skipped_no_change), ("budget", self.skipped_budget))
+                if n
+            ]
             text += f", skipped {skipped} ({', '.join(reasons)})"
         return text
 
     def latency_text(self) -> str:
-        return (f"result age {_ms(self.result_age.quantiles())} | "
-                f"request latency {_ms(self.request_latency.quantiles())}")
+        return (
+            f"result age {_ms(self.result_age.quantiles())} | request latency {_ms(self.request_latency.quantiles())}"
+        )
 
     def count_failure(self, kind: str) -> None:
         self.api_failures[kind] = self.api_failures.get(kind, 0) + 1
@@ -145,8 +149,10 @@ class Stats:
     def line(self, dropped: int, age_ms: float | None) -> str:
         age = "-" if age_ms is None else f"{age_ms:.0f} ms"
         failed = self.transient_errors + self.skipped_bad_request + self.malformed
-        text = (f"capture {self.capture_rate.rate():.1f} fps | inference {self.inference_rate.rate():.1f} fps"
-                f" | result age {age} | {self.calls_text()} | dropped {dropped} | failed {failed}")
+        text = (
+            f"capture {self.capture_rate.rate():.1f} fps | inference {self.inference_rate.rate():.1f} fps"
+            f" | result age {age} | {self.calls_text()} | dropped {dropped} | failed {failed}"
+        )
         if self.source_state not in ("open", "ended"):
             text += f" | source {self.source_state}"
         if self.api_state in ("failing", "down"):
@@ -156,13 +162,22 @@ class Stats:
     def snapshot(self, dropped: int) -> dict:
         """The counters as a JSON-ready mapping (heartbeat messages, the stop summary)."""
         return {
-            "frames_read": self.frames_read, "frames_dropped": dropped,
-            "source_reconnects": self.source_reconnects, "source_stalls": self.source_stalls,
-            "requests": self.requests, "results": self.results, "published": self.published,
-            "late_results": self.late_results, "skipped_no_change": self.skipped_no_change,
-            "skipped_budget": self.skipped_budget, "bytes_sent": self.bytes_sent,
-            "hung_requests": self.hung_requests, "jsonl_dropped": self.jsonl_dropped,
+            "frames_read": self.frames_read,
+            "frames_dropped": dropped,
+            "source_reconnects": self.source_reconnects,
+            "source_stalls": self.source_stalls,
+            "requests": self.requests,
+            "results": self.results,
+            "published": self.published,
+            "late_results": self.late_results,
+            "skipped_no_change": self.skipped_no_change,
+            "skipped_budget": self.skipped_budget,
+            "bytes_sent": self.bytes_sent,
+            "hung_requests": self.hung_requests,
+            "jsonl_dropped": self.jsonl_dropped,
             "cpu_s": {role: round(seconds, 3) for role, seconds in sorted(self.thread_cpu_s().items())},
-            "api_transient_errors": self.transient_errors, "api_skipped_bad_request": self.skipped_bad_request,
-            "api_malformed": self.malformed, "api_failures": dict(self.api_failures),
+            "api_transient_errors": self.transient_errors,
+            "api_skipped_bad_request": self.skipped_bad_request,
+            "api_malformed": self.malformed,
+            "api_failures": dict(self.api_failures),
         }

@@ -47,8 +47,9 @@ def create_pair(folder: str | os.PathLike, name: str) -> tuple[Path, Path]:
         zmq.auth.create_certificates(folder, name)
     except FileExistsError as exc:
         _remove(made)
-        raise UsageError(f"keygen: {exc.filename} already exists; pick another --name or folder "
-                         "(a key in use is never overwritten)") from None
+        raise UsageError(
+            f"keygen: {exc.filename} already exists; pick another --name or folder (a key in use is never overwritten)"
+        ) from None
     except OSError as exc:
         _remove(made)
         raise UsageError(f"keygen: cannot write to {folder}: {exc.strerror or exc}") from None
@@ -74,10 +75,15 @@ def _read(path: str | os.PathLike, what: str, error: type[UsageError]) -> tuple[
         public, secret = None, None
     if secret is not None:
         register_secret(secret.decode("ascii", "replace"))
-    if public is None or not Z85_KEY.match(public.decode("ascii", "replace")) or \
-            (secret is not None and not Z85_KEY.match(secret.decode("ascii", "replace"))):
-        raise error(f"{what}: {p} is not a CURVE certificate (expected public-key and, in a .key_secret "
-                    "file, secret-key lines of 40 characters); use a file written by 'streamer keygen'")
+    if (
+        public is None
+        or not Z85_KEY.match(public.decode("ascii", "replace"))
+        or (secret is not None and not Z85_KEY.match(secret.decode("ascii", "replace")))
+    ):
+        raise error(
+            f"{what}: {p} is not a CURVE certificate (expected public-key and, in a .key_secret "
+            "file, secret-key lines of 40 characters); use a file written by 'streamer keygen'"
+        )
     return public, secret
 
 
@@ -96,8 +102,7 @@ def read_public(path: str | os.PathLike, what: str, error: type[UsageError] = Us
     """The public key from a certificate; a secret in the file is tolerated but warned about."""
     public, secret = _read(path, what, error)
     if secret is not None:
-        log.warning("%s: %s holds a secret key too; the other side needs only the public .key file",
-                    what, path)
+        log.warning("%s: %s holds a secret key too; the other side needs only the public .key file", what, path)
     return public
 
 
@@ -111,8 +116,10 @@ def check_clients(folder: str | os.PathLike, what: str, error: type[UsageError] 
         read_public(cert, what, error)
         count += 1
     if not count:
-        raise error(f"{what}: {p} holds no client certificates (*.key), so no subscriber could connect; "
-                    "copy each subscriber's public .key file into it")
+        raise error(
+            f"{what}: {p} holds no client certificates (*.key), so no subscriber could connect; "
+            "copy each subscriber's public .key file into it"
+        )
     return count
 
 
@@ -135,22 +142,27 @@ def client_keys(server_key: str | None, client_key: str | None) -> tuple[bytes, 
 
 
 # A subscriber whose CURVE handshake fails just receives nothing; the socket monitor says why.
-HANDSHAKE_FAILURES = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | \
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+HANDSHAKE_FAILURES = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 def handshake_hint(event: int, with_curve: bool) -> str | None:
     """What a failed handshake (a socket monitor event) most likely means, for a subscriber."""
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return ("the publisher refused this client's key: put the client's public .key in its "
-                "output.zmq_curve_clients_dir, restart it, and pass the matching .key_secret with --client-key")
+        return (
+            "the publisher refused this client's key: put the client's public .key in its "
+            "output.zmq_curve_clients_dir, restart it, and pass the matching .key_secret with --client-key"
+        )
     if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
         if with_curve:
             return "the publisher does not speak CURVE (or is not streamer): try without --server-key"
         return "the publisher encrypts its feed with CURVE: pass its public .key file with --server-key"
     if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
         if with_curve:
-            return ("the publisher dropped the CURVE handshake: --server-key is probably not its public key "
-                    "(it logs 'CURVE public key of this feed' at start)")
+            return (
+                "the publisher dropped the CURVE handshake: --server-key is probably not its public key "
+                "(it logs 'CURVE public key of this feed' at start)"
+            )
         return "the handshake failed: is it a streamer feed?"
     return None

@@ -44,8 +44,12 @@ class JsonlWriter:
         except OSError as exc:
             if exc.errno != errno.ENXIO:
                 raise UsageError(f"{what}: cannot open {path}: {exc.strerror or exc}") from None
-            log.info("%s: %s is a FIFO with no reader yet; lines wait for one (and are dropped "
-                     "while they cannot be written)", what, path)
+            log.info(
+                "%s: %s is a FIFO with no reader yet; lines wait for one (and are dropped "
+                "while they cannot be written)",
+                what,
+                path,
+            )
         self._flags = flags
         self._closing = False
         self._thread = named_thread("jsonl", self._write_lines) if background else None
@@ -67,8 +71,9 @@ class JsonlWriter:
         except queue.Full:
             self.dropped += 1
             if self.dropped == 1:
-                log.warning("%s: %s cannot keep up; lines are dropped (and counted) until it does",
-                            self._what, self.path)
+                log.warning(
+                    "%s: %s cannot keep up; lines are dropped (and counted) until it does", self._what, self.path
+                )
             return False
 
     def flush(self, timeout_s: float = 2.0) -> None:
@@ -105,10 +110,11 @@ class JsonlWriter:
                 self._fd = os.open(self.path, self._flags)
             view = memoryview(line)
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view) :]
         except OSError as exc:
-            self.error = OutputError(f"{self._what}: cannot write {self.path}: {exc.strerror or exc}; free "
-                                     "some space or choose another file")
+            self.error = OutputError(
+                f"{self._what}: cannot write {self.path}: {exc.strerror or exc}; free some space or choose another file"
+            )
 
     def close(self, timeout_s: float = 1.0) -> None:
         """Write what is queued (up to timeout_s), then close the file; safe to call again."""
@@ -119,7 +125,9 @@ class JsonlWriter:
             except queue.Full:
                 pass
             self._thread.join(timeout_s)
-        if self._thread is not None and self._thread.is_alive():  # blocked on a FIFO nobody reads: leave it, it is a daemon
+        if (
+            self._thread is not None and self._thread.is_alive()
+        ):  # blocked on a FIFO nobody reads: leave it, it is a daemon
             log.warning("%s: %d lines not written to %s at exit", self._what, self._lines.qsize(), self.path)
             return
         if self._fd is not None:

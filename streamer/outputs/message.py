@@ -63,8 +63,15 @@ def encode_message(message: dict[str, Any]) -> bytes:
     return text.encode("utf-8")
 
 
-def status_message(source: str, state: str, stats: Stats, dropped: int, now_mono: float,
-                   last_result: Result | None, now_wall: float | None = None) -> dict[str, Any]:
+def status_message(
+    source: str,
+    state: str,
+    stats: Stats,
+    dropped: int,
+    now_mono: float,
+    last_result: Result | None,
+    now_wall: float | None = None,
+) -> dict[str, Any]:
     """A heartbeat: what streamer is doing, so that silence on the detections topic can be
     told apart from "nothing detected" (results keep coming, empty) and from "dead"
     (no heartbeat)."""

@@ -40,8 +40,9 @@ def _watchdog_interval_s(env: Mapping[str, str]) -> float | None:
         usec = int(usec_text)
         pid = int(pid_text) if pid_text else None
     except ValueError:
-        log.warning("ignoring the systemd watchdog: WATCHDOG_USEC=%r, WATCHDOG_PID=%r are not numbers",
-                    usec_text, pid_text)
+        log.warning(
+            "ignoring the systemd watchdog: WATCHDOG_USEC=%r, WATCHDOG_PID=%r are not numbers", usec_text, pid_text
+        )
         return None
     if usec <= 0 or (pid is not None and pid != os.getpid()):
         return None
@@ -146,8 +147,9 @@ class SystemdNotifier:
                     return
                 self._warned = True
                 error = exc
-        log.warning("cannot notify systemd at NOTIFY_SOCKET=%s (%s); further failures are not logged",
-                    self._where, error)
+        log.warning(
+            "cannot notify systemd at NOTIFY_SOCKET=%s (%s); further failures are not logged", self._where, error
+        )
 
 
 def _status_line(text: str) -> str:

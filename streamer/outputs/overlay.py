@@ -11,9 +11,24 @@ import numpy as np
 
 # A palette with distinct, bright colours (BGR); a class always maps to the same one.
 PALETTE = (
-    (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
-    (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
-    (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
+    (56, 56, 255),
+    (151, 157, 255),
+    (31, 112, 255),
+    (29, 178, 255),
+    (49, 210, 207),
+    (10, 249, 72),
+    (23, 204, 146),
+    (134, 219, 61),
+    (52, 147, 26),
+    (187, 212, 0),
+    (168, 153, 44),
+    (255, 194, 0),
+    (147, 69, 52),
+    (255, 115, 100),
+    (236, 24, 0),
+    (255, 56, 132),
+    (133, 0, 82),
+    (255, 56, 203),
 )
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 # Drawing costs about 30 us a box: 10,000 boxes would take 0.3 s, ten frames at 30 fps.
@@ -32,8 +47,9 @@ def _px(value: float) -> int:
     return int(max(-32768.0, min(32767.0, value)))
 
 
-def _label(image: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int], scale: float,
-           min_y: int = 0) -> None:
+def _label(
+    image: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int], scale: float, min_y: int = 0
+) -> None:
     thickness = max(1, round(scale * 2))
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
     y_top = y - th - base - 4
@@ -71,7 +87,7 @@ def draw_predictions(image: np.ndarray, predictions: Any, min_y: int = 0) -> np.
         name = str(pred.get("class", "?"))
         colour = class_colour(name)
         if len(name) > MAX_LABEL_CHARS:
-            name = name[:MAX_LABEL_CHARS - 3] + "..."
+            name = name[: MAX_LABEL_CHARS - 3] + "..."
         text = f"{name} {_confidence(pred):.2f}"
         if "x" not in pred:  # classification: a list of labels at the top left
             _label(image, text, 8, min_y + int((i + 1) * 34 * scale), colour, scale, min_y)
@@ -112,7 +128,7 @@ def draw_status(image: np.ndarray, text: str) -> np.ndarray:
 def draw_notice(image: np.ndarray, text: str, top: int) -> np.ndarray:
     """A red band just under the status band, e.g. to mark the boxes shown as stale."""
     scale, thickness, th, band = _status_metrics(image)
-    region = image[top:top + band]
+    region = image[top : top + band]
     region[:] = (region * 0.3 + np.array((0, 0, 160)) * 0.7).astype(np.uint8)
     cv2.putText(image, text, (8, top + th + 5), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
     return image

@@ -51,8 +51,9 @@ def display_available(env: dict[str, str] | None = None) -> tuple[bool, str]:
     if not display:
         return False, "DISPLAY is not set"
     try:
-        probe = subprocess.run([sys.executable, "-c", _PROBE], env=env, timeout=5,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        probe = subprocess.run(
+            [sys.executable, "-c", _PROBE], env=env, timeout=5, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         return False, f"the X display {display!r} did not answer within 5 s"
     if probe.returncode == 3:

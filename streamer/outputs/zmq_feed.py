@@ -24,24 +24,23 @@ class ZmqPublisher:
     too, only the clients whose public certificates (*.key) are in that folder at start may
     connect.  ``send`` and ``close`` may be called from several threads."""
 
-    def __init__(self, endpoint: str, topic: str = "detections", sndhwm: int = 100, *, status_topic: str = "status",
-                 curve_secret_key_file: str | None = None, curve_clients_dir: str | None = None):
+    def __init__(
+        self,
+        endpoint: str,
+        topic: str = "detections",
+        sndhwm: int = 100,
+        *,
+        status_topic: str = "status",
+        curve_secret_key_file: str | None = None,
+        curve_clients_dir: str | None = None,
+    ):
         self.endpoint = endpoint
         self.topic = _topic_bytes(topic)
         self.status_topic = _topic_bytes(status_topic)
         self.dropped = 0
         self._lock = threading.Lock()  # a ZeroMQ socket must not be used by two threads at once
         self._auth: ThreadAuthenticator | None = None
-        keys = None
-        if curve_secret_key_file:
-            if not zmq.has("curve"):
-                raise ConfigError("output.zmq_curve_secret_key_file: this libzmq was built without CURVE; "
-                                  "install the pyzmq wheel (it bundles libzmq with CURVE) or set it to null")
-            keys = curve.read_secret(curve_secret_key_file, "output.zmq_curve_secret_key_file", ConfigError)
-        if curve_clients_dir:
-            if keys is None:
-                raise ConfigError("output.zmq_curve_clients_dir: needs output.zmq_curve_secret_key_file")
-            clients = curve.check_clients(curve_clients_dir, "output.zmq_curve_clients_dir", ConfigError)
+        keys, clients = _curve_keys(curve_secret_key_file, curve_clients_dir)
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.PUB)
         try:
@@ -59,28 +58,13 @@ class ZmqPublisher:
             self._sock.bind(endpoint)
         except zmq.ZMQError as exc:
             self.close()
-            raise UsageError(f"output.zmq: cannot bind {endpoint}: {exc}; choose another port "
-                             "or stop the program using it") from None
+            raise UsageError(
+                f"output.zmq: cannot bind {endpoint}: {exc}; choose another port or stop the program using it"
+            ) from None
         except BaseException:
             self.close()
             raise
-        if not keys:
-            security = "not encrypted"
-        elif curve_clients_dir:
-            security = f"CURVE, only the {clients} client(s) in {curve_clients_dir}"
-        else:
-            security = "CURVE, any client with the public key"
-        log.info("publishing detections on %s (topic %r, %s)", endpoint, topic, security)
-        if keys:
-            log.info("CURVE public key of this feed: %s", keys[0].decode("ascii"))
-        if not zmq_endpoint_is_local(endpoint):
-            if not keys:
-                log.warning("the feed on %s is NOT encrypted: anyone on the network can read it; set "
-                            "output.zmq_curve_secret_key_file to encrypt it with CURVE", endpoint)
-            else:
-                log.warning("the feed on %s is reachable from other machines, encrypted with CURVE; %s may read it",
-                            endpoint, f"only the clients in {curve_clients_dir}" if curve_clients_dir
-                            else "any client holding the server's public key")
+        _announce(endpoint, topic, keys, curve_clients_dir, clients)
 
     def send(self, payload: bytes, topic: bytes | str | None = None) -> bool:
         """Queue one message (topic, payload); False if it was dropped or the publisher is closed.
@@ -123,6 +107,49 @@ class ZmqPublisher:
             Authenticator.stop(auth)  # closes its ZAP socket, as ThreadAuthenticator.stop() does last
         if ctx is not None:
             ctx.term()
+
+
+def _curve_keys(secret_key_file: str | None, clients_dir: str | None) -> tuple[tuple[bytes, bytes] | None, int]:
+    """The feed's CURVE key pair (None: not encrypted), and how many clients are admitted."""
+    keys, clients = None, 0
+    if secret_key_file:
+        if not zmq.has("curve"):
+            raise ConfigError(
+                "output.zmq_curve_secret_key_file: this libzmq was built without CURVE; "
+                "install the pyzmq wheel (it bundles libzmq with CURVE) or set it to null"
+            )
+        keys = curve.read_secret(secret_key_file, "output.zmq_curve_secret_key_file", ConfigError)
+    if clients_dir:
+        if keys is None:
+            raise ConfigError("output.zmq_curve_clients_dir: needs output.zmq_curve_secret_key_file")
+        clients = curve.check_clients(clients_dir, "output.zmq_curve_clients_dir", ConfigError)
+    return keys, clients
+
+
+def _announce(endpoint: str, topic: str, keys, clients_dir: str | None, clients: int) -> None:
+    """Say where the feed is, how it is protected, and warn when other machines can reach it."""
+    if not keys:
+        security = "not encrypted"
+    elif clients_dir:
+        security = f"CURVE, only the {clients} client(s) in {clients_dir}"
+    else:
+        security = "CURVE, any client with the public key"
+    log.info("publishing detections on %s (topic %r, %s)", endpoint, topic, security)
+    if keys:
+        log.info("CURVE public key of this feed: %s", keys[0].decode("ascii"))
+    if not zmq_endpoint_is_local(endpoint):
+        if not keys:
+            log.warning(
+                "the feed on %s is NOT encrypted: anyone on the network can read it; set "
+                "output.zmq_curve_secret_key_file to encrypt it with CURVE",
+                endpoint,
+            )
+        else:
+            log.warning(
+                "the feed on %s is reachable from other machines, encrypted with CURVE; %s may read it",
+                endpoint,
+                f"only the clients in {clients_dir}" if clients_dir else "any client holding the server's public key",
+            )
 
 
 def _topic_bytes(topic: bytes | str) -> bytes:

@@ -29,9 +29,19 @@ class CaptureWorker:
 
     MAX_ABANDONED = 2  # blocked threads left behind before giving up
 
-    def __init__(self, source, queue: DropOldestQueue[Frame], latest: Latest[Frame], stats: Stats,
-                 stop: threading.Event, *, loop: bool = False, backoff: Backoff | None = None,
-                 stall_timeout_s: float = 10.0, open_timeout_s: float = 5.0):
+    def __init__(
+        self,
+        source,
+        queue: DropOldestQueue[Frame],
+        latest: Latest[Frame],
+        stats: Stats,
+        stop: threading.Event,
+        *,
+        loop: bool = False,
+        backoff: Backoff | None = None,
+        stall_timeout_s: float = 10.0,
+        open_timeout_s: float = 5.0,
+    ):
         self.source = source
         self.queue = queue
         self.latest = latest
@@ -92,7 +102,8 @@ class CaptureWorker:
             # alive: rather than pile them up, stop; a service manager restarts us.
             self.error = SourceError(
                 f"source {self.source.name}: {blocked} reads or opens are blocked and never "
-                f"returned (no frame for {now - since:.0f} s); stopping so that the process can be restarted")
+                f"returned (no frame for {now - since:.0f} s); stopping so that the process can be restarted"
+            )
             self.stop.set()
             return True
         self._faults.fault(f"no frame for {now - since:.0f} s (a {what} is blocked); abandoning it and reopening")
@@ -133,8 +144,10 @@ class CaptureWorker:
             self._call(generation, "open", source.open)
         except SourceError as exc:
             if first and source.is_file:  # the user named a file OpenCV cannot read
-                raise UsageError(f"source.uri: {exc}: not a video OpenCV can read; check the file "
-                                 "(ffprobe FILE) or convert it (ffmpeg -i FILE out.mp4)") from None
+                raise UsageError(
+                    f"source.uri: {exc}: not a video OpenCV can read; check the file "
+                    "(ffprobe FILE) or convert it (ffmpeg -i FILE out.mp4)"
+                ) from None
             if first and getattr(source, "kind", None) != "stream":
                 raise  # a missing webcam: say so and stop (exit 1, so a service retries)
             self.stats.source_state = "reconnecting"
@@ -145,8 +158,7 @@ class CaptureWorker:
             return False
         self._frames_at_open = self._next_id
         self.stats.source_state = "open"
-        log.info("source %s open%s", source.name,
-                 f" at {source.fps:g} fps" if getattr(source, "fps", None) else "")
+        log.info("source %s open%s", source.name, f" at {source.fps:g} fps" if getattr(source, "fps", None) else "")
         return True
 
     def _loop(self, generation: int, source) -> None:
@@ -171,8 +183,10 @@ class CaptureWorker:
         source.close()
         if source.is_file:
             if self._next_id == self._frames_at_open:  # opened, but not one frame decoded
-                raise UsageError(f"source.uri: {source.name}: no frame could be decoded; the file is "
-                                 "empty or damaged (check it with ffprobe)")
+                raise UsageError(
+                    f"source.uri: {source.name}: no frame could be decoded; the file is "
+                    "empty or damaged (check it with ffprobe)"
+                )
             if self.loop:
                 log.info("source %s ended; looping", source.name)
                 return self._open(generation, source, first=False)

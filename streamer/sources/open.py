@@ -63,8 +63,7 @@ class SyntheticSource:
     is_live = True
     is_file = False
 
-    def __init__(self, width: int, height: int, fps: float, stop: threading.Event | None = None,
-                 moving: bool = True):
+    def __init__(self, width: int, height: int, fps: float, stop: threading.Event | None = None, moving: bool = True):
         self.name = "synthetic"
         self.fps = fps
         self.scene = SyntheticScene(width, height, fps, moving)
@@ -87,8 +86,16 @@ class SyntheticSource:
 class CvSource:
     """A source read through ``cv2.VideoCapture``: webcam, network stream or file."""
 
-    def __init__(self, uri: str, *, kind: str, open_timeout_s: float = 5.0, read_timeout_s: float = 2.0,
-                 rtsp_transport: str = "tcp", stop: threading.Event | None = None):
+    def __init__(
+        self,
+        uri: str,
+        *,
+        kind: str,
+        open_timeout_s: float = 5.0,
+        read_timeout_s: float = 2.0,
+        rtsp_transport: str = "tcp",
+        stop: threading.Event | None = None,
+    ):
         self.uri = uri
         self.kind = kind  # "webcam", "stream" or "file"
         self.name = url_for_display(uri) if kind == "stream" else uri
@@ -102,11 +109,16 @@ class CvSource:
         self._cap: cv2.VideoCapture | None = None
         self._pacer: Pacer | None = None
 
-    def fresh(self) -> "CvSource":
+    def fresh(self) -> CvSource:
         """An unopened copy with its own capture, for when this one is stuck in a call."""
-        return CvSource(self.uri, kind=self.kind, open_timeout_s=self._open_timeout_ms / 1000,
-                        read_timeout_s=self._read_timeout_ms / 1000, rtsp_transport=self._rtsp_transport,
-                        stop=self._stop)
+        return CvSource(
+            self.uri,
+            kind=self.kind,
+            open_timeout_s=self._open_timeout_ms / 1000,
+            read_timeout_s=self._read_timeout_ms / 1000,
+            rtsp_transport=self._rtsp_transport,
+            stop=self._stop,
+        )
 
     def open(self) -> None:
         self.close()
@@ -115,10 +127,16 @@ class CvSource:
             # Must be in the environment before the first open (field notes; opencv#21558).
             os.environ.setdefault(FFMPEG_OPTIONS_ENV, f"rtsp_transport;{self._rtsp_transport}")
             # Timeouts only take effect when passed at open time (opencv#23207).
-            cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG, [
-                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._open_timeout_ms,
-                cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._read_timeout_ms,
-            ])
+            cap = cv2.VideoCapture(
+                self.uri,
+                cv2.CAP_FFMPEG,
+                [
+                    cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                    self._open_timeout_ms,
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                    self._read_timeout_ms,
+                ],
+            )
         elif self.kind == "webcam":
             cap = cv2.VideoCapture(int(self.uri) if self.uri.isdigit() else self.uri)
         else:
@@ -170,8 +188,15 @@ def make_source(config: Config, stop: threading.Event | None = None):
         syn = config.synthetic
         return SyntheticSource(syn.width, syn.height, syn.fps, stop)
     if kind == "file" and not Path(uri).is_file():
-        raise UsageError(f"source.uri: video file {url_for_display(uri)!r} not found; pass a file, a webcam index (0), "
-                         "an rtsp:// URL or 'synthetic' to --source")
-    return CvSource(uri, kind=kind, open_timeout_s=config.source.open_timeout_s,
-                    read_timeout_s=config.source.read_timeout_s,
-                    rtsp_transport=config.source.rtsp_transport, stop=stop)
+        raise UsageError(
+            f"source.uri: video file {url_for_display(uri)!r} not found; pass a file, a webcam index (0), "
+            "an rtsp:// URL or 'synthetic' to --source"
+        )
+    return CvSource(
+        uri,
+        kind=kind,
+        open_timeout_s=config.source.open_timeout_s,
+        read_timeout_s=config.source.read_timeout_s,
+        rtsp_transport=config.source.rtsp_transport,
+        stop=stop,
+    )

@@ -78,13 +78,21 @@ class SyntheticScene:
 
     def render(self, frame_id: int) -> np.ndarray:
         image = self._background.copy()
-        for shape, (_, (x0, y0, x1, y1)) in zip(SHAPES, self.boxes(frame_id)):
+        for shape, (_, (x0, y0, x1, y1)) in zip(SHAPES, self.boxes(frame_id), strict=True):
             if shape.kind == "circle":
                 r = (x1 - x0) // 2
                 cv2.circle(image, (x0 + r, y0 + r), r, shape.bgr, -1, cv2.LINE_8)
             else:
                 cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), shape.bgr, -1, cv2.LINE_8)
         scale = self.height / 720
-        cv2.putText(image, f"synthetic {frame_id}", (int(12 * scale), self.height - int(14 * scale)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, (88, 88, 88), max(1, round(scale)), cv2.LINE_AA)
+        cv2.putText(
+            image,
+            f"synthetic {frame_id}",
+            (int(12 * scale), self.height - int(14 * scale)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.7 * scale,
+            (88, 88, 88),
+            max(1, round(scale)),
+            cv2.LINE_AA,
+        )
         return image

@@ -32,11 +32,17 @@ def detect(image: np.ndarray, min_area_fraction: float = 0.002) -> list[dict]:
         if shape is None:
             continue
         fill = area / float(w * h)
-        predictions.append({
-            "x": x + w / 2, "y": y + h / 2, "width": float(w), "height": float(h),
-            "confidence": round(min(0.99, 0.55 + 0.45 * fill), 3),
-            "class": shape.name, "class_id": CLASS_IDS[shape.name],
-        })
+        predictions.append(
+            {
+                "x": x + w / 2,
+                "y": y + h / 2,
+                "width": float(w),
+                "height": float(h),
+                "confidence": round(min(0.99, 0.55 + 0.45 * fill), 3),
+                "class": shape.name,
+                "class_id": CLASS_IDS[shape.name],
+            }
+        )
     return predictions
 
 

@@ -84,9 +84,17 @@ def threshold(params: dict[str, list[str]], name: str, default: float) -> float:
 class ApiServer:
     """A threaded HTTP server on ``host:port`` (port 0 picks a free one)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9001, *, latency_ms: float = 0.0,
-                 jitter: float = 0.0, api_key: str | None = None, models: set[str] | None = None,
-                 detector: bool = True):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9001,
+        *,
+        latency_ms: float = 0.0,
+        jitter: float = 0.0,
+        api_key: str | None = None,
+        models: set[str] | None = None,
+        detector: bool = True,
+    ):
         self.latency_ms = latency_ms
         self.detector = detector  # False: skip decoding and detection (fixed boxes), for benchmarks
         self.jitter = jitter
@@ -125,9 +133,10 @@ class ApiServer:
         with self._lock:
             self.counts[status] = self.counts.get(status, 0) + 1
 
-    def start(self) -> "ApiServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="standin", daemon=True)
+    def start(self) -> ApiServer:
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="standin", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -146,7 +155,7 @@ class ApiServer:
                 pass
         self._httpd.server_close()
 
-    def __enter__(self) -> "ApiServer":
+    def __enter__(self) -> ApiServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -187,9 +196,12 @@ class ApiServer:
             p["detection_id"] = str(uuid.uuid4())
         took_s = time.perf_counter() - started  # the model's time; the delay stands for the network
         self._delay()
-        response = {"inference_id": str(uuid.uuid4()), "time": round(took_s, 6),
-                    "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
-                    "predictions": predictions}
+        response = {
+            "inference_id": str(uuid.uuid4()),
+            "time": round(took_s, 6),
+            "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+            "predictions": predictions,
+        }
         if fmt == "json":
             return 200, "application/json", json.dumps(response).encode(), {}
         drawn = draw_predictions(image.copy(), predictions)
@@ -217,7 +229,8 @@ class ApiServer:
             raise HttpError(400, "Missing Content-Type header")
         if content_type.startswith("multipart/form-data"):
             message = email.parser.BytesParser().parsebytes(
-                b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+                b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+            )
             for part in message.get_payload() if message.is_multipart() else ():
                 if part.get_param("name", header="content-disposition") == "file":
                     return _decode(part.get_payload(decode=True) or b"")
@@ -271,8 +284,12 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), fmt % args)
 
     def do_GET(self) -> None:
-        self._send(200, "application/json", json.dumps(
-            {"server": "streamer serve", "detector": "synthetic shapes only"}).encode(), {})
+        self._send(
+            200,
+            "application/json",
+            json.dumps({"server": "streamer serve", "detector": "synthetic shapes only"}).encode(),
+            {},
+        )
 
     def do_POST(self) -> None:
         with self.api._lock:
@@ -336,7 +353,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-
 
 
 def _handler(server: ApiServer) -> type[_Handler]:

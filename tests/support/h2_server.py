@@ -22,15 +22,33 @@ import h2.events
 from support.tcp import TcpServer
 
 # Two boxes in a 640x360 upload: what parse_response accepts.
-ANSWER = json.dumps({
-    "inference_id": "h2", "time": 0.001, "image": {"width": 640, "height": 360},
-    "predictions": [
-        {"x": 102.0, "y": 51.0, "width": 102.0, "height": 86.0, "confidence": 0.99, "class": "red-square",
-         "class_id": 0},
-        {"x": 357.0, "y": 186.0, "width": 94.0, "height": 94.0, "confidence": 0.9, "class": "green-circle",
-         "class_id": 1},
-    ],
-}).encode()
+ANSWER = json.dumps(
+    {
+        "inference_id": "h2",
+        "time": 0.001,
+        "image": {"width": 640, "height": 360},
+        "predictions": [
+            {
+                "x": 102.0,
+                "y": 51.0,
+                "width": 102.0,
+                "height": 86.0,
+                "confidence": 0.99,
+                "class": "red-square",
+                "class_id": 0,
+            },
+            {
+                "x": 357.0,
+                "y": 186.0,
+                "width": 94.0,
+                "height": 94.0,
+                "confidence": 0.9,
+                "class": "green-circle",
+                "class_id": 1,
+            },
+        ],
+    }
+).encode()
 
 
 class H2Server(TcpServer):
@@ -75,7 +93,13 @@ class H2Server(TcpServer):
                     conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 elif isinstance(event, h2.events.StreamEnded):
                     self.requests.append((paths.pop(event.stream_id), bodies.pop(event.stream_id)))
-                    conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/json"),
-                                                        ("content-length", str(len(ANSWER)))])
+                    conn.send_headers(
+                        event.stream_id,
+                        [
+                            (":status", "200"),
+                            ("content-type", "application/json"),
+                            ("content-length", str(len(ANSWER))),
+                        ],
+                    )
                     conn.send_data(event.stream_id, ANSWER, end_stream=True)
             sock.sendall(conn.data_to_send())

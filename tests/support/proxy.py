@@ -19,8 +19,17 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
-              "trailer", "transfer-encoding", "upgrade"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
 UPSTREAM_TIMEOUT_S = 10.0
 
 
@@ -36,8 +45,9 @@ class ForwardProxy:
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()
         self._httpd = _Server(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="test.proxy", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="test.proxy", daemon=True
+        )
 
     @property
     def port(self) -> int:
@@ -81,8 +91,7 @@ class ForwardProxy:
                     return self._reply(400, b"absolute-form http:// request expected", [])
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 path = (target.path or "/") + (f"?{target.query}" if target.query else "")
-                upstream = http.client.HTTPConnection(target.hostname, target.port or 80,
-                                                      timeout=UPSTREAM_TIMEOUT_S)
+                upstream = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=UPSTREAM_TIMEOUT_S)
                 try:
                     upstream.request(self.command, path, body=body, headers=headers)
                     answer = upstream.getresponse()
@@ -92,8 +101,9 @@ class ForwardProxy:
                     return self._reply(502, f"proxy: {exc.__class__.__name__}".encode(), [])
                 finally:
                     upstream.close()
-                kept = [(k, v) for k, v in header_list
-                        if k.lower() not in HOP_BY_HOP | {"content-length", "date", "server"}]
+                kept = [
+                    (k, v) for k, v in header_list if k.lower() not in HOP_BY_HOP | {"content-length", "date", "server"}
+                ]
                 self._reply(status, data, kept)
 
             def _reply(self, status: int, data: bytes, headers: list[tuple[str, str]]) -> None:

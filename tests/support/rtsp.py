@@ -9,6 +9,7 @@ Debian's interpreter (RTSP_PYTHON), never the test venv. Stdlib only; every wait
         cap = cv2.VideoCapture(srv.url, cv2.CAP_FFMPEG, [...])
         srv.freeze(); srv.thaw(); srv.kill(); srv.restart(); srv.stop()
 """
+
 from __future__ import annotations
 
 import collections
@@ -75,8 +76,18 @@ class RtspServer:
     runs, but it must exist again for restart().
     """
 
-    def __init__(self, clip=None, live=False, port=None, mount="/cam", host="127.0.0.1",
-                 fps=30, width=640, height=360, ready_timeout=15.0):
+    def __init__(
+        self,
+        clip=None,
+        live=False,
+        port=None,
+        mount="/cam",
+        host="127.0.0.1",
+        fps=30,
+        width=640,
+        height=360,
+        ready_timeout=15.0,
+    ):
         if bool(clip) == bool(live):
             raise ValueError("give exactly one of clip=PATH or live=True")
         self.clip = str(Path(clip).resolve()) if clip else None
@@ -91,7 +102,7 @@ class RtspServer:
         self._stderr = collections.deque(maxlen=200)
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> "RtspServer":
+    def start(self) -> RtspServer:
         deadline = time.monotonic() + self.ready_timeout
         while True:
             code = self._start_once(deadline)
@@ -106,15 +117,24 @@ class RtspServer:
 
     def _start_once(self, deadline):
         """Start the server; None when READY, else its exit code (or -1 on timeout)."""
-        cmd = [RTSP_PYTHON, "-u", str(SERVER_SCRIPT), "--host", self.host,
-               "--port", str(self.port or 0), "--mount", self.mount]
+        cmd = [
+            RTSP_PYTHON,
+            "-u",
+            str(SERVER_SCRIPT),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port or 0),
+            "--mount",
+            self.mount,
+        ]
         if self.clip:
             cmd += ["--file", self.clip]
         else:
-            cmd += ["--live", "--fps", str(self.fps), "--width", str(self.width),
-                    "--height", str(self.height)]
-        self.proc = proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, text=True)
+            cmd += ["--live", "--fps", str(self.fps), "--width", str(self.width), "--height", str(self.height)]
+        self.proc = proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         ready = threading.Event()
         found = []
 
@@ -178,7 +198,7 @@ class RtspServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
 
-    def restart(self) -> "RtspServer":
+    def restart(self) -> RtspServer:
         """Stop if still running, then start again on the same port and mount."""
         self.stop()
         return self.start()
@@ -191,7 +211,7 @@ class RtspServer:
         """The last lines the server wrote to stderr."""
         return "\n".join(self._stderr)
 
-    def __enter__(self) -> "RtspServer":
+    def __enter__(self) -> RtspServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

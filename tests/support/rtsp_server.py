@@ -22,6 +22,7 @@ pipeline is fragile (the media owns the bus, flushing seeks reset running time),
 cannot loop an MP4. The appsrc is not live, so the RTSP server's sinks sync on the timestamps: the
 clip is played at its own frame rate, like a camera, not as fast as possible.
 """
+
 import argparse
 import os
 import signal
@@ -81,8 +82,7 @@ def load_clip(path):
     start = min(pts + dts)
     # Rebase so the first timestamp is 0 (B-frame clips have DTS < PTS).
     samples = [
-        (p - start if valid(p) else p, d - start if valid(d) else d, du, fl, data)
-        for p, d, du, fl, data in samples
+        (p - start if valid(p) else p, d - start if valid(d) else d, du, fl, data) for p, d, du, fl, data in samples
     ]
     return caps, samples, period
 

@@ -30,15 +30,31 @@ def streamer_threads() -> list[str]:
 class Running:
     """A Pipeline on a background thread (it has no window, so any thread will do)."""
 
-    def __init__(self, api_url: str, outputs: Outputs | None = None, *, settings: InferenceSettings | None = None,
-                 source=None, client_timeout_s: float = 0.8, backoff_max_s: float = 1.0, **supervision):
+    def __init__(
+        self,
+        api_url: str,
+        outputs: Outputs | None = None,
+        *,
+        settings: InferenceSettings | None = None,
+        source=None,
+        client_timeout_s: float = 0.8,
+        backoff_max_s: float = 1.0,
+        **supervision,
+    ):
         self.stop = threading.Event()
-        self.client = DetectionClient(api_url, "synthetic/1", None, timeout_s=client_timeout_s,
-                                      connect_timeout_s=0.5, max_connections=8)
+        self.client = DetectionClient(
+            api_url, "synthetic/1", None, timeout_s=client_timeout_s, connect_timeout_s=0.5, max_connections=8
+        )
         source = source or SyntheticSource(640, 360, 30.0, self.stop)
-        self.pipeline = Pipeline(source, self.client, outputs or Outputs(), settings or InferenceSettings(),
-                                 self.stop, supervision=Supervision(heartbeat_s=0.5, **supervision),
-                                 api_backoff=Backoff(0.2, backoff_max_s))
+        self.pipeline = Pipeline(
+            source,
+            self.client,
+            outputs or Outputs(),
+            settings or InferenceSettings(),
+            self.stop,
+            supervision=Supervision(heartbeat_s=0.5, **supervision),
+            api_backoff=Backoff(0.2, backoff_max_s),
+        )
         self.stats = self.pipeline.stats
         self.codes: list[int] = []
         self.errors: list[BaseException] = []

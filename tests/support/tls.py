@@ -54,40 +54,112 @@ def _run(args: list[str], timeout_s: float) -> None:
         raise RuntimeError(f"openssl {args[0]} failed: {done.stderr.decode(errors='replace').strip()}")
 
 
-def self_signed(folder: Path, stem: str = "self", *, san: str = LOCAL_NAMES,
-                timeout_s: float = 30.0) -> tuple[Path, Path]:
+def self_signed(
+    folder: Path, stem: str = "self", *, san: str = LOCAL_NAMES, timeout_s: float = 30.0
+) -> tuple[Path, Path]:
     """(certificate, key) in folder: EC P-256, one day, subjectAltName san."""
     cert, key = folder / f"{stem}.pem", folder / f"{stem}.key"
-    _run(["req", "-x509", *_EC, "-keyout", str(key), "-out", str(cert), "-days", "1",
-          "-subj", "/CN=streamer test", "-addext", f"subjectAltName={san}"], timeout_s)
+    _run(
+        [
+            "req",
+            "-x509",
+            *_EC,
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=streamer test",
+            "-addext",
+            f"subjectAltName={san}",
+        ],
+        timeout_s,
+    )
     return cert, key
 
 
 def authority(folder: Path, timeout_s: float = 30.0) -> tuple[Path, Path]:
     """(certificate, key) of a test CA in folder, valid for a day."""
     cert, key = folder / "ca.pem", folder / "ca.key"
-    _run(["req", "-x509", *_EC, "-keyout", str(key), "-out", str(cert), "-days", "1",
-          "-subj", "/CN=streamer test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-          "-addext", "keyUsage=critical,keyCertSign,cRLSign"], timeout_s)
+    _run(
+        [
+            "req",
+            "-x509",
+            *_EC,
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=streamer test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        timeout_s,
+    )
     (folder / "index.txt").write_text("")
     (folder / "serial").write_text("1000\n")
     (folder / "ca.cnf").write_text(_CA_CONFIG.format(folder=folder))
     return cert, key
 
 
-def issued(folder: Path, ca: tuple[Path, Path], stem: str, *, san: str = LOCAL_NAMES,
-           not_before: str | None = None, not_after: str | None = None,
-           timeout_s: float = 30.0) -> tuple[Path, Path]:
+def issued(
+    folder: Path,
+    ca: tuple[Path, Path],
+    stem: str,
+    *,
+    san: str = LOCAL_NAMES,
+    not_before: str | None = None,
+    not_after: str | None = None,
+    timeout_s: float = 30.0,
+) -> tuple[Path, Path]:
     """(certificate, key) in folder, signed by ca (made by ``authority`` in the same folder).
 
     not_before / not_after: ASN.1 times such as "20000101000000Z"; by default, now and a day on."""
     cert, key, request = folder / f"{stem}.pem", folder / f"{stem}.key", folder / f"{stem}.csr"
-    _run(["req", "-new", *_EC, "-keyout", str(key), "-out", str(request), "-subj", f"/CN=streamer test {stem}",
-          "-addext", f"subjectAltName={san}"], timeout_s)
+    _run(
+        [
+            "req",
+            "-new",
+            *_EC,
+            "-keyout",
+            str(key),
+            "-out",
+            str(request),
+            "-subj",
+            f"/CN=streamer test {stem}",
+            "-addext",
+            f"subjectAltName={san}",
+        ],
+        timeout_s,
+    )
     dates = ["-startdate", not_before] if not_before else []
     dates += ["-enddate", not_after] if not_after else ["-days", "1"]
-    _run(["ca", "-batch", "-notext", "-config", str(folder / "ca.cnf"), "-cert", str(ca[0]), "-keyfile", str(ca[1]),
-          "-in", str(request), "-out", str(cert), *dates], timeout_s)
+    _run(
+        [
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            str(folder / "ca.cnf"),
+            "-cert",
+            str(ca[0]),
+            "-keyfile",
+            str(ca[1]),
+            "-in",
+            str(request),
+            "-out",
+            str(cert),
+            *dates,
+        ],
+        timeout_s,
+    )
     return cert, key
 
 
