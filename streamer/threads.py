@@ -8,7 +8,9 @@ import ctypes.util
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
+from typing import TextIO
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
 
@@ -37,3 +39,17 @@ def join_all(threads: list[threading.Thread], deadline: float) -> list[str]:
         if thread.is_alive() and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
     return [t.name for t in threads if t.is_alive()]
+
+
+def dump_threads(file: TextIO) -> None:
+    """Every thread's name, OS id and stack, as faulthandler dumps them but with the names
+    (which Python's faulthandler does not print): ``kill -USR1 PID`` asks for it."""
+    frames = sys._current_frames()
+    lines = []
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident)
+        if frame is not None:
+            lines.append(f"Thread {thread.name!r} (OS thread {thread.native_id}), most recent call last:\n")
+            lines.extend(traceback.format_stack(frame))
+    file.write("".join(lines))
+    file.flush()

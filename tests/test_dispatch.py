@@ -4,6 +4,7 @@ results for long, a JSONL file nobody reads cannot slow sending, and threads car
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -146,3 +147,28 @@ def test_threads_carry_their_names_for_the_os_too():
     expected = {"capture", "dispatch"} | {f"request-{i}" for i in range(1, 2 + HUNG_PER_SLOT * 2 + 1)}
     assert expected <= names
     assert expected <= comms, comms
+
+
+def test_sigusr1_dumps_every_thread_by_name(api_server, spawn):
+    """kill -USR1 PID shows where each named thread is, and streamer goes on running."""
+    run = spawn(
+        [
+            "run",
+            "--source",
+            "synthetic",
+            "--model",
+            "synthetic/1",
+            "--api-url",
+            api_server.url,
+            "--headless",
+            "--max-fps",
+            "10",
+        ]
+    )
+    assert run.wait_for_log("source synthetic open", 15), run.stderr
+    run.popen.send_signal(signal.SIGUSR1)
+    for name in ("MainThread", "capture", "dispatch", "request-1"):  # the dump may still be being written
+        assert run.wait_for_log(f"Thread {name!r} (OS thread ", 10), run.stderr
+    assert run.popen.poll() is None, "SIGUSR1 stopped it"
+    code, _ = run.terminate(signal.SIGTERM)
+    assert code == 0, run.stderr

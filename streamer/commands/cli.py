@@ -18,12 +18,14 @@ from streamer.commands import offline
 from streamer.commands.options import api_options, config_from_args, log_option, setup_logging
 from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError, UsageError
 from streamer.redact import register_secret, scrub
+from streamer.threads import dump_threads
 
 log = logging.getLogger("streamer")
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGINT/SIGTERM set the stop event; a second SIGINT exits at once."""
+    """SIGINT/SIGTERM set the stop event; a second SIGINT exits at once.  SIGUSR1 writes
+    every thread's name and stack to stderr (a hung service can be looked into)."""
 
     def handle(signum, _frame):
         if signum == signal.SIGINT and stop.is_set():
@@ -33,6 +35,8 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, lambda _signum, _frame: dump_threads(sys.stderr))
 
 
 def _rate_options(p: argparse.ArgumentParser, demo: bool = False) -> None:
