@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
+import soak  # noqa: E402
 import throughput  # noqa: E402
 
 
@@ -90,3 +91,12 @@ def test_comparisons_pair_streamer_rows_with_the_obvious_row_of_the_same_latency
     assert [(c["latency_ms"], c["in_flight"]) for c in pairs] == [(300.0, 4), (300.0, 8)]
     assert pairs[1]["results_per_s"] == [28, 28]
 
+
+def test_every_soak_scenario_holds_hung_requests_past_the_default_api_timeout():
+    for name, spell_s, make in soak.SCENARIOS:
+        fault = make()
+        assert spell_s > 0
+        if fault.hang_s:
+            assert fault.hang_s > 10.0, name  # api.timeout_s's default
+        else:
+            assert fault.status == 200 and fault.raw_body.startswith(b"<"), name
