@@ -16,12 +16,12 @@ process for --seconds (60) after a 5 s warm-up:
 Measured: results a second, result age at publish (p50, p95, and p95 of each half of the
 window to show a trend), the gap between results (mean, coefficient of variation), the whole
 process's CPU (from /proc) per result, per API call and per captured frame, RSS at start and
-end, and bytes uploaded per call against a full-size quality-95 JPEG of the same frame.  For
-streamer, where its heartbeat gives CPU by thread: client CPU per call (the whole process
-but the capture thread, which renders the synthetic scene in the camera's place) and the part
-the request threads spend on the steps of the calls.  Each streamer row is checked against the
-obvious client's of the same latency and N with the targets of issue 12.  Then one 5-minute
-streamer run (N 4, 300 ms) for RSS growth.  Prints a table and writes JSON.
+end, and bytes uploaded per call against a full-size quality-95 JPEG of the same frame.
+Client CPU per call: the whole process but the capture thread, which renders the synthetic
+scene in the camera's place (for streamer, where its heartbeat gives CPU by thread, with the
+part the request threads spend on the steps of the calls).  Each streamer row is checked
+against the obvious client's of the same latency and N with the targets of issue 12.  Then
+one 5-minute streamer run (N 4, 300 ms) for RSS growth.  Prints a table and writes JSON.
 
     .venv/bin/python bench/throughput.py [--seconds 60] [--rss-minutes 5] [--json bench/results/throughput.json]
     .venv/bin/python bench/throughput.py --latency-ms 300 --in-flight 8 --clients obvious,streamer
@@ -164,13 +164,14 @@ def obvious_worker(api_url: str, n: int, seconds: float, out_path: str) -> None:
     # As streamer does (streamer.live.imaging.limit_opencv_threads): OpenCV's own thread pool
     # spins on 2 cores, and a one-line setting should not decide the comparison.
     cv2.setNumThreads(1)
-    stop, holder, records, errors, frames = threading.Event(), LatestFrame(), [], [], [0]
+    stop, holder, records, errors = threading.Event(), LatestFrame(), [], []
+    frames, capture_cpu_s = [0], [0.0]  # written by the capture thread, read by this one
 
     def capture() -> None:
         scene, due = SyntheticScene(1280, 720, SOURCE_FPS), time.monotonic()
         while not stop.wait(max(0.0, due - time.monotonic())):
             holder.put(time.time(), scene.render(frames[0]))
-            frames[0], due = frames[0] + 1, due + 1 / SOURCE_FPS
+            frames[0], due, capture_cpu_s[0] = frames[0] + 1, due + 1 / SOURCE_FPS, time.thread_time()
 
     def request(http: httpx.Client) -> None:
         params = {"api_key": API_KEY, "confidence": 0.4}
@@ -202,15 +203,18 @@ def obvious_worker(api_url: str, n: int, seconds: float, out_path: str) -> None:
         for thread in threads:
             thread.start()
         stop.wait(WARMUP_S)
-        cpu0, rss0, frames0, window_start = proc_cpu_s(pid), proc_rss_mb(pid), frames[0], time.time()
+        cpu0, rss0, frames0, capture0, window_start = (proc_cpu_s(pid), proc_rss_mb(pid), frames[0],
+                                                       capture_cpu_s[0], time.time())
         stop.wait(seconds)
-        cpu1, rss1, frames1, window_end = proc_cpu_s(pid), proc_rss_mb(pid), frames[0], time.time()
+        cpu1, rss1, frames1, capture1, window_end = (proc_cpu_s(pid), proc_rss_mb(pid), frames[0],
+                                                     capture_cpu_s[0], time.time())
         stop.set()
         for thread in threads:
             thread.join(15)  # a request in flight ends within the client's timeout
     Path(out_path).write_text(json.dumps({
         "records": records, "errors": len(errors), "window": [window_start, window_end],
-        "frames": frames1 - frames0, "cpu_s": cpu1 - cpu0, "rss_start_mb": rss0, "rss_end_mb": rss1}))
+        "frames": frames1 - frames0, "cpu_s": cpu1 - cpu0, "capture_cpu_s": capture1 - capture0,
+        "rss_start_mb": rss0, "rss_end_mb": rss1}))
 
 
 def run_obvious(api_url: str, n: int, seconds: float, tmp: Path) -> dict:
@@ -220,8 +224,11 @@ def run_obvious(api_url: str, n: int, seconds: float, tmp: Path) -> dict:
     data = json.loads(out.read_text())
     start, end = data["window"]
     records = [r for r in data["records"] if start <= r["published_at"] < end]
-    row = figures(records, len(records), data["frames"], data["cpu_s"],
-                  data["rss_start_mb"], data["rss_end_mb"], statistics.mean(r["bytes"] for r in records), None)
+    # As for streamer, the client is every thread but the capture thread, which renders the scene.
+    client_cpu_per_call_s = (data["cpu_s"] - data["capture_cpu_s"]) / len(records) if records else None
+    row = figures(records, len(records), data["frames"], data["cpu_s"], data["rss_start_mb"], data["rss_end_mb"],
+                  statistics.mean(r["bytes"] for r in records), client_cpu_per_call_s)
+    row["capture_cpu_ms_per_frame"] = round(data["capture_cpu_s"] * 1000 / data["frames"], 2)
     row["errors"] = data["errors"]
     return row
 
