@@ -92,6 +92,18 @@ def test_comparisons_pair_streamer_rows_with_the_obvious_row_of_the_same_latency
     assert pairs[1]["results_per_s"] == [28, 28]
 
 
+def test_in_order_keeps_the_results_that_move_forward():
+    captured = [1.0, 3.0, 2.0, 4.0, 2.5, 5.0]
+    kept = throughput.in_order([{"captured_at": t} for t in captured])
+    assert [r["captured_at"] for r in kept] == [1.0, 3.0, 4.0, 5.0]
+    assert throughput.in_order([]) == []
+
+
+@pytest.mark.parametrize("times, expected", [([], 0.0), ([5.0], 0.0), ([5.0, 5.0], 0.0), ([0.0, 0.5, 2.0], 1.0)])
+def test_per_second(times, expected):
+    assert throughput.per_second(times) == expected
+
+
 def test_every_soak_scenario_holds_hung_requests_past_the_default_api_timeout():
     for name, spell_s, make in soak.SCENARIOS:
         fault = make()
@@ -100,3 +112,4 @@ def test_every_soak_scenario_holds_hung_requests_past_the_default_api_timeout():
             assert fault.hang_s > 10.0, name  # api.timeout_s's default
         else:
             assert fault.status == 200 and fault.raw_body.startswith(b"<"), name
+
