@@ -266,14 +266,25 @@ def scenario(api: ApiServer, feed: Feed, spell_s: float, make) -> dict:
     if feed.wait_for("captured_at", time.time(), 60) is None:
         return {"spell_s": spell_s, "recovery_s": None, "note": "no detections before the fault in 60 s"}
     time.sleep(STEADY_S)
+    before = feed.heartbeats[-1]["counters"]["api_failures"]
     api.set_fault(make())
     time.sleep(spell_s)
     api.set_fault(None)
     ended = time.time()
+    state = feed.heartbeats[-1]["api_state"]  # as of the last heartbeat, at most 2 s before the end
     message = feed.wait_for("captured_at", ended, RECOVERY_LIMIT_S)
+    recovered_at = time.time() if message is None else message["published_at"]
+    deadline = time.monotonic() + 5  # a heartbeat sent after the recovery (one every 2 s)
+    while feed.heartbeats[-1]["time"] < recovered_at and time.monotonic() < deadline:
+        time.sleep(0.1)
+    after = feed.heartbeats[-1]["counters"]["api_failures"]
+    # What streamer saw, to explain the figure: its API state as the fault ended, and its
+    # failures from the start of the fault to the recovery, by kind.
+    out = {"spell_s": spell_s, "api_state_at_end": state,
+           "api_failures": {kind: n - before.get(kind, 0) for kind, n in after.items() if n > before.get(kind, 0)}}
     if message is None:
-        return {"spell_s": spell_s, "recovery_s": None, "note": f"no fresh detections in {RECOVERY_LIMIT_S:.0f} s"}
-    return {"spell_s": spell_s, "recovery_s": round(message["published_at"] - ended, 2)}
+        return {**out, "recovery_s": None, "note": f"no fresh detections in {RECOVERY_LIMIT_S:.0f} s"}
+    return {**out, "recovery_s": round(message["published_at"] - ended, 2)}
 
 
 def summary(values: list[float]) -> dict:
@@ -290,8 +301,10 @@ def print_report(r: dict) -> None:
           f"(api.timeout_s {scenarios['api_timeout_s']:g} s; a hung request is held {scenarios['held_s']:g} s):")
     for name, result in scenarios["scenarios"].items():
         recovery = result["recovery_s"]
-        print(f"  {name:<21}" + (f"{recovery:.2f} s" if recovery is not None else f"FAILED: {result.get('note')}"))
-    print(f"  SIGTERM              exit {scenarios['sigterm_exit_code']} in {scenarios['sigterm_exit_s']} s; "
+        failures = ", ".join(f"{kind} x{n}" for kind, n in result.get("api_failures", {}).items()) or "none"
+        print(f"  {name:<22}" + (f"{recovery:6.2f} s" if recovery is not None else f"FAILED: {result.get('note')}")
+              + f"   (API {result.get('api_state_at_end')} as it ended; failures: {failures})")
+    print(f"  SIGTERM               exit {scenarios['sigterm_exit_code']} in {scenarios['sigterm_exit_s']} s; "
           f"tracebacks in its log: {scenarios['tracebacks_in_log']}")
 
 
