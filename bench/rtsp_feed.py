@@ -19,15 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.clips import camera_clip  # noqa: E402
-from support.rtsp import RtspServer, free_port  # noqa: E402
-
 from streamer.live.imaging import iou_xyxy, xywh_to_xyxy  # noqa: E402
 from streamer.sources.synthetic import SyntheticScene  # noqa: E402
+from support.clips import camera_clip  # noqa: E402
+from support.rtsp import RtspServer, free_port  # noqa: E402
 
 
 def main() -> int:
@@ -43,14 +41,32 @@ def main() -> int:
         api_port, zmq_port = free_port(), free_port()
         endpoint = f"tcp://127.0.0.1:{zmq_port}"
         with RtspServer(clip=clip) as camera:
-            serve = subprocess.Popen([*streamer, "serve", "--port", str(api_port), "--latency-ms",
-                                      str(args.latency_ms)], stderr=subprocess.DEVNULL)
-            listen = subprocess.Popen([*streamer, "listen", "--connect", endpoint, "--topic", "detections",
-                                       "--count", str(args.messages)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            run = subprocess.Popen([*streamer, "run", "--source", camera.url, "--model", "synthetic/1", "--api-url",
-                                    f"http://127.0.0.1:{api_port}", "--headless", "--zmq", endpoint],
-                                   stderr=subprocess.DEVNULL)
+            serve = subprocess.Popen(
+                [*streamer, "serve", "--port", str(api_port), "--latency-ms", str(args.latency_ms)],
+                stderr=subprocess.DEVNULL,
+            )
+            listen = subprocess.Popen(
+                [*streamer, "listen", "--connect", endpoint, "--topic", "detections", "--count", str(args.messages)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            run = subprocess.Popen(
+                [
+                    *streamer,
+                    "run",
+                    "--source",
+                    camera.url,
+                    "--model",
+                    "synthetic/1",
+                    "--api-url",
+                    f"http://127.0.0.1:{api_port}",
+                    "--headless",
+                    "--zmq",
+                    endpoint,
+                ],
+                stderr=subprocess.DEVNULL,
+            )
             try:
                 out, _ = listen.communicate(timeout=120)
             finally:

@@ -33,18 +33,21 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.rtsp import free_port
-
 from streamer.api.client import DetectionClient
+from streamer.live.dispatch import make_result
 from streamer.live.frames import Frame
 from streamer.live.imaging import prepare_upload
-from streamer.live.dispatch import make_result
 from streamer.outputs.message import encode_message, result_message
 from streamer.outputs.zmq_feed import ZmqPublisher
 from streamer.sources.synthetic import SyntheticScene
+from support.rtsp import free_port
 
-HEADERS = {"User-Agent": "streamer-bench", "Accept": "*/*", "Accept-Encoding": "gzip, deflate",
-           "Content-Type": "application/x-www-form-urlencoded"}
+HEADERS = {
+    "User-Agent": "streamer-bench",
+    "Accept": "*/*",
+    "Accept-Encoding": "gzip, deflate",
+    "Content-Type": "application/x-www-form-urlencoded",
+}
 PATH = "/synthetic/1?confidence=0.4&overlap=0.3&api_key=bench"
 
 
@@ -80,32 +83,48 @@ def image_steps(frames: list, n: int) -> None:
     for threads in (cv2.getNumThreads(), 1):
         cv2.setNumThreads(threads)
         print(f"OpenCV threads {threads}:")
-        print(f"  resize 1280x720 -> 640x360  {cpu_ms(lambda i: cv2.resize(frames[i % k], (640, 360), interpolation=cv2.INTER_AREA), n):6.3f} ms")
-        print(f"  JPEG encode q75             {cpu_ms(lambda i: cv2.imencode('.jpg', small[i % k], [cv2.IMWRITE_JPEG_QUALITY, 75]), n):6.3f} ms")
+        resize_ms = cpu_ms(lambda i: cv2.resize(frames[i % k], (640, 360), interpolation=cv2.INTER_AREA), n)
+        print(f"  resize 1280x720 -> 640x360  {resize_ms:6.3f} ms")
+        encode_ms = cpu_ms(lambda i: cv2.imencode(".jpg", small[i % k], [cv2.IMWRITE_JPEG_QUALITY, 75]), n)
+        print(f"  JPEG encode q75             {encode_ms:6.3f} ms")
         print(f"  prepare_upload (all three)  {cpu_ms(lambda i: prepare_upload(frames[i % k], 640, 75), n):6.3f} ms")
-    print(f"prepare_upload, each after a 40 ms sleep "
-          f"{after_sleep_ms(lambda i: prepare_upload(frames[i % k], 640, 75), min(n, 100)):6.3f} ms")
+    print(
+        f"prepare_upload, each after a 40 ms sleep "
+        f"{after_sleep_ms(lambda i: prepare_upload(frames[i % k], 640, 75), min(n, 100)):6.3f} ms"
+    )
     print(f"base64 of the JPEG            {cpu_ms(lambda i: base64.b64encode(jpegs[i % k]), n):6.3f} ms")
 
 
 def http_steps(port: int, body: bytes, n: int) -> None:
     url = f"http://127.0.0.1:{port}"
     with httpx.Client(headers=HEADERS) as client:
-        print(f"POST, httpx.Client            {cpu_ms(lambda i: client.post(url + PATH, content=body).read(), n):6.3f} ms")
+        print(
+            f"POST, httpx.Client            {cpu_ms(lambda i: client.post(url + PATH, content=body).read(), n):6.3f} ms"
+        )
     with DetectionClient(url, "synthetic/1", "bench") as client:
         print(f"DetectionClient.infer (POST + parse) {cpu_ms(lambda i: client.infer(body), n):6.3f} ms")
-        print(f"DetectionClient.infer, each after a 40 ms sleep "
-              f"{after_sleep_ms(lambda i: client.infer(body), min(n, 100)):6.3f} ms")
+        print(
+            f"DetectionClient.infer, each after a 40 ms sleep "
+            f"{after_sleep_ms(lambda i: client.infer(body), min(n, 100)):6.3f} ms"
+        )
 
 
 def start_api(latency_ms: float = 0.0) -> tuple[subprocess.Popen, int]:
     """The stand-in API in its own process, as a real server would be; (process, port)."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-c", ("import time; from streamer.standin.server import ApiServer; "
-                                f"ApiServer('127.0.0.1', {port}, latency_ms={latency_ms}, detector=False).start(); "
-                                "time.sleep(3600)")],
-        cwd=ROOT, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-c",
+            (
+                "import time; from streamer.standin.server import ApiServer; "
+                f"ApiServer('127.0.0.1', {port}, latency_ms={latency_ms}, detector=False).start(); "
+                "time.sleep(3600)"
+            ),
+        ],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -144,7 +163,7 @@ def floor_steps(frames: list, port: int, n: int, sleep_s: float) -> dict[str, fl
                 pub.send(encode_message(result_message(result)))
                 t3 = time.thread_time()
                 if i >= 5:
-                    for key, seconds in zip(spent, (t1 - t0, t2 - t1, t3 - t2)):
+                    for key, seconds in zip(spent, (t1 - t0, t2 - t1, t3 - t2), strict=True):
                         spent[key] += seconds
                 if not sub.poll(5000):
                     raise RuntimeError("the subscriber got nothing in 5 s")
@@ -157,8 +176,10 @@ def floor_steps(frames: list, port: int, n: int, sleep_s: float) -> dict[str, fl
 
 
 def floor(frames: list, n: int) -> None:
-    print("The floor: one thread, a call's steps one after the other, nothing else running "
-          "(thread CPU ms per call; ZeroMQ's own I/O thread not counted):")
+    print(
+        "The floor: one thread, a call's steps one after the other, nothing else running "
+        "(thread CPU ms per call; ZeroMQ's own I/O thread not counted):"
+    )
     for latency_ms, sleep_s in ((0, 0.04), (100, 0.0), (300, 0.0), (600, 0.0)):
         calls = max(20, min(n, round(20 / (latency_ms / 1000 + sleep_s))))  # about 20 s each
         server, port = start_api(latency_ms)
@@ -168,8 +189,11 @@ def floor(frames: list, n: int) -> None:
             server.terminate()
             server.wait(10)
         how = f"API answers after {latency_ms} ms" if latency_ms else "API answers at once, 40 ms sleep first"
-        print(f"  {how:<40} total {sum(spent.values()):5.2f} ms = "
-              + ", ".join(f"{key} {ms:.2f}" for key, ms in spent.items()) + f"  ({calls} calls)")
+        print(
+            f"  {how:<40} total {sum(spent.values()):5.2f} ms = "
+            + ", ".join(f"{key} {ms:.2f}" for key, ms in spent.items())
+            + f"  ({calls} calls)"
+        )
 
 
 def main() -> int:
