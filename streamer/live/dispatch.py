@@ -154,6 +154,7 @@ class InferenceWorker:
         self.refusals_before_backoff = 3
         self._lock = threading.Condition()  # guards what follows; request threads notify the dispatcher
         self._outstanding: dict[int, _Request] = {}
+        self._waiting_for_slot = False  # the dispatcher waits for a request to end
         self._seq = 0
         self._last_result: Result | None = None
         self._jobs: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -211,8 +212,10 @@ class InferenceWorker:
         while not self.stop.is_set():
             with self._locked():
                 wait_s = self._wait_s()
-                if wait_s != 0:  # None: at capacity, woken when a request ends or turns hung
+                if wait_s != 0:  # None: every slot taken; a request that ends wakes it then
+                    self._waiting_for_slot = wait_s is None
                     self._lock.wait(min(IDLE_WAIT_S, self._next_hang_check_s(), wait_s or IDLE_WAIT_S))
+                    self._waiting_for_slot = False
                     continue
             frame = self.queue.get_newest(timeout=IDLE_WAIT_S, stop=self.stop)
             if frame is not None:
@@ -330,7 +333,8 @@ class InferenceWorker:
                 with self._lock:
                     del self._outstanding[request.seq]
                     self.finished_frames += 1
-                    self._lock.notify()
+                    if self._waiting_for_slot:  # otherwise it wakes at its own time: no wake-up to spare
+                        self._lock.notify()
             if release_at is not None and self.publish_due is not None:
                 # Hold an early answer until its release time, so that results leave evenly.
                 if release_at > time.monotonic():
