@@ -123,13 +123,14 @@ class Message:
 class Recorder:
     """A paho subscriber on its own network thread; every wait has a deadline."""
 
-    def __init__(self, broker: Broker, topic: str = "#", protocol: int = mqtt.MQTTv311, qos: int = 2):
+    def __init__(self, broker: Broker, topic: str | list[str] = "#", protocol: int = mqtt.MQTTv311, qos: int = 2):
+        topics = [(t, qos) for t in ([topic] if isinstance(topic, str) else topic)]
         self.messages: list[Message] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=protocol)
         self.client.username_pw_set(USER, PASSWORD)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topics)
         self.client.on_subscribe = lambda *args: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", broker.port, keepalive=30)
