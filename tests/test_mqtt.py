@@ -261,7 +261,7 @@ def test_publishing_never_waits_for_a_broker_that_is_gone(broker, tmp_path):
     publisher = _publisher(broker, tmp_path)
     try:
         broker.kill()
-        assert wait_until(lambda: not publisher._connected.is_set(), 5)
+        assert wait_until(lambda: not publisher.connected, 5)
         started = time.monotonic()
         results = [publisher.send(b'{"predictions": [{"class": "person"}]}') for _ in range(2000)]
         assert time.monotonic() - started < 1.0

@@ -243,6 +243,11 @@ class MqttPublisher:
 
     # --- the sink ---
 
+    @property
+    def connected(self) -> bool:
+        """True while the broker has accepted the connection."""
+        return self._connected.is_set()
+
     def send(self, payload: bytes) -> bool:
         """Queue one detections message (and the class state it changes); False if dropped."""
         try:
