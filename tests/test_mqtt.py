@@ -179,6 +179,7 @@ def test_broker_killed_and_restarted_detections_resume_and_the_pipeline_never_st
     # The results/s with the broker gone is that with it there (about 10/s); a stalled pipeline gives ~0.
     assert rate_before >= 5 and during / 4 >= rate_before * 0.6, (rate_before, during, time.monotonic() - killed_at)
     assert "lost the MQTT broker" in proc.stderr and "reached again" in proc.stderr
+    assert json.loads(jsonl.read_bytes().splitlines()[0])["name"] == "cam1"  # JSONL carries the name too
     code, _ = proc.terminate()
     assert code == 0
     assert PASSWORD not in proc.stderr + proc.stdout

@@ -168,3 +168,15 @@ def test_names_are_made_slugs(given, name):
 
 def test_protocol_5_may_be_written_as_a_number():
     assert load(None, {"mqtt.protocol": 5}, env={}).mqtt.protocol == "5"
+
+
+def test_every_message_carries_the_name_given_or_made_from_the_source():
+    from streamer.live.frames import Result
+    from streamer.live.stats import Stats
+    from streamer.outputs.message import result_message, status_message
+
+    result = Result("rtsp://user:***@cam.local/live", 7, 1.0, 1.0, 640, 480, [], "m/1", 2.0, 3.0)
+    assert result_message(result, 4.0)["name"] == "cam-local-live"
+    assert result_message(result, 4.0, name="front-door")["name"] == "front-door"
+    assert status_message("synthetic", "running", Stats(), 0, 1.0, None)["name"] == "synthetic"
+    assert status_message("synthetic", "running", Stats(), 0, 1.0, None, name="cam1")["name"] == "cam1"
