@@ -148,8 +148,10 @@ def test_a_password_on_the_command_line_is_refused_and_never_shown(api, spawn):
 
 def test_broker_killed_and_restarted_detections_resume_and_the_pipeline_never_stalls(broker, api, spawn, tmp_path):
     jsonl = tmp_path / "results.jsonl"
-    proc = spawn([*run_args(api, broker), "--jsonl", str(jsonl)], env=mqtt_env())
-    with Recorder(broker, f"{PREFIX}/#") as sub:
+    config = tmp_path / "c.yaml"
+    config.write_text("mqtt:\n  ha_discovery: true\n")
+    proc = spawn([*run_args(api, broker, "-c", str(config)), "--jsonl", str(jsonl)], env=mqtt_env())
+    with Recorder(broker, [f"{PREFIX}/#", "homeassistant/#"]) as sub:
         assert sub.wait_for(lambda m: len([x for x in m if x.topic.endswith("/detections")]) >= 5, 20), proc.stderr
 
         def lines() -> int:
@@ -168,8 +170,9 @@ def test_broker_killed_and_restarted_detections_resume_and_the_pipeline_never_st
         assert sub.wait_for(lambda m: any(x.topic.endswith("/detections") and x.at > restarted_at for x in m), 10)
         resumed_s = min(x.at for x in sub.messages if x.topic.endswith("/detections") and x.at > restarted_at)
         assert resumed_s - restarted_at < 5, proc.stderr
-        # availability is said again after the reconnect (the broker kept nothing)
+        # availability and discovery are said again after the reconnect (the broker kept nothing)
         assert sub.wait_for(lambda m: any(x.topic.endswith("/availability") and x.at > restarted_at for x in m), 5)
+        assert any(x.topic.startswith("homeassistant/") and x.at > restarted_at for x in sub.messages)
         assert sub.wait_for(
             lambda m: any(
                 x.topic.endswith("/status") and json.loads(x.payload)["counters"]["mqtt_dropped"] > 0 for x in m
