@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from streamer.errors import ConfigError
+from streamer.names import slug
 from streamer.redact import register_secret, register_url_secrets, url_for_display
 
 API_KEY_ENV = "ROBOFLOW_API_KEY"
@@ -200,6 +201,51 @@ def _path(suffixes: tuple[str, ...] = (), what: str = "a file path") -> Callable
     return check
 
 
+def _mqtt_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    what = "expected mqtt://[user@]host[:port] or mqtts://[user@]host[:port]"
+    if not isinstance(value, str):
+        raise ValueError(what)
+    parts = urlsplit(value)
+    try:
+        _ = parts.port  # urllib checks the port only when asked
+    except ValueError:
+        raise ValueError(what + " whose port is a number") from None
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ValueError(what)
+    if parts.password is not None:
+        raise ValueError(
+            "the URL must carry no password (others would see it in ps and logs); "
+            "set $STREAMER_MQTT_PASSWORD or mqtt.password_file"
+        )
+    return value
+
+
+def _mqtt_protocol(value: Any) -> str:
+    if str(value) not in ("3.1.1", "5"):
+        raise ValueError("expected 3.1.1 or 5")
+    return str(value)
+
+
+def _topic_prefix(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip("/") or any(c in value for c in "+#\0") or value[0] == "$":
+        raise ValueError("expected a topic such as streamer/front-door, without + # or a NUL, not starting with $")
+    return value.strip("/")
+
+
+def _camera_name(value: Any) -> str | None:
+    """A camera name, made a slug ([a-z0-9_-], at most 64 characters): it is part of topics."""
+    if value is None:
+        return None
+    name = slug(str(value)) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if not name:
+        raise ValueError("expected a name with letters or digits, such as front-door")
+    return name
+
+
 def opt(default: Any, check: Callable[[Any], Any], flag: str | None = None) -> Any:
     """A config field: its default, its check and the command-line flag that sets it."""
     factory = (lambda: list(default)) if isinstance(default, list) else None
@@ -274,12 +320,34 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    url: str | None = opt(None, _mqtt_url, "--mqtt")
+    protocol: str = opt("3.1.1", _mqtt_protocol)
+    prefix: str | None = opt(None, _topic_prefix)
+    keepalive_s: int = opt(10, _number(5, 3600, integer=True))
+    connect_timeout_s: float = opt(5.0, _number(0, 120, lo_open=True))
+    qos: int = opt(0, _number(0, 2, integer=True))
+    queue_size: int = opt(100, _number(1, 100000, integer=True))
+    ca_file: str | None = opt(None, _path())
+    cert_file: str | None = opt(None, _path())
+    key_file: str | None = opt(None, _path())
+    password_file: str | None = opt(None, _path())
+    max_classes: int = opt(20, _number(1, 1000, integer=True))
+    off_delay_s: float = opt(5.0, _number(0, 3600))
+    snapshot_s: float = opt(10.0, _number(0, 86400))
+    ha_discovery: bool = opt(False, _boolean)
+    discovery_prefix: str = opt("homeassistant", _topic_prefix)
+
+
+@dataclass(frozen=True)
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    name: str | None = opt(None, _camera_name, "--name")
     duration_s: float | None = opt(None, _number(0, lo_open=True, optional=True), "--duration")
     log_level: str = opt("info", _choice("debug", "info", "warning", "error"))
 
@@ -315,7 +383,7 @@ def _build(cls: type, data: dict, prefix: str, origin: dict[str, str]) -> Any:
                 value = data[name]
                 if "api_key" in name and name != "api_key_file":
                     shown = "***"
-                elif name == "uri" and isinstance(value, str):  # a camera URL may carry a password
+                elif name in ("uri", "url") and isinstance(value, str):  # a camera or broker URL may carry a password
                     shown = _show(url_for_display(value))
                 else:
                     shown = _show(value)
@@ -394,6 +462,9 @@ def load(
     source = data.get("source")
     if isinstance(source, dict) and isinstance(source.get("uri"), str):
         register_url_secrets(source["uri"])  # before checking it: an error may quote it
+    mqtt = data.get("mqtt")
+    if isinstance(mqtt, dict) and isinstance(mqtt.get("url"), str):
+        register_url_secrets(mqtt["url"])  # refused below if it holds a password, never shown
     config = _build(Config, data, "", origin)
     register_secret(config.api.api_key)
     register_url_secrets(config.source.uri)  # a camera password, wherever it turns up
@@ -417,7 +488,24 @@ def load(
                 "make it at least as large"
             )
     _check_zmq(config.output, origin)
+    _check_mqtt(config.mqtt, origin)
     return config
+
+
+def _check_mqtt(mq: MqttConfig, origin: dict[str, str]) -> None:
+    """TLS files only with mqtts://, and a client certificate with its key."""
+    tls = bool(mq.url) and mq.url.startswith("mqtts://")
+    for key in ("ca_file", "cert_file", "key_file"):
+        if getattr(mq, key) and not tls:
+            raise ConfigError(
+                f"mqtt.{key}: set, but mqtt.url is not an mqtts:// URL{origin_note(origin, 'mqtt.' + key)}; "
+                "use mqtts://HOST:8883 for TLS, or remove it"
+            )
+    if bool(mq.cert_file) != bool(mq.key_file):
+        raise ConfigError(
+            f"mqtt.cert_file: a client certificate needs both mqtt.cert_file and mqtt.key_file"
+            f"{origin_note(origin, 'mqtt.cert_file')}; set both, or neither"
+        )
 
 
 def _check_zmq(out: OutputConfig, origin: dict[str, str]) -> None:
@@ -441,22 +529,23 @@ def resolve_api_key(config: Config, env: dict[str, str] | None = None) -> str | 
     env = os.environ if env is None else env
     key = config.api.api_key
     if not key and config.api.api_key_file:
-        key = _read_key_file(Path(config.api.api_key_file), "api.api_key_file")
+        key = read_secret_file(Path(config.api.api_key_file), "api.api_key_file")
     if not key and env.get("CREDENTIALS_DIRECTORY"):
         candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
         if candidate.is_file():
-            key = _read_key_file(candidate, "systemd credential " + CREDENTIAL_NAME)
+            key = read_secret_file(candidate, "systemd credential " + CREDENTIAL_NAME)
     key = key.strip() if key else None
     register_secret(key)
     return key or None
 
 
-def _read_key_file(path: Path, what: str) -> str:
+def read_secret_file(path: Path, what: str, secret: str = "the API key") -> str:
+    """The secret a file holds (stripped), registered; ``what`` names the key or credential."""
     try:
         key = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
     if not key:
-        raise ConfigError(f"{what}: {path} is empty; put the API key in it")
+        raise ConfigError(f"{what}: {path} is empty; put {secret} in it")
     register_secret(key)
     return key

@@ -73,6 +73,13 @@ def _output_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--jsonl", metavar="FILE", help="append each message to FILE, one per line")
     g.add_argument("--record", metavar="FILE", help="write the annotated video (.mp4 or .avi)")
+    g.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="publish to an MQTT broker, mqtt://[user@]host[:port] or mqtts://...; "
+        "the password comes from $STREAMER_MQTT_PASSWORD, mqtt.password_file or a systemd credential",
+    )
+    g.add_argument("--name", metavar="NAME", help="camera name in messages and topics (default: from the source)")
     log_option(g)
 
 

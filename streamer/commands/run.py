@@ -14,6 +14,7 @@ from streamer.errors import ConfigError
 from streamer.live.dispatch import HUNG_PER_SLOT, InferenceSettings
 from streamer.live.imaging import limit_opencv_threads
 from streamer.live.pipeline import Outputs, Pipeline, Supervision
+from streamer.names import source_name
 from streamer.outputs.jsonl import JsonlWriter
 from streamer.outputs.notify import SystemdNotifier
 from streamer.outputs.recorder import Recorder
@@ -84,6 +85,15 @@ def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
     return Outputs(window=window, sinks=tuple(sinks), recorder=recorder)
 
 
+def _mqtt(config: Config, name: str, pipeline: Pipeline):
+    """The MQTT output; made after the pipeline, whose annotated frames are its snapshots."""
+    from streamer.outputs.mqtt import MqttPublisher, resolve_password
+
+    return MqttPublisher(
+        config.mqtt, name, config.inference.classes, resolve_password(config.mqtt), snapshot=pipeline.annotated
+    )
+
+
 def _settings(config: Config) -> InferenceSettings:
     inf = config.inference
     return InferenceSettings(
@@ -125,6 +135,7 @@ def run_pipeline(config: Config, stop: threading.Event) -> int:
             make_client(config, api_key, (1 + HUNG_PER_SLOT) * config.inference.max_in_flight)
         )
         outputs = _outputs(config, source, opened)
+        name = config.name or source_name(config.source.uri)
         log.info(
             "source %s -> %s (confidence %.2f, max side %d px, up to %d in flight, %s)",
             source.name,
@@ -147,5 +158,8 @@ def run_pipeline(config: Config, stop: threading.Event) -> int:
             source_backoff=Backoff(config.source.reconnect_initial_s, config.source.reconnect_max_s),
             api_backoff=Backoff(config.api.backoff_initial_s, config.api.backoff_max_s),
             notifier=opened.enter_context(closing(SystemdNotifier.from_env())),
+            name=name,
         )
+        if config.mqtt.url:
+            pipeline.outputs.sinks += (opened.enter_context(closing(_mqtt(config, name, pipeline))),)
         return pipeline.run()

@@ -75,6 +75,7 @@ class Pipeline:
         source_backoff: Backoff | None = None,
         api_backoff: Backoff | None = None,
         notifier: SystemdNotifier | None = None,
+        name: str | None = None,
     ):
         self.stop = stop
         self.stats = Stats()
@@ -83,6 +84,7 @@ class Pipeline:
         self.supervision = sup = supervision or Supervision()
         self.notifier = notifier
         self.source_name = source.name
+        self.name = name  # the camera's name in messages; None: made from the source
         self._changed = threading.Event()  # set on every frame, if frames are drawn
         self.queue: DropOldestQueue[Frame] = DropOldestQueue(queue_size)
         # Headless and not recording, frames are not drawn: the output loop need not wake for them.
@@ -245,8 +247,10 @@ class Pipeline:
     def status(self, state: str = "running", now: float | None = None) -> dict:
         """The heartbeat message: what streamer is doing now."""
         self.stats.jsonl_dropped = sum(s.dropped for s in self.outputs.sinks if isinstance(s, JsonlWriter))
+        self.stats.mqtt_dropped = sum(getattr(s, "mqtt_dropped", 0) for s in self.outputs.sinks)
         now = time.monotonic() if now is None else now
-        return status_message(self.source_name, state, self.stats, self.queue.dropped, now, self.results.latest())
+        latest = self.results.latest()
+        return status_message(self.source_name, state, self.stats, self.queue.dropped, now, latest, name=self.name)
 
     def _heartbeat(self, state: str, now: float) -> None:
         sinks = [sink for sink in self.outputs.sinks if hasattr(sink, "send_status")]
@@ -302,7 +306,7 @@ class Pipeline:
             self.stats.result_age.add(published_at - result.captured_at)
         if not self.outputs.sinks:
             return
-        payload = encode_message(result_message(result, published_at))
+        payload = encode_message(result_message(result, published_at, self.name))
         for sink in self.outputs.sinks:
             sink.send(payload)
         self.stats.published += 1

@@ -97,6 +97,7 @@ class Stats:
         self.bytes_sent = 0  # request bodies, base64 JPEG
         self.hung_requests = 0  # requests given up on after hang_after_s without an answer
         self.jsonl_dropped = 0  # JSONL lines dropped because the file could not keep up
+        self.mqtt_dropped = 0  # detections not sent to the MQTT broker (disconnected, or its queue full)
         self.request_latency = Percentiles()  # seconds from sending a request to its answer
         self.result_age = Percentiles()  # seconds from capture to publish, of fresh results
 
@@ -175,6 +176,7 @@ class Stats:
             "bytes_sent": self.bytes_sent,
             "hung_requests": self.hung_requests,
             "jsonl_dropped": self.jsonl_dropped,
+            "mqtt_dropped": self.mqtt_dropped,
             "cpu_s": {role: round(seconds, 3) for role, seconds in sorted(self.thread_cpu_s().items())},
             "api_transient_errors": self.transient_errors,
             "api_skipped_bad_request": self.skipped_bad_request,

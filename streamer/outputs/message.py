@@ -12,6 +12,7 @@ from typing import Any
 
 from streamer.live.frames import Result
 from streamer.live.stats import Stats
+from streamer.names import source_name
 
 MESSAGE_TYPE = "detections"
 STATUS_TYPE = "status"
@@ -28,14 +29,16 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def result_message(result: Result, published_at: float | None = None) -> dict[str, Any]:
+def result_message(result: Result, published_at: float | None = None, name: str | None = None) -> dict[str, Any]:
     """The message for one result; boxes are centre xywh in original-frame pixels.
+    ``name``: the camera's name (default: made from the source).
 
     Other top-level fields the API sent (e.g. a classifier's ``top`` and ``confidence``)
     are passed on too, unless they would clash with one of ours."""
     message = {
         "type": MESSAGE_TYPE,
         "source": result.source,
+        "name": source_name(result.source) if name is None else name,
         "frame_id": result.frame_id,
         "captured_at": round(result.captured_at, 6),
         "sent_at": round(result.sent_at, 6),
@@ -71,6 +74,7 @@ def status_message(
     now_mono: float,
     last_result: Result | None,
     now_wall: float | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """A heartbeat: what streamer is doing, so that silence on the detections topic can be
     told apart from "nothing detected" (results keep coming, empty) and from "dead"
@@ -82,6 +86,7 @@ def status_message(
     return {
         "type": STATUS_TYPE,
         "source": source,
+        "name": source_name(source) if name is None else name,
         "time": round(time.time() if now_wall is None else now_wall, 6),
         "state": state,
         "uptime_s": round(now_mono - stats.started_mono, 3),

@@ -94,9 +94,14 @@ class ApiServer:
         api_key: str | None = None,
         models: set[str] | None = None,
         detector: bool = True,
+        predictions: list[dict] | None = None,
     ):
         self.latency_ms = latency_ms
         self.detector = detector  # False: skip decoding and detection (fixed boxes), for benchmarks
+        # Answered instead of detecting, when given (e.g. hostile class names for a test).
+        self.fixed_predictions = FIXED_PREDICTIONS if predictions is None else tuple(predictions)
+        if predictions is not None:
+            self.detector = False
         self.jitter = jitter
         self.api_key = api_key
         self.models = models
@@ -189,7 +194,7 @@ class ApiServer:
         if self.detector:
             predictions = [p for p in detect(image) if p["confidence"] >= confidence]
         else:  # a benchmark's server: the same answer every time, no detection work
-            predictions = [dict(p) for p in FIXED_PREDICTIONS]
+            predictions = [dict(p) for p in self.fixed_predictions]
         max_det = params.get("max_detections", ["300"])[-1]
         predictions = predictions[: int(max_det) if max_det.isdigit() else 300]
         for p in predictions:

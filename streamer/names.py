@@ -1,0 +1,42 @@
+"""Safe names: a camera's name and class names turned into slugs fit for MQTT topics and
+Home Assistant ids ([a-z0-9_-], bounded, never empty)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import PurePath
+from urllib.parse import urlsplit
+
+MAX_NAME = 64  # a camera name or a class slug, in characters
+_UNSAFE = re.compile(r"[^a-z0-9_-]+")
+
+
+def slug(text: str, max_len: int = MAX_NAME, sep: str = "-") -> str:
+    """``text`` lowercased, each run of other characters than [a-z0-9_-] made one ``sep``,
+    trimmed of separators at either end and cut to ``max_len``; "" if nothing is left."""
+    cleaned = _UNSAFE.sub(sep, text.lower()).strip("-_")
+    return cleaned[:max_len].strip("-_")
+
+
+def class_slug(name: object) -> str:
+    """A class name from the API (untrusted: it may hold "/", "+", "#", a NUL or a thousand
+    characters) as one topic level and id part.  Never empty: a name with nothing usable
+    becomes "class-" and a digest of it.  Two names may share a slug; that is tolerated."""
+    text = str(name)
+    return slug(text, sep="_") or "class-" + hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def source_name(uri: str) -> str:
+    """The default camera name, from the source: "synthetic", "video0" for webcam 0 or
+    /dev/video0, host and path for a stream URL (never its user, password or query), the
+    stem of a video file."""
+    uri = uri.strip()
+    if uri.isdigit():
+        return f"video{int(uri)}"
+    if "://" in uri:
+        parts = urlsplit(uri)
+        name = slug(f"{parts.hostname or ''} {parts.path}")
+    else:
+        name = slug(PurePath(uri).stem if PurePath(uri).suffix else PurePath(uri).name)
+    return name or "camera"

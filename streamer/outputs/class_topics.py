@@ -1,0 +1,92 @@
+"""Per-class MQTT state: the count of each class in the newest result, and whether it is
+detected (with an off delay), for a bounded set of classes under safe slugs.
+
+Class names come from the API and are untrusted, so each one becomes a slug
+(``streamer.names.class_slug``), and only the configured classes, or else the first
+``max_classes`` seen, get topics: a model with thousands of labels, or one that makes up
+names, cannot create topics without bound.  Pure state, no MQTT: ``update`` and ``tick``
+return the (subtopic, payload) pairs that changed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from streamer.names import class_slug
+
+ON, OFF = "ON", "OFF"
+
+
+@dataclass
+class _ClassState:
+    count: int = 0
+    detected: str = OFF
+    last_seen: float = float("-inf")
+
+
+class ClassTopics:
+    def __init__(self, configured: list[str] | tuple[str, ...] = (), max_classes: int = 20, off_delay_s: float = 5.0):
+        self.fixed = bool(configured)  # configured classes: exactly those, none added
+        self.max_classes = max_classes
+        self.off_delay_s = off_delay_s
+        self.ignored: set[str] = set()  # slugs seen beyond the cap (bounded too: only counted)
+        self.ignored_count = 0
+        self._states: dict[str, _ClassState] = {}
+        for name in configured:
+            self._states.setdefault(class_slug(name), _ClassState())
+
+    @property
+    def slugs(self) -> list[str]:
+        """The classes with topics, in the order they were added."""
+        return list(self._states)
+
+    def update(self, predictions: object, now: float) -> tuple[list[str], list[tuple[str, str]]]:
+        """Take one result's predictions: (slugs newly given topics, changed (subtopic, payload))."""
+        counts = Counter(class_slug(p["class"]) for p in _boxes(predictions))
+        added = []
+        for slug in counts:
+            if slug not in self._states:
+                if self.fixed or len(self._states) >= self.max_classes:
+                    if slug not in self.ignored:
+                        self.ignored_count += 1
+                        if len(self.ignored) < 1000:
+                            self.ignored.add(slug)
+                    continue
+                self._states[slug] = _ClassState()
+                added.append(slug)
+        changes = []
+        for slug, state in self._states.items():
+            count = counts.get(slug, 0)
+            if count != state.count or slug in added:
+                state.count = count
+                changes.append((f"{slug}/count", str(count)))
+            if count:
+                state.last_seen = now
+        return added, changes + self.tick(now)
+
+    def tick(self, now: float) -> list[tuple[str, str]]:
+        """The detected states that changed: ON as soon as a class is seen, OFF once it has
+        been absent for off_delay_s (called with each result and each heartbeat)."""
+        changes = []
+        for slug, state in self._states.items():
+            want = ON if state.count or now - state.last_seen < self.off_delay_s else OFF
+            if want != state.detected:
+                state.detected = want
+                changes.append((f"{slug}/detected", want))
+        return changes
+
+    def retained(self) -> list[tuple[str, str]]:
+        """Every class's current state, to publish again after a (re)connect."""
+        out = []
+        for slug, state in self._states.items():
+            out += [(f"{slug}/count", str(state.count)), (f"{slug}/detected", state.detected)]
+        return out
+
+
+def _boxes(predictions: object) -> list[dict]:
+    """The predictions that name a class (detection, segmentation, keypoint and single-label
+    classification answers are lists of them; a multi-label answer, a dict, has no counts)."""
+    if not isinstance(predictions, list):
+        return []
+    return [p for p in predictions if isinstance(p, dict) and "class" in p]

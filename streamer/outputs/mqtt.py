@@ -1,0 +1,348 @@
+"""The MQTT output: detections, heartbeats, availability, per-class state and a snapshot,
+published to a broker through paho-mqtt, never blocking the pipeline.
+
+paho's network loop runs in its own thread (``mqtt``), which also reconnects, with a
+backoff capped at 2 s.  ``send`` and ``send_status`` only queue a message: while the
+broker is away, or while the outgoing queue is full, detections are dropped and counted
+(``mqtt_dropped`` in the heartbeat).  A Last Will marks the camera ``offline`` if the
+process dies or loses the network; a clean exit says so itself.  On every (re)connect
+availability, the Home Assistant discovery configs and the per-class state are published
+again (retained), since a broker without persistence forgets them when it restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import cv2
+import paho.mqtt.client as mqtt
+
+from streamer.config import MqttConfig, read_secret_file
+from streamer.errors import ConfigError
+from streamer.live.frames import Frame
+from streamer.outputs import homeassistant as ha
+from streamer.outputs.class_topics import ClassTopics
+from streamer.redact import register_secret
+from streamer.threads import named_thread, set_os_thread_name
+
+log = logging.getLogger(__name__)
+
+PASSWORD_ENV = "STREAMER_MQTT_PASSWORD"
+CREDENTIAL_NAME = "mqtt_password"  # systemd LoadCredential= name
+SECRET = "the broker password"
+# CONNACK reason codes for refused credentials: MQTT 5 "bad user name or password", "not
+# authorized" and "bad authentication method" (paho maps 3.1.1's codes 4 and 5 to the first two).
+REFUSED = {134, 135, 140}
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 2.0  # the broker back: detections again within about 2 s
+SNAPSHOT_QUALITY = 80
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+
+    @property
+    def detections(self) -> str:
+        return f"{self.prefix}/detections"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}/status"
+
+    @property
+    def availability(self) -> str:
+        return f"{self.prefix}/availability"
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.prefix}/snapshot"
+
+
+def resolve_password(cfg: MqttConfig, env: dict[str, str] | None = None) -> str | None:
+    """The broker password from $STREAMER_MQTT_PASSWORD, mqtt.password_file or the systemd
+    credential mqtt_password, in that order; registered as a secret."""
+    env = os.environ if env is None else env
+    password = env.get(PASSWORD_ENV) or None
+    if password is None and cfg.password_file:
+        password = read_secret_file(Path(cfg.password_file), "mqtt.password_file", SECRET)
+    if password is None and env.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+        if candidate.is_file():
+            password = read_secret_file(candidate, "systemd credential " + CREDENTIAL_NAME, SECRET)
+    register_secret(password)
+    return password
+
+
+class MqttPublisher:
+    """A sink of the pipeline (``send``, ``send_status``, ``close``) that publishes to MQTT.
+
+    ``snapshot``: returns the newest annotated frame (``Pipeline.annotated``); it is asked at
+    most every mqtt.snapshot_s seconds, from this publisher's own thread."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        name: str,
+        classes: list[str] | tuple[str, ...] = (),
+        password: str | None = None,
+        snapshot: Callable[[], Frame | None] | None = None,
+    ):
+        if not cfg.url:
+            raise ConfigError("mqtt.url: not set; pass --mqtt mqtt://HOST or set mqtt.url")
+        self.cfg = cfg
+        self.name = name
+        self.topics = Topics(cfg.prefix or f"streamer/{name}")
+        parts = urlsplit(cfg.url)
+        self.tls = parts.scheme == "mqtts"
+        self.host, self.port = parts.hostname or "", parts.port or (8883 if self.tls else 1883)
+        self.user = parts.username
+        self.where = f"{parts.scheme}://{self.host}:{self.port}"
+        self.mqtt_dropped = 0
+        self._classes = ClassTopics(classes, cfg.max_classes, cfg.off_delay_s)
+        self._lock = threading.Lock()  # the class state and the counters
+        self._connected = threading.Event()
+        self._first_outcome = threading.Event()
+        self._refused: mqtt.ReasonCode | None = None
+        self._lost_at: float | None = None  # monotonic time the connection was lost
+        self._dropped_at_loss = 0
+        self._unsent = 0  # our messages paho holds that are not yet written (QoS 0) or acknowledged
+        self._warned_ignored = False
+        self._closing = threading.Event()
+        self._client = self._make_client(password)
+        self._snapshot = snapshot if cfg.snapshot_s > 0 else None
+        self._snapshot_thread: threading.Thread | None = None
+        self._start()
+
+    # --- set-up ---
+
+    def _make_client(self, password: str | None) -> mqtt.Client:
+        protocol = mqtt.MQTTv5 if self.cfg.protocol == "5" else mqtt.MQTTv311
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamer-{self.name}", protocol=protocol)
+        if password is not None and not self.user:
+            raise ConfigError("mqtt.url: a broker password is set but the URL names no user; write mqtt://USER@HOST")
+        if self.user:
+            client.username_pw_set(self.user, password)
+        if self.tls:
+            self._set_tls(client)
+        client.will_set(self.topics.availability, "offline", qos=1, retain=True)
+        client.max_queued_messages_set(self.cfg.queue_size)
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _set_tls(self, client: mqtt.Client) -> None:
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self.cfg, key)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"mqtt.{key}: {path} does not exist; name an existing PEM file")
+        try:
+            client.tls_set(ca_certs=self.cfg.ca_file, certfile=self.cfg.cert_file, keyfile=self.cfg.key_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(
+                f"mqtt.ca_file / mqtt.cert_file / mqtt.key_file: cannot use them: {exc}; give PEM files"
+            ) from None
+
+    def _start(self) -> None:
+        """Connect in paho's thread, waiting (bounded) for the broker's first answer."""
+        self._client.connect_async(self.host, self.port, keepalive=self.cfg.keepalive_s)
+        self._client.loop_start()
+        thread = getattr(self._client, "_thread", None)  # paho names it after the client id
+        if thread is not None:
+            thread.name = "mqtt"
+            set_os_thread_name(thread)
+        self._first_outcome.wait(self.cfg.connect_timeout_s)
+        if self._refused is not None:
+            reason = self._refused
+            self.close()
+            raise ConfigError(
+                f"mqtt.url: the broker at {self.where} refused the credentials of user "
+                f"{self.user!r} ({reason}); check the user in mqtt.url and the password in "
+                f"${PASSWORD_ENV}, mqtt.password_file or the {CREDENTIAL_NAME} credential"
+            )
+        if self._connected.is_set():
+            log.info("publishing to MQTT at %s under %s/ (MQTT %s)", self.where, self.topics.prefix, self.cfg.protocol)
+        else:
+            self._lost_at = time.monotonic()
+            log.warning(
+                "MQTT broker at %s not reachable yet; streamer runs on and keeps trying "
+                "(detections are dropped and counted meanwhile)",
+                self.where,
+            )
+        if self._snapshot is not None:
+            self._snapshot_thread = named_thread("mqtt-snapshot", self._snapshot_loop)
+            self._snapshot_thread.start()
+
+    # --- paho's callbacks, in the mqtt thread ---
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            if reason_code.value in REFUSED:
+                if self._refused is None and not self._first_outcome.is_set():
+                    self._refused = reason_code
+                elif self._lost_at is not None:
+                    log.debug("MQTT broker at %s refused the credentials (%s)", self.where, reason_code)
+            self._first_outcome.set()
+            return
+        with self._lock:
+            self._unsent = 0  # paho dropped what it had not written when the connection went
+            retained = self._classes.retained()
+            slugs = self._classes.slugs
+            dropped = self.mqtt_dropped - self._dropped_at_loss
+        self._publish(self.topics.availability, "online", qos=1, retain=True)
+        if self.cfg.ha_discovery:
+            for topic, payload in ha.device_configs(
+                self.name, self.topics.prefix, self.cfg.discovery_prefix, self._snapshot is not None
+            ):
+                self._publish(topic, json.dumps(payload), qos=1, retain=True)
+            for slug in slugs:
+                self._discover(slug)
+        for subtopic, payload in retained:
+            self._publish(f"{self.topics.prefix}/{subtopic}", payload, qos=1, retain=True)
+        self._connected.set()
+        if self._lost_at is not None and self._first_outcome.is_set():
+            log.info(
+                "MQTT broker at %s reached again after %.1f s; %d detections were dropped meanwhile",
+                self.where,
+                time.monotonic() - self._lost_at,
+                dropped,
+            )
+        self._lost_at = None
+        self._first_outcome.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._first_outcome.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if was_connected and not self._closing.is_set():
+            self._lost_at = time.monotonic()
+            with self._lock:
+                self._dropped_at_loss = self.mqtt_dropped
+            log.warning(
+                "lost the MQTT broker at %s (%s); reconnecting, detections are dropped and counted meanwhile",
+                self.where,
+                reason_code,
+            )
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            self._unsent = max(0, self._unsent - 1)
+
+    # --- the sink ---
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker has accepted the connection."""
+        return self._connected.is_set()
+
+    def send(self, payload: bytes) -> bool:
+        """Queue one detections message (and the class state it changes); False if dropped."""
+        try:
+            predictions = json.loads(payload).get("predictions")
+        except (ValueError, AttributeError):
+            predictions = None
+        with self._lock:
+            added, changes = self._classes.update(predictions, time.monotonic())
+            ignored = self._classes.ignored_count
+        self._warn_ignored(ignored)
+        if not self._connected.is_set():
+            self._drop()
+            return False
+        for slug in added:
+            self._discover(slug)
+        self._publish_changes(changes)
+        with self._lock:
+            full = self._unsent >= self.cfg.queue_size
+        if full or not self._publish(self.topics.detections, payload, qos=self.cfg.qos):
+            self._drop()
+            return False
+        return True
+
+    def send_status(self, payload: bytes) -> bool:
+        """Queue one heartbeat (QoS 1), and the OFF states whose delay has passed."""
+        with self._lock:
+            changes = self._classes.tick(time.monotonic())
+        if not self._connected.is_set():
+            return False
+        self._publish_changes(changes)
+        return self._publish(self.topics.status, payload, qos=1)
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Say ``offline`` (retained), disconnect and stop the threads; safe to call again."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        deadline = time.monotonic() + timeout_s
+        if self._snapshot_thread is not None:
+            self._snapshot_thread.join(timeout_s / 2)
+        if self._connected.is_set():
+            info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):  # not queued: the connection just went
+                pass
+        self._client.disconnect()
+        thread = getattr(self._client, "_thread", None)
+        if thread is not None:
+            thread.join(max(0.1, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("the MQTT thread did not stop within %.1f s", timeout_s)
+                return
+        self._client.loop_stop()
+
+    # --- helpers ---
+
+    def _publish(self, topic: str, payload: str | bytes, qos: int, retain: bool = False) -> bool:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        with self._lock:
+            self._unsent += 1
+        return True
+
+    def _publish_changes(self, changes: list[tuple[str, str]]) -> None:
+        for subtopic, payload in changes:
+            self._publish(f"{self.topics.prefix}/{subtopic}", payload, qos=1, retain=True)
+
+    def _discover(self, slug: str) -> None:
+        if self.cfg.ha_discovery:
+            for topic, payload in ha.class_configs(self.name, self.topics.prefix, self.cfg.discovery_prefix, slug):
+                self._publish(topic, json.dumps(payload), qos=1, retain=True)
+
+    def _drop(self) -> None:
+        with self._lock:
+            self.mqtt_dropped += 1
+
+    def _warn_ignored(self, ignored: int) -> None:
+        if ignored and not self._warned_ignored:
+            self._warned_ignored = True
+            log.warning(
+                "MQTT: a class beyond the %s gets no topics of its own (it is still in the detections messages)",
+                "configured inference.classes" if self._classes.fixed else f"first {self.cfg.max_classes} seen",
+            )
+
+    def _snapshot_loop(self) -> None:
+        """Publish the newest annotated frame, as JPEG, at most every snapshot_s seconds."""
+        last_id, last_sent = None, float("-inf")
+        while not self._closing.wait(min(1.0, self.cfg.snapshot_s)):
+            if not self._connected.is_set() or time.monotonic() - last_sent < self.cfg.snapshot_s:
+                continue
+            frame = self._snapshot()
+            if frame is None or frame.frame_id == last_id:
+                continue
+            ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_QUALITY])
+            if ok and self._publish(self.topics.snapshot, jpeg.tobytes(), qos=0, retain=True):
+                last_id, last_sent = frame.frame_id, time.monotonic()
