@@ -171,6 +171,15 @@ def _zmq_endpoint(value: Any) -> str | None:
     return value
 
 
+def zmq_endpoint(value: Any) -> str:
+    """A --zmq or --connect value as a ZeroMQ endpoint: a bare port means tcp://127.0.0.1:PORT.
+    Raises ValueError(what is expected)."""
+    endpoint = _zmq_endpoint(value)
+    if endpoint is None:
+        raise ValueError("expected a port or a ZeroMQ endpoint")
+    return endpoint
+
+
 def zmq_endpoint_is_local(endpoint: str) -> bool:
     """True if only this machine can connect: ipc://, or tcp:// on localhost or 127.0.0.0/8.
 

@@ -242,6 +242,60 @@ def test_listen_refuses_a_bad_endpoint_with_exit_2(spawn):
     assert proc.wait(20) == 2 and "error: --connect" in proc.stderr
 
 
+def test_listen_as_a_probe_exits_1_when_nothing_arrives_in_time(spawn):
+    """--timeout S with nothing publishing: one line, exit 1, in about S seconds; a bare port
+    is tcp://127.0.0.1:PORT, as with --zmq."""
+    port = free_port()
+    proc = spawn(["listen", "--connect", str(port), "--timeout", "1.5"], name="listen")
+    assert proc.wait(20) == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --timeout: no message from tcp://127.0.0.1:{port} in 1.5 s; is streamer run publishing "
+        "there (output.zmq), and is --topic right?"
+    ]
+    assert proc.stdout == ""
+
+
+def test_listen_says_when_the_first_message_arrives_and_times_out_when_they_stop(spawn):
+    """A real PUB socket sends while the listener has printed nothing (the slow joiner drops
+    the first ones), then falls silent: one 'first message' line, then exit 1 after --timeout."""
+    import time
+
+    import zmq
+
+    port = free_port()
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    try:
+        proc = spawn(["listen", "--connect", str(port), "--timeout", "2"], name="listen")
+        deadline = time.monotonic() + 15
+        n = 0
+        while proc.stdout.count("\n") < 3 and time.monotonic() < deadline and proc.popen.poll() is None:
+            pub.send_multipart([b"detections", json.dumps({"n": n}).encode()])
+            n += 1
+            time.sleep(0.05)
+        assert proc.wait(20) == 1, proc.stderr  # silent for 2 s now
+    finally:
+        pub.close(0)
+        ctx.term()
+    lines = proc.stderr.strip().splitlines()
+    assert [line for line in lines if "first message" in line] == [lines[0]], proc.stderr
+    assert f"first message from tcp://127.0.0.1:{port} after" in lines[0]
+    assert lines[1:] == [
+        f"error: --timeout: no message from tcp://127.0.0.1:{port} in 2 s; is streamer run "
+        "publishing there (output.zmq), and is --topic right?"
+    ], proc.stderr
+    printed = [json.loads(line)["n"] for line in proc.stdout.splitlines()]
+    assert len(printed) >= 3 and printed == sorted(printed)
+
+
+def test_listen_refuses_a_bad_timeout_or_port_with_exit_2(spawn):
+    for args, words in [(["--timeout", "0"], "error: --timeout: expected"), (["--connect", "70000"], "--connect")]:
+        proc = spawn(["listen", *args], name="listen")
+        assert proc.wait(20) == 2 and words in proc.stderr, proc.stderr
+
+
 def test_serve_on_a_busy_port_exits_2(api_server, spawn):
     port = api_server.url.rsplit(":", 1)[1]
     proc = spawn(["serve", "--port", port])
