@@ -280,6 +280,8 @@ class OutputConfig:
     status_interval_s: float = opt(5.0, _number(0, 3600, lo_open=True))
     heartbeat_s: float = opt(2.0, _number(0, 3600, lo_open=True))
     zmq_status_topic: str = opt("status", _text())
+    jsonl_max_mb: float = opt(100.0, _number(0, 10**6))
+    jsonl_keep: int = opt(3, _number(0, 1000, integer=True))
 
 
 @dataclass(frozen=True)

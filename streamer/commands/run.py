@@ -77,7 +77,8 @@ def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
             )
         )
     if out.jsonl:
-        sinks.append(opened.enter_context(closing(JsonlWriter(out.jsonl))))
+        writer = JsonlWriter(out.jsonl, max_bytes=int(out.jsonl_max_mb * 2**20), keep=out.jsonl_keep)
+        sinks.append(opened.enter_context(closing(writer)))
     recorder = None
     if out.record:  # fps is asked on the first frame: by then the source is open and knows its rate
         recorder = opened.enter_context(closing(Recorder(out.record, lambda: getattr(source, "fps", None))))
