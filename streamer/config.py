@@ -282,6 +282,8 @@ class OutputConfig:
     zmq_status_topic: str = opt("status", _text())
     jsonl_max_mb: float = opt(100.0, _number(0, 10**6))
     jsonl_keep: int = opt(3, _number(0, 1000, integer=True))
+    record_segment_s: float = opt(0.0, _number(0, 86400))
+    record_max_mb: float = opt(0.0, _number(0, 10**7))
 
 
 @dataclass(frozen=True)

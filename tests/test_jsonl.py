@@ -8,20 +8,17 @@ import logging
 import os
 
 import pytest
-from conftest import need
 
 import streamer.outputs.jsonl as jsonl_module
 from streamer.errors import OutputError
 from streamer.outputs.jsonl import JsonlWriter
 from support.running import wait_until
-from support.smallfs import fill, small_fs
+from support.smallfs import fill
 
 
 @pytest.fixture
-def tiny_fs(tmp_path):
-    with small_fs(tmp_path / "fs", 1024) as fs:
-        need(fs is not None, "cannot mount a tmpfs here (needs root, or sudo without a password)")
-        yield fs
+def tiny_fs(small_disk):
+    return small_disk(1024)
 
 
 def _line(n: int, pad: int = 90) -> bytes:

@@ -16,7 +16,7 @@ from streamer.live.imaging import limit_opencv_threads
 from streamer.live.pipeline import Outputs, Pipeline, Supervision
 from streamer.outputs.jsonl import JsonlWriter
 from streamer.outputs.notify import SystemdNotifier
-from streamer.outputs.recorder import Recorder
+from streamer.outputs.recorder import MIN_FREE_BYTES, Recorder
 from streamer.outputs.window import Window, display_available
 from streamer.outputs.zmq_feed import ZmqPublisher
 from streamer.redact import url_for_display
@@ -81,8 +81,23 @@ def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
         sinks.append(opened.enter_context(closing(writer)))
     recorder = None
     if out.record:  # fps is asked on the first frame: by then the source is open and knows its rate
-        recorder = opened.enter_context(closing(Recorder(out.record, lambda: getattr(source, "fps", None))))
+        recorder = opened.enter_context(closing(_recorder(out, source)))
     return Outputs(window=window, sinks=tuple(sinks), recorder=recorder)
+
+
+def _recorder(out, source) -> Recorder:
+    if out.record_max_mb and not out.record_segment_s:
+        raise ConfigError(
+            "output.record_max_mb: needs output.record_segment_s (only whole segments are deleted); "
+            "set record_segment_s, e.g. 600 for ten-minute files"
+        )
+    return Recorder(
+        out.record,
+        lambda: getattr(source, "fps", None),
+        segment_s=out.record_segment_s,
+        max_bytes=int(out.record_max_mb * 2**20),
+        min_free_bytes=MIN_FREE_BYTES,
+    )
 
 
 def _settings(config: Config) -> InferenceSettings:

@@ -41,17 +41,20 @@ def small_fs(where: Path, size_kb: int) -> Iterator[Path | None]:
         subprocess.run([*prefix, "umount", "-l", str(where)], capture_output=True, timeout=30)
 
 
-def fill(path: Path) -> Path:
-    """Write a file at path until the filesystem is full; returns it (delete it to free the space)."""
+def fill(path: Path, leave_bytes: int = 0) -> Path:
+    """Write a file at path until the filesystem is full, or has only about leave_bytes free;
+    returns it (delete it to free the space)."""
     chunk = b"\0" * 4096
     with open(path, "wb", buffering=0) as f:
-        while True:
+        while shutil.disk_usage(path.parent).free > leave_bytes + len(chunk) or not leave_bytes:
             try:
                 f.write(chunk)
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
                 break
+    if leave_bytes:
+        return path
     with open(path, "ab", buffering=0) as f:  # and the last few bytes a page would still take
         for _ in range(4096):
             try:
