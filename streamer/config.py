@@ -277,7 +277,7 @@ class OutputConfig:
     zmq_curve_clients_dir: str | None = opt(None, _path(what="a folder path"))
     jsonl: str | None = opt(None, _path(), "--jsonl")
     record: str | None = opt(None, _path((".mp4", ".avi")), "--record")
-    status_interval_s: float = opt(5.0, _number(0, 3600, lo_open=True))
+    status_interval_s: float | None = opt(None, _number(0, 3600, lo_open=True, optional=True))
     heartbeat_s: float = opt(2.0, _number(0, 3600, lo_open=True))
     zmq_status_topic: str = opt("status", _text())
     jsonl_max_mb: float = opt(100.0, _number(0, 10**6))

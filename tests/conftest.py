@@ -202,3 +202,28 @@ def small_disk(tmp_path):
             return where
 
         yield mount
+
+
+@pytest.fixture
+def unanswered_port():
+    """A port whose connection attempts go unanswered: a listener that never accepts, its accept
+    queue filled, so the kernel drops further SYNs (Linux; skipped where that does not happen)."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    address = listener.getsockname()
+    fillers: list[socket.socket] = []
+    try:
+        for _ in range(8):
+            filler = socket.socket()
+            fillers.append(filler)
+            filler.settimeout(0.2)
+            try:
+                filler.connect(address)
+            except TimeoutError:
+                break
+        else:
+            pytest.skip("connections past a full accept queue still complete here: cannot provoke a connect timeout")
+        yield address[1]
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

@@ -326,31 +326,6 @@ def test_a_closed_client_refuses_requests_and_sends_nothing(api_server):
 # --- timeouts, by phase ---
 
 
-@pytest.fixture
-def unanswered_port():
-    """A port whose connection attempts go unanswered: a listener that never accepts, its accept
-    queue filled, so the kernel drops further SYNs (Linux; skipped where that does not happen)."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
-    address = listener.getsockname()
-    fillers: list[socket.socket] = []
-    try:
-        for _ in range(8):
-            filler = socket.socket()
-            fillers.append(filler)
-            filler.settimeout(0.2)
-            try:
-                filler.connect(address)
-            except TimeoutError:
-                break
-        else:
-            pytest.skip("connections past a full accept queue still complete here: cannot provoke a connect timeout")
-        yield address[1]
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
-
-
 def test_connect_timeout_when_the_connection_is_never_accepted(unanswered_port):
     with client_for(f"http://127.0.0.1:{unanswered_port}", connect_timeout_s=0.5) as client:
         started = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from contextlib import ExitStack, closing
 from urllib.parse import urlsplit
@@ -23,6 +24,9 @@ from streamer.redact import url_for_display
 from streamer.sources.open import make_source
 
 log = logging.getLogger(__name__)
+
+TERMINAL_STATUS_S = 5.0  # status lines for a person watching
+JOURNAL_STATUS_S = 60.0  # and for a journal that keeps weeks of them
 
 
 def make_client(config: Config, api_key: str | None, max_connections: int = 4) -> DetectionClient:
@@ -114,12 +118,19 @@ def _settings(config: Config) -> InferenceSettings:
     )
 
 
+def status_interval_s(config: Config) -> float:
+    """output.status_interval_s, or by default 5 s on a terminal and 60 s in a journal."""
+    if config.output.status_interval_s is not None:
+        return config.output.status_interval_s
+    return TERMINAL_STATUS_S if sys.stderr.isatty() else JOURNAL_STATUS_S
+
+
 def _supervision(config: Config) -> Supervision:
     return Supervision(
         stall_timeout_s=config.source.stall_timeout_s,
         open_timeout_s=config.source.open_timeout_s,
         probe_after_failures=config.api.probe_after_failures,
-        status_interval_s=config.output.status_interval_s,
+        status_interval_s=status_interval_s(config),
         heartbeat_s=config.output.heartbeat_s,
     )
 
