@@ -84,3 +84,13 @@ def test_a_name_without_a_video_suffix_is_refused(tmp_path, name):
 
     with pytest.raises(UsageError, match="expected a file name ending in .mp4 or .avi"):
         Recorder(str(tmp_path / name), 8.0, segment_s=1.0)
+
+
+def test_a_size_cap_without_segments_is_refused_naming_both_keys(spawn, tmp_path):
+    (tmp_path / "c.yaml").write_text("output:\n  record_max_mb: 100\n")
+    proc = spawn(["run", "-c", "c.yaml", "--source", "synthetic", "--model", "a/1", "--record", "r.avi", "--headless"])
+    assert proc.wait(20) == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: output.record_max_mb: needs output.record_segment_s (only whole segments are deleted); "
+        "set record_segment_s, e.g. 600 for ten-minute files"
+    )
