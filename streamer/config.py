@@ -172,6 +172,15 @@ def _zmq_endpoint(value: Any) -> str | None:
     return value
 
 
+def zmq_endpoint(value: Any) -> str:
+    """A --zmq or --connect value as a ZeroMQ endpoint: a bare port means tcp://127.0.0.1:PORT.
+    Raises ValueError(what is expected)."""
+    endpoint = _zmq_endpoint(value)
+    if endpoint is None:
+        raise ValueError("expected a port or a ZeroMQ endpoint")
+    return endpoint
+
+
 def zmq_endpoint_is_local(endpoint: str) -> bool:
     """True if only this machine can connect: ipc://, or tcp:// on localhost or 127.0.0.0/8.
 
@@ -314,9 +323,13 @@ class OutputConfig:
     zmq_curve_clients_dir: str | None = opt(None, _path(what="a folder path"))
     jsonl: str | None = opt(None, _path(), "--jsonl")
     record: str | None = opt(None, _path((".mp4", ".avi")), "--record")
-    status_interval_s: float = opt(5.0, _number(0, 3600, lo_open=True))
+    status_interval_s: float | None = opt(None, _number(0, 3600, lo_open=True, optional=True))
     heartbeat_s: float = opt(2.0, _number(0, 3600, lo_open=True))
     zmq_status_topic: str = opt("status", _text())
+    jsonl_max_mb: float = opt(100.0, _number(0, 10**6))
+    jsonl_keep: int = opt(3, _number(0, 1000, integer=True))
+    record_segment_s: float = opt(0.0, _number(0, 86400))
+    record_max_mb: float = opt(0.0, _number(0, 10**7))
 
 
 @dataclass(frozen=True)

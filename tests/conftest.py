@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -184,3 +185,45 @@ def subscriber():
     yield make
     for sub in subs:
         sub.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """small_disk(size_kb): a tmpfs of its own to fill up for real, unmounted at the end; skips
+    (fails under CI=true) where it cannot be mounted (needs root, or sudo without a password)."""
+    from support.smallfs import small_fs
+
+    with contextlib.ExitStack() as mounts:
+        names = iter(range(100))
+
+        def mount(size_kb: int) -> Path:
+            where = mounts.enter_context(small_fs(tmp_path / f"fs{next(names)}", size_kb))
+            need(where is not None, "cannot mount a tmpfs here (needs root, or sudo without a password)")
+            return where
+
+        yield mount
+
+
+@pytest.fixture
+def unanswered_port():
+    """A port whose connection attempts go unanswered: a listener that never accepts, its accept
+    queue filled, so the kernel drops further SYNs (Linux; skipped where that does not happen)."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    address = listener.getsockname()
+    fillers: list[socket.socket] = []
+    try:
+        for _ in range(8):
+            filler = socket.socket()
+            fillers.append(filler)
+            filler.settimeout(0.2)
+            try:
+                filler.connect(address)
+            except TimeoutError:
+                break
+        else:
+            pytest.skip("connections past a full accept queue still complete here: cannot provoke a connect timeout")
+        yield address[1]
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

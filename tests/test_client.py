@@ -101,6 +101,48 @@ def test_the_401_line_says_what_to_check(api_server):
     )
 
 
+MISSING_KEY = (
+    "Required Roboflow API key is missing. Visit https://docs.roboflow.com/api-reference/authentication"
+    "#retrieve-an-api-key to learn how to retrieve one."
+)
+FORBIDDEN_KEY = (
+    "Unauthorized access to roboflow API - check API key and make sure the key is valid and have required scopes."
+)
+
+
+@pytest.mark.parametrize(
+    "status, message, key, expected",
+    [
+        (400, "Missing api_key", None, "needs an API key and none was sent (400: Missing api_key)"),
+        (400, MISSING_KEY, None, "needs an API key and none was sent (400: Required Roboflow API key is missing."),
+        (400, "Invalid api_key", KEY, "the API key was refused by"),
+        (403, FORBIDDEN_KEY, KEY, "the API key was refused by"),
+        (403, "This API key does not exist (or has been revoked).", KEY, "the API key was refused by"),
+    ],
+)
+def test_a_missing_or_refused_key_is_a_configuration_error_whatever_the_status(
+    api_server, status, message, key, expected
+):
+    """A self-hosted server that needs a key answers 400 "Missing api_key": like a 401, exit 2 with the hint."""
+    api_server.set_fault(Fault(status=status, message=message))
+    with client_for(api_server.url, key=key) as client:
+        exc = raised(ApiFatalError, lambda: client.infer(UPLOAD.body))
+    assert expected in str(exc) and str(exc).endswith("check $ROBOFLOW_API_KEY or api.api_key_file"), str(exc)
+    assert exc.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "status, message",
+    [(400, "Could not decode the image"), (400, "bad request to /synthetic/1?api_key=x"), (403, "quota used up")],
+)
+def test_other_400s_and_403s_are_not_called_a_key_problem(api_server, status, message):
+    api_server.set_fault(Fault(status=status, message=message))
+    with client_for(api_server.url) as client:
+        exc = raised(ApiError, lambda: client.infer(UPLOAD.body))
+    assert "check $ROBOFLOW_API_KEY" not in str(exc), str(exc)
+    assert isinstance(exc, ApiBadRequest if status == 400 else ApiFatalError)
+
+
 @pytest.mark.parametrize(
     "status, retry_after, expected",
     [(503, "1", 1.0), (429, "7", 7.0), (500, None, None), (502, None, None), (504, "soon", None)],
@@ -282,31 +324,6 @@ def test_a_closed_client_refuses_requests_and_sends_nothing(api_server):
 
 
 # --- timeouts, by phase ---
-
-
-@pytest.fixture
-def unanswered_port():
-    """A port whose connection attempts go unanswered: a listener that never accepts, its accept
-    queue filled, so the kernel drops further SYNs (Linux; skipped where that does not happen)."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
-    address = listener.getsockname()
-    fillers: list[socket.socket] = []
-    try:
-        for _ in range(8):
-            filler = socket.socket()
-            fillers.append(filler)
-            filler.settimeout(0.2)
-            try:
-                filler.connect(address)
-            except TimeoutError:
-                break
-        else:
-            pytest.skip("connections past a full accept queue still complete here: cannot provoke a connect timeout")
-        yield address[1]
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
 
 
 def test_connect_timeout_when_the_connection_is_never_accepted(unanswered_port):

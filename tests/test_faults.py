@@ -186,3 +186,53 @@ def test_the_watchdog_counts_deliberately_skipped_calls_as_healthy():
     assert pipeline.healthy(now, 60.0)
     s.last_frame_mono = now - 61  # but no frames: unhealthy
     assert not pipeline.healthy(now, 60.0)
+
+
+def test_a_full_disk_pauses_the_jsonl_file_and_the_recording_never_the_pipeline(
+    api_server, small_disk, monkeypatch, caplog
+):
+    """Issue 15: the disk under output.jsonl and output.record fills up (a real tmpfs).  Each
+    pauses with one warning; frames are read and results published on the feed all along; when
+    space returns, both resume."""
+    import logging
+    import os
+
+    import streamer.outputs.jsonl as jsonl_module
+    import streamer.outputs.recorder as recorder_module
+    from streamer.outputs.jsonl import JsonlWriter
+    from support.smallfs import fill
+
+    monkeypatch.setattr(jsonl_module, "RETRY_S", 0.3)
+    monkeypatch.setattr(recorder_module, "SPACE_CHECK_S", 0.1)
+    disk = small_disk(32 * 1024)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    feed = Subscriber(endpoint)
+    writer = JsonlWriter(str(disk / "det.jsonl"))
+    recorder = Recorder(str(disk / "rec.avi"), 30.0, segment_s=2.0, min_free_bytes=2 * 2**20)
+    run = Running(api_server.url, Outputs(sinks=(ZmqPublisher(endpoint), writer), recorder=recorder))
+    try:
+        with caplog.at_level(logging.INFO):
+            assert wait_until(lambda: run.stats.published >= 3 and recorder.current is not None, 15)
+            filler = fill(disk / "filler")
+            assert wait_until(lambda: writer.paused and recorder.paused, 10), (writer.paused, recorder.paused)
+            read, published = run.stats.frames_read, run.stats.published
+            while feed.recv(0) is not None:
+                pass
+            time.sleep(2)
+            assert run.stats.frames_read > read + 20 and run.stats.published > published + 3
+            assert feed.recv(5) is not None  # the feed goes on
+            assert writer.dropped > 3 and recorder.skipped > 20
+            os.unlink(filler)
+            lines = len((disk / "det.jsonl").read_text().splitlines())
+            assert wait_until(lambda: not writer.paused and not recorder.paused, 10)
+            assert wait_until(lambda: len((disk / "det.jsonl").read_text().splitlines()) > lines + 3, 10)
+        run.finish()
+    finally:
+        feed.close()
+        if run.thread.is_alive():
+            run.stop.set()
+            run.thread.join(5)
+    assert run.thread.is_alive() is False and streamer_threads() == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and str(disk) in r.getMessage()]
+    assert len(warnings) == 2, warnings  # one each
+    assert all(json.loads(line) for line in (disk / "det.jsonl").read_text().splitlines())  # whole lines only

@@ -35,6 +35,7 @@ from streamer.outputs.overlay import MAX_DRAWN_BOXES, draw_predictions, most_con
 from streamer.redact import RedactingFilter
 from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.server import ApiServer, Fault
+from support.clips import readable_frames
 
 UPLOAD = prepare_upload(SyntheticScene(1280, 720).render(0), 640, 80)
 BOX = {"x": 320, "y": 180, "width": 40, "height": 30, "confidence": 0.8, "class": "helmet"}
@@ -653,18 +654,9 @@ def test_looping_a_file_with_no_decodable_frame_does_not_spin(api_server, spawn,
     assert len(proc.stderr.splitlines()) < 50, f"{len(proc.stderr.splitlines())} lines in 3 s"
 
 
-def _readable_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    count = 0
-    while cap.read()[0]:
-        count += 1
-    cap.release()
-    return count
-
-
 def test_video_annotates_the_frames_a_truncated_file_still_has(api_server, spawn, tmp_path):
     clip = _make(tmp_path, "half.avi")
-    readable = _readable_frames(clip)
+    readable = readable_frames(clip)
     assert 0 < readable < CLIP_FRAMES
     proc = spawn(_command("video", "half.avi", api_server.url))
     assert proc.wait(60) == 0, proc.stderr
@@ -677,7 +669,7 @@ def test_video_annotates_the_frames_a_truncated_file_still_has(api_server, spawn
 
 def test_run_plays_what_a_truncated_file_still_has_and_exits_0(api_server, spawn, tmp_path):
     clip = _make(tmp_path, "half.avi")
-    readable = _readable_frames(clip)
+    readable = readable_frames(clip)
     proc = spawn(_command("run", "half.avi", api_server.url))
     assert proc.wait(60) == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "error:" not in proc.stderr

@@ -96,6 +96,20 @@ def test_wrong_key_exits_2_with_one_line_and_no_key(spawn):
     assert canary not in run.stderr + run.stdout
 
 
+def test_no_key_for_a_server_that_needs_one_exits_2_with_the_key_hint(spawn):
+    """A self-hosted server that needs a key answers 400 "Missing api_key": not a frame to
+    skip for ever, but one line and exit 2, as a service manager should see it."""
+    with ApiServer("127.0.0.1", 0, api_key="the-right-key") as server:
+        run = spawn(run_args(server.url))
+        assert run.wait(20) == 2, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {server.url} needs an API key and none was sent (400: Missing api_key); "
+        "check $ROBOFLOW_API_KEY or api.api_key_file"
+    ], run.stderr
+    assert server.counts.get(400, 0) <= 8  # no more than the requests already in flight
+
+
 def test_unknown_model_exits_2_naming_it(spawn):
     with ApiServer("127.0.0.1", 0, models={"synthetic/1"}) as server:
         run = spawn(["run", "--source", "synthetic", "--model", "nothere/7", "--api-url", server.url, "--headless"])
@@ -104,7 +118,8 @@ def test_unknown_model_exits_2_naming_it(spawn):
 
 
 def test_frames_refused_with_400_are_skipped_without_hammering_the_api(spawn):
-    with ApiServer("127.0.0.1", 0, api_key="needed") as server:  # no key sent: every frame is a 400
+    with ApiServer("127.0.0.1", 0) as server:  # every frame is a 400 (a missing key is exit 2: see above)
+        server.set_fault(Fault(status=400, message="Could not decode the image"))
         run = spawn(run_args(server.url))
         assert run.wait_for_log("frame skipped", 15), run.stderr
         time.sleep(3)
@@ -112,7 +127,7 @@ def test_frames_refused_with_400_are_skipped_without_hammering_the_api(spawn):
         refused = server.counts.get(400, 0)
     assert code == 0
     assert 3 <= refused <= 12, refused  # at 30 fps unpaced it would be near 100
-    assert "Missing api_key" in run.stderr
+    assert "Could not decode the image" in run.stderr
 
 
 def test_a_503_spell_is_survived(api_server, spawn, subscriber):

@@ -69,22 +69,27 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class FaultLog:
-    """Logs the first fault of a spell in full, then only a count every ``summary_s``,
-    and one line when the spell ends, instead of a line per retry.
+    """Logs a spell of faults (an outage) when it starts, at each doubling of its length
+    (FIRST_REPORT_S, twice that, four times ...), and when it ends, instead of a line per retry:
+    a day-long outage is about 15 lines.
 
     Faults that come and go (every other answer broken) would still make two lines each;
     so a spell that starts within ``summary_s`` of the last warning is not logged on its
     own: it is counted, and the count goes into the next warning."""
 
+    FIRST_REPORT_S = 10.0  # the first "still failing" line comes after this long, then at each doubling
+    QUIET_S = 30.0  # default summary_s
+
     def __init__(
-        self, logger: logging.Logger, what: str, summary_s: float = 30.0, action: str = "retrying with backoff"
+        self, logger: logging.Logger, what: str, summary_s: float | None = None, action: str = "retrying with backoff"
     ):
         self._log = logger
         self._what = what
         self._action = action
-        self._summary_s = summary_s
+        self._summary_s = self.QUIET_S if summary_s is None else summary_s
         self._count = 0  # faults in the current spell
         self._since = 0.0
+        self._next_report_s = self.FIRST_REPORT_S  # spell length at which to say it goes on
         self._last_warning = float("-inf")
         self._reported = False  # whether the current spell's start was logged
         self._unreported = 0  # faults in short spells since the last warning
@@ -99,16 +104,17 @@ class FaultLog:
         self._count += 1
         if self._count == 1:
             self._since = now
+            self._next_report_s = self.FIRST_REPORT_S
             self._reported = now - self._last_warning >= self._summary_s
             if self._reported:
                 self._warn(now, f"{self._what}: {message} ({self._action})")
                 return
-        if now - self._last_warning >= self._summary_s:
+        length = now - self._since
+        if length >= self._next_report_s and (self._reported or now - self._last_warning >= self._summary_s):
+            while self._next_report_s <= length:  # the next doubling still ahead
+                self._next_report_s *= 2
             self._reported = True
-            self._warn(
-                now,
-                f"{self._what}: still failing, {self._count} failures in {now - self._since:.0f} s; last: {message}",
-            )
+            self._warn(now, f"{self._what}: still failing, {self._count} failures in {length:.0f} s; last: {message}")
         elif not self._reported:
             self._unreported += 1
 

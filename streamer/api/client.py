@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import ssl
 import urllib.request
 import zlib
@@ -115,6 +116,22 @@ def _server_message(response, body: bytes) -> str:
         message = f"HTTP {response.status_code} {response.reason_phrase}".strip()
     message = " ".join(message.split())
     return scrub(message[:200])
+
+
+# "Missing api_key" (a self-hosted server that needs one), "Invalid api_key", "Required Roboflow API
+# key is missing", "Unauthorized access to roboflow API - check API key ..." (roboflow/inference's
+# error_handlers.py), "This API key does not exist (or has been revoked)" (the hosted API).
+_KEY_WORDS = re.compile(r"api[ _-]?key", re.IGNORECASE)
+_KEY_PROBLEMS = re.compile(
+    r"missing|invalid|not valid|unauthori[sz]ed|revoked|required|does not exist|not exist|incorrect|wrong",
+    re.IGNORECASE,
+)
+KEY_HINT = "check $ROBOFLOW_API_KEY or api.api_key_file"
+
+
+def names_a_key_problem(message: str) -> bool:
+    """Whether an error message says the API key is missing or refused (not merely quotes it)."""
+    return bool(_KEY_WORDS.search(message) and _KEY_PROBLEMS.search(message))
 
 
 class DetectionClient:
@@ -261,11 +278,15 @@ class DetectionClient:
             return
         message = _server_message(response, content)
         model, where = self.model, url_for_display(self.api_url)
-        if status == 401:
-            raise ApiFatalError(
-                f"the API key was refused by {where} (401: {message}); check $ROBOFLOW_API_KEY or api.api_key_file",
-                status,
+        if status == 401 or (status in (400, 403) and names_a_key_problem(message)):
+            # A self-hosted server that needs a key answers 400 "Missing api_key": retrying
+            # every frame for ever cannot help, so it is a configuration error like a 401.
+            said = (
+                f"{where} needs an API key and none was sent"
+                if not self._api_key
+                else f"the API key was refused by {where}"
             )
+            raise ApiFatalError(f"{said} ({status}: {message}); {KEY_HINT}", status)
         if status == 402:
             raise ApiFatalError(
                 f"the workspace is out of credits (402: {message}); add credits or use a self-hosted inference server",

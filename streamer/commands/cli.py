@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from streamer import __version__
 from streamer.commands import offline
@@ -142,13 +143,52 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
     return EXIT_OK
 
 
-def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
+def _receive(sock, monitor, endpoint: str, args: argparse.Namespace, stop: threading.Event, curve: bool) -> None:
+    """listen's loop: print each message; say the first one's arrival, and why none come."""
     import zmq
     from zmq.utils.monitor import recv_monitor_message
 
-    from streamer.outputs.curve import HANDSHAKE_FAILURES, client_keys, handshake_hint
+    from streamer.outputs.curve import handshake_hint
+
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(monitor, zmq.POLLIN)
+    told: set[str] = set()
+    received = 0
+    started = last = time.monotonic()
+    while not stop.is_set() and (args.count is None or received < args.count):
+        if args.timeout is not None and time.monotonic() - last >= args.timeout:
+            why = f" ({'; '.join(sorted(told))})" if told else ""
+            raise StreamerError(  # exit 1: a probe that found nothing
+                f"--timeout: no message from {endpoint} in {args.timeout:g} s{why}; is streamer run "
+                "publishing there (output.zmq), and is --topic right?"
+            )
+        ready = dict(poller.poll(200))
+        if monitor in ready:
+            hint = handshake_hint(recv_monitor_message(monitor)["event"], curve)
+            if hint and hint not in told:  # the handshake is retried: say it once
+                told.add(hint)
+                log.warning("no messages from %s: %s", endpoint, hint)
+        if sock not in ready:
+            continue
+        frames = sock.recv_multipart()
+        last = time.monotonic()
+        if received == 0:
+            log.info("first message from %s after %.1f s", endpoint, last - started)
+        sys.stdout.write(frames[-1].decode("utf-8", "replace") + "\n")
+        sys.stdout.flush()
+        received += 1
+
+
+def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
+    import zmq
+
+    from streamer.config import zmq_endpoint
+    from streamer.outputs.curve import HANDSHAKE_FAILURES, client_keys
 
     setup_logging(args.log_level or "info")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"--timeout: expected a number of seconds above 0, got {args.timeout:g}")
     keys = client_keys(args.server_key, args.client_key)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
@@ -166,32 +206,18 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
         ctx.term()
 
     try:
-        sock.connect(args.connect)
+        endpoint = zmq_endpoint(args.connect)  # a bare port, as --zmq takes it
+        sock.connect(endpoint)
+    except ValueError as exc:
+        close()
+        raise UsageError(f"--connect: {exc}, got {args.connect!r}") from None
     except zmq.ZMQError as exc:
         close()
         raise UsageError(
             f"--connect: cannot use {args.connect!r}: {exc}; expected an endpoint such as tcp://127.0.0.1:5555"
         ) from None
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
-    poller.register(monitor, zmq.POLLIN)
-    told: set[str] = set()
-    received = 0
     try:
-        while not stop.is_set() and (args.count is None or received < args.count):
-            ready = dict(poller.poll(200))
-            if monitor in ready:
-                hint = handshake_hint(recv_monitor_message(monitor)["event"], keys is not None)
-                if hint and hint not in told:  # the handshake is retried: say it once
-                    told.add(hint)
-                    log.warning("no messages from %s: %s", args.connect, hint)
-            if sock not in ready:
-                continue
-            frames = sock.recv_multipart()
-            payload = frames[-1].decode("utf-8", "replace")
-            sys.stdout.write(payload + "\n")
-            sys.stdout.flush()
-            received += 1
+        _receive(sock, monitor, endpoint, args, stop, keys is not None)
     finally:
         close()
     return EXIT_OK
@@ -242,9 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
     offline.add_commands(sub)
 
     p = sub.add_parser("listen", help="subscribe to a feed and print each message as a JSON line")
-    p.add_argument("--connect", default="tcp://127.0.0.1:5555", metavar="ENDPOINT")
+    p.add_argument(
+        "--connect",
+        default="tcp://127.0.0.1:5555",
+        metavar="ENDPOINT",
+        help="the feed to read: an endpoint, or just a port (5555 means tcp://127.0.0.1:5555)",
+    )
     p.add_argument("--topic", default="", help="topic prefix to subscribe to (default: all)")
     p.add_argument("--count", type=int, metavar="N", help="exit after N messages")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="exit 1 when no message arrives for S seconds (a probe: --count 1 --timeout 10)",
+    )
     p.add_argument(
         "--server-key",
         metavar="FILE",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from contextlib import ExitStack, closing
 from urllib.parse import urlsplit
@@ -17,13 +18,16 @@ from streamer.live.pipeline import Outputs, Pipeline, Supervision
 from streamer.names import source_name
 from streamer.outputs.jsonl import JsonlWriter
 from streamer.outputs.notify import SystemdNotifier
-from streamer.outputs.recorder import Recorder
+from streamer.outputs.recorder import MIN_FREE_BYTES, Recorder
 from streamer.outputs.window import Window, display_available
 from streamer.outputs.zmq_feed import ZmqPublisher
 from streamer.redact import url_for_display
 from streamer.sources.open import make_source
 
 log = logging.getLogger(__name__)
+
+TERMINAL_STATUS_S = 5.0  # status lines for a person watching
+JOURNAL_STATUS_S = 60.0  # and for a journal that keeps weeks of them
 
 
 def make_client(config: Config, api_key: str | None, max_connections: int = 4) -> DetectionClient:
@@ -78,10 +82,11 @@ def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
             )
         )
     if out.jsonl:
-        sinks.append(opened.enter_context(closing(JsonlWriter(out.jsonl))))
+        writer = JsonlWriter(out.jsonl, max_bytes=int(out.jsonl_max_mb * 2**20), keep=out.jsonl_keep)
+        sinks.append(opened.enter_context(closing(writer)))
     recorder = None
     if out.record:  # fps is asked on the first frame: by then the source is open and knows its rate
-        recorder = opened.enter_context(closing(Recorder(out.record, lambda: getattr(source, "fps", None))))
+        recorder = opened.enter_context(closing(_recorder(out, source)))
     return Outputs(window=window, sinks=tuple(sinks), recorder=recorder)
 
 
@@ -91,6 +96,21 @@ def _mqtt(config: Config, name: str, pipeline: Pipeline):
 
     return MqttPublisher(
         config.mqtt, name, config.inference.classes, resolve_password(config.mqtt), snapshot=pipeline.annotated
+    )
+
+
+def _recorder(out, source) -> Recorder:
+    if out.record_max_mb and not out.record_segment_s:
+        raise ConfigError(
+            "output.record_max_mb: needs output.record_segment_s (only whole segments are deleted); "
+            "set record_segment_s, e.g. 600 for ten-minute files"
+        )
+    return Recorder(
+        out.record,
+        lambda: getattr(source, "fps", None),
+        segment_s=out.record_segment_s,
+        max_bytes=int(out.record_max_mb * 2**20),
+        min_free_bytes=MIN_FREE_BYTES,
     )
 
 
@@ -108,12 +128,19 @@ def _settings(config: Config) -> InferenceSettings:
     )
 
 
+def status_interval_s(config: Config) -> float:
+    """output.status_interval_s, or by default 5 s on a terminal and 60 s in a journal."""
+    if config.output.status_interval_s is not None:
+        return config.output.status_interval_s
+    return TERMINAL_STATUS_S if sys.stderr.isatty() else JOURNAL_STATUS_S
+
+
 def _supervision(config: Config) -> Supervision:
     return Supervision(
         stall_timeout_s=config.source.stall_timeout_s,
         open_timeout_s=config.source.open_timeout_s,
         probe_after_failures=config.api.probe_after_failures,
-        status_interval_s=config.output.status_interval_s,
+        status_interval_s=status_interval_s(config),
         heartbeat_s=config.output.heartbeat_s,
     )
 

@@ -139,7 +139,11 @@ class CaptureWorker:
         finally:
             source.close()
 
-    def _open(self, generation: int, source, first: bool) -> bool:
+    def _open(self, generation: int, source, first: bool, reconnect: bool = True) -> bool:
+        """Open the source; ``first``: the run's first open, ``reconnect``: count it as a
+        reconnect (every later open is one, but a file's next loop)."""
+        if reconnect and not first:
+            self.stats.source_reconnects += 1  # each attempt, so the count agrees with the log
         try:
             self._call(generation, "open", source.open)
         except SourceError as exc:
@@ -189,14 +193,13 @@ class CaptureWorker:
                 )
             if self.loop:
                 log.info("source %s ended; looping", source.name)
-                return self._open(generation, source, first=False)
+                return self._open(generation, source, first=False, reconnect=False)
             log.info("source %s ended after %d frames", source.name, self._next_id)
             self.stats.source_state = "ended"
             self.finished.set()
             return False
         # A live source that stopped delivering: release, back off, reopen (field notes).
         self.stats.source_state = "reconnecting"
-        self.stats.source_reconnects += 1
         self._faults.fault("read failed; reopening")
         self.stop.wait(self.backoff.next_delay())
         return False

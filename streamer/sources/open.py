@@ -18,26 +18,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamer import cvlog
 from streamer.config import Config
 from streamer.errors import SourceError, UsageError
 from streamer.redact import url_for_display
+from streamer.sources.probe import why_not_open
 from streamer.sources.synthetic import SyntheticScene
 
 log = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"
 
 
 def quiet_ffmpeg() -> None:
-    """Silence FFmpeg's own log lines unless streamer logs at debug level.
-
-    They ("moov atom not found", "[tcp @ 0x...] Connection refused") go straight to stderr,
-    past streamer's log and its secret masking.  OpenCV reads the variable when its FFmpeg
-    backend starts, so this must run before the first VideoCapture or VideoWriter."""
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        os.environ.setdefault(FFMPEG_LOGLEVEL_ENV, "-8")
+    """Silence OpenCV's and FFmpeg's own log lines unless streamer logs at debug level (see
+    streamer.cvlog).  OpenCV reads FFmpeg's level when its FFmpeg backend starts, so this must
+    run before the first VideoCapture or VideoWriter."""
+    cvlog.apply(logging.getLogger().isEnabledFor(logging.DEBUG))
 
 
 class Pacer:
@@ -143,7 +141,8 @@ class CvSource:
             cap = cv2.VideoCapture(self.uri)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open {self.kind} {self.name}")
+            why = why_not_open(self.uri, min(3.0, self._open_timeout_ms / 1000)) if self.kind == "stream" else None
+            raise SourceError(f"cannot open {self.kind} {self.name}" + (f": {why}" if why else ""))
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps <= 240 else None
         if self.kind == "file":

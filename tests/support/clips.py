@@ -23,3 +23,15 @@ def camera_clip(folder: Path, scene: SyntheticScene, frames: int, name: str = "c
     """An H.264 clip of the scene for tests/support/rtsp_server.py (needs Debian's ffmpeg)."""
     raw = write_clip(folder / (Path(name).stem + "-raw.avi"), scene, frames)
     return encode_h264(raw, folder / name, fps=round(scene.fps))
+
+
+def readable_frames(path) -> int:
+    """How many frames OpenCV can read from a video file."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    return count
