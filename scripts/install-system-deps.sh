@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need: ffmpeg (test clips), GStreamer's RTSP
 # server (a real RTSP camera), Xvfb, xdotool and ImageMagick (window tests),
-# systemd-analyze (unit file lint) and openssl (a test TLS certificate); and what a minimal
+# systemd-analyze (unit file lint), openssl (a test TLS certificate), Chromium and its
+# WebDriver (the web page's browser tests); and what a minimal
 # Debian lacks for `make`: python3-venv, and libGL/GLib, which the opencv-python wheel loads.
 #   --if-root   do nothing (beyond a note) unless running as root with apt-get
 set -euo pipefail
@@ -11,6 +12,7 @@ packages=(
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
   gstreamer1.0-tools python3-gst-1.0 xvfb xdotool imagemagick x11-utils systemd fonts-dejavu-core
   python3-venv libgl1 libglib2.0-0 openssl
+  chromium chromium-driver
 )
 
 missing=()

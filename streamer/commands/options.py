@@ -64,6 +64,7 @@ OVERRIDES = {  # argparse dest -> config key path
     "max_in_flight": "inference.max_in_flight",
     "max_fps": "inference.max_fps",
     "min_change": "inference.min_change",
+    "http": "output.http",
 }
 
 

@@ -148,4 +148,9 @@ def run_pipeline(config: Config, stop: threading.Event) -> int:
             api_backoff=Backoff(config.api.backoff_initial_s, config.api.backoff_max_s),
             notifier=opened.enter_context(closing(SystemdNotifier.from_env())),
         )
+        if config.output.http:  # after the pipeline: the page shows its frames and status
+            from streamer.outputs.web import WebServer, web_settings
+
+            web = opened.enter_context(closing(WebServer(pipeline, web_settings(config)))).start()
+            pipeline.outputs.sinks = (*pipeline.outputs.sinks, web)
         return pipeline.run()

@@ -94,8 +94,11 @@ class ApiServer:
         api_key: str | None = None,
         models: set[str] | None = None,
         detector: bool = True,
+        class_names: dict[str, str] | None = None,
     ):
         self.latency_ms = latency_ms
+        # Answer with other class names (e.g. one holding markup), to test what shows them.
+        self.class_names = dict(class_names or {})
         self.detector = detector  # False: skip decoding and detection (fixed boxes), for benchmarks
         self.jitter = jitter
         self.api_key = api_key
@@ -194,6 +197,7 @@ class ApiServer:
         predictions = predictions[: int(max_det) if max_det.isdigit() else 300]
         for p in predictions:
             p["detection_id"] = str(uuid.uuid4())
+            p["class"] = self.class_names.get(p["class"], p["class"])
         took_s = time.perf_counter() - started  # the model's time; the delay stands for the network
         self._delay()
         response = {
