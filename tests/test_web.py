@@ -348,3 +348,20 @@ def test_close_is_safe_twice_and_before_start(api_server):
     s.web.close()
     unstarted = WebServer(s.pipeline, WebSettings("127.0.0.1", 0))
     unstarted.close()
+
+
+def test_sigterm_with_a_viewer_and_a_client_that_never_reads_exits_in_time(spawn):
+    proc = spawn(["demo", "--headless", "--duration", "60"])
+    assert proc.wait_for_log("web page: http://127.0.0.1:", 20), proc.stderr
+    url = proc.stderr.split("web page: ")[1].split()[0]
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    stalled = socket.create_connection(("127.0.0.1", port))
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        assert len(mjpeg_frames(url + "stream.mjpg", 3)) == 3
+        time.sleep(2.0)  # the stalled client's socket fills up meanwhile
+        code, took = proc.terminate()
+    finally:
+        stalled.close()
+    assert code == 0 and took < 3.0, (took, proc.stderr)

@@ -298,8 +298,8 @@ class WebServer:
                 part = await slot.get(1.0)
                 if part:
                     await response.write(part)  # waits while the viewer's socket is full
-        except (ConnectionError, asyncio.CancelledError):
-            pass  # the viewer left, or the server is closing
+        except ConnectionError:
+            pass  # the viewer left
         finally:
             self._viewers.discard(slot)
             self.feed.unwatch()
@@ -342,8 +342,8 @@ class WebServer:
                 if event is None:
                     break
                 await response.write(event)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
+        except ConnectionError:
+            pass  # the client left
         finally:
             self._listeners.discard(queue)
         return response
