@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need: ffmpeg (test clips), GStreamer's RTSP
 # server (a real RTSP camera), Xvfb, xdotool and ImageMagick (window tests),
-# systemd-analyze (unit file lint), openssl (a test TLS certificate) and mosquitto (a real
-# MQTT broker, and its mosquitto_passwd and mosquitto_sub); and what a minimal
+# systemd-analyze (unit file lint), openssl (a test TLS certificate), mosquitto (a real
+# MQTT broker, and its mosquitto_passwd and mosquitto_sub), Chromium and its WebDriver (the
+# web page's browser tests); and what a minimal
 # Debian lacks for `make`: python3-venv, and libGL/GLib, which the opencv-python wheel loads.
 #   --if-root   do nothing (beyond a note) unless running as root with apt-get
 set -euo pipefail
@@ -13,6 +14,7 @@ packages=(
   gstreamer1.0-tools python3-gst-1.0 xvfb xdotool imagemagick x11-utils systemd fonts-dejavu-core
   python3-venv libgl1 libglib2.0-0 openssl
   mosquitto mosquitto-clients
+  chromium chromium-driver
 )
 
 missing=()

@@ -27,6 +27,7 @@ from streamer.redact import register_secret, register_url_secrets, url_for_displ
 
 API_KEY_ENV = "ROBOFLOW_API_KEY"
 CREDENTIAL_NAME = "roboflow_api_key"  # systemd LoadCredential= name
+HTTP_TOKEN_CREDENTIAL = "http_token"  # the web page's token, as a systemd credential
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[0-9]+$")
 
 
@@ -188,7 +189,29 @@ def zmq_endpoint_is_local(endpoint: str) -> bool:
     from the network."""
     if endpoint.startswith("ipc://"):
         return True
-    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0]
+    return host_is_local(endpoint.removeprefix("tcp://").rsplit(":", 1)[0])
+
+
+def _http_bind(value: Any) -> str | None:
+    """[HOST:]PORT as "host:port"; a bare port means 127.0.0.1 (port 0: any free port)."""
+    if value is None:
+        return None
+    what = "expected [HOST:]PORT such as 8080 (this machine only), 127.0.0.1:8080 or 0.0.0.0:8080"
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    found = re.fullmatch(r"(?:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):)?([0-9]{1,5})", text)
+    if not found or int(found[2]) > 65535:
+        raise ValueError(what)
+    return f"{found[1] or '127.0.0.1'}:{int(found[2])}"
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    """("host", port) of a value _http_bind returned; an IPv6 host loses its brackets."""
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def host_is_local(host: str) -> bool:
+    """True if only this machine can connect to a socket bound on host."""
     if host == "localhost":
         return True
     try:
@@ -330,6 +353,15 @@ class OutputConfig:
     jsonl_keep: int = opt(3, _number(0, 1000, integer=True))
     record_segment_s: float = opt(0.0, _number(0, 86400))
     record_max_mb: float = opt(0.0, _number(0, 10**7))
+    http: str | None = opt(None, _http_bind, "--http")
+    http_allow_remote: bool = opt(False, _boolean)
+    http_auth: str = opt("token", _choice("token", "none"))
+    http_token: str | None = opt(None, _text(optional=True))
+    http_token_file: str | None = opt(None, _path())
+    http_fps: float = opt(10.0, _number(0, 60, lo_open=True))
+    http_max_side: int = opt(960, _number(64, 8192, integer=True))
+    http_jpeg_quality: int = opt(80, _number(1, 100, integer=True))
+    http_health_max_age_s: float = opt(30.0, _number(0, 86400, lo_open=True))
 
 
 @dataclass(frozen=True)
@@ -394,7 +426,7 @@ def _build(cls: type, data: dict, prefix: str, origin: dict[str, str]) -> Any:
                 values[name] = f.metadata["check"](data[name])
             except ValueError as exc:
                 value = data[name]
-                if "api_key" in name and name != "api_key_file":
+                if ("api_key" in name and name != "api_key_file") or name == "http_token":
                     shown = "***"
                 elif name in ("uri", "url") and isinstance(value, str):  # a camera or broker URL may carry a password
                     shown = _show(url_for_display(value))
@@ -502,6 +534,7 @@ def load(
             )
     _check_zmq(config.output, origin)
     _check_mqtt(config.mqtt, origin)
+    _check_http(config.output, origin)
     return config
 
 
@@ -518,6 +551,17 @@ def _check_mqtt(mq: MqttConfig, origin: dict[str, str]) -> None:
         raise ConfigError(
             f"mqtt.cert_file: a client certificate needs both mqtt.cert_file and mqtt.key_file"
             f"{origin_note(origin, 'mqtt.cert_file')}; set both, or neither"
+        )
+
+
+def _check_http(out: OutputConfig, origin: dict[str, str]) -> None:
+    """A page other machines can reach must be asked for (the token is read when it binds)."""
+    register_secret(out.http_token)
+    if out.http and not out.http_allow_remote and not host_is_local(split_bind(out.http)[0]):
+        raise ConfigError(
+            f"output.http: {out.http} can be reached from other machines{origin_note(origin, 'output.http')}"
+            "; serve on 127.0.0.1:PORT (and reach it with ssh -L), or set output.http_allow_remote: true "
+            "and a token (output.http_token_file)"
         )
 
 
@@ -550,6 +594,23 @@ def resolve_api_key(config: Config, env: dict[str, str] | None = None) -> str | 
     key = key.strip() if key else None
     register_secret(key)
     return key or None
+
+
+def resolve_http_token(config: Config, env: dict[str, str] | None = None) -> str | None:
+    """The web page's token from output.http_token, output.http_token_file or the systemd
+    credential ``http_token``; None if none is set."""
+    env = os.environ if env is None else env
+    out = config.output
+    token = out.http_token
+    if not token and out.http_token_file:
+        token = read_secret_file(Path(out.http_token_file), "output.http_token_file", "the token")
+    if not token and env.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / HTTP_TOKEN_CREDENTIAL
+        if candidate.is_file():
+            token = read_secret_file(candidate, "systemd credential " + HTTP_TOKEN_CREDENTIAL, "the token")
+    token = token.strip() if token else None
+    register_secret(token)
+    return token or None
 
 
 def read_secret_file(path: Path, what: str, secret: str = "the API key") -> str:

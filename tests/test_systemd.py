@@ -206,7 +206,9 @@ def test_template_is_the_single_unit_apart_from_the_instance_lines():
     assert set(one) & PER_INSTANCE == set(per_camera) & PER_INSTANCE == PER_INSTANCE
     assert "%i" in per_camera["Description"][0]
     assert per_camera["Documentation"] == ["file:///etc/streamer/%i.yaml"]
-    assert per_camera["ExecStart"] == [one["ExecStart"][0].replace(CONFIG[UNIT], CONFIG[TEMPLATE])]
+    # The single unit serves the web page on 127.0.0.1:8080; cameras pick a port each in NAME.yaml.
+    single_exec = one["ExecStart"][0].replace(" --http 8080", "")
+    assert per_camera["ExecStart"] == [single_exec.replace(CONFIG[UNIT], CONFIG[TEMPLATE])]
     assert per_camera["EnvironmentFile"] == one["EnvironmentFile"] + ["-/etc/streamer/%i.env"]
     # Each camera writes into its own directory; %i (not %I) keeps "front-door" as one name.
     assert per_camera["StateDirectory"] == [one["StateDirectory"][0] + "/%i"]

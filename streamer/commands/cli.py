@@ -73,6 +73,11 @@ def _output_options(p: argparse.ArgumentParser) -> None:
         "tcp://127.0.0.1:5555, or just a port (5555: this machine only)",
     )
     g.add_argument("--jsonl", metavar="FILE", help="append each message to FILE, one per line")
+    g.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        help="serve the live page, health and metrics on HOST:PORT (a bare port: 127.0.0.1 only)",
+    )
     g.add_argument("--record", metavar="FILE", help="write the annotated video (.mp4 or .avi)")
     g.add_argument(
         "--mqtt",
@@ -109,6 +114,8 @@ def cmd_demo(args: argparse.Namespace, stop: threading.Event) -> int:
             demo["inference.max_fps"] = 30.0
         if args.max_in_flight is None:
             demo["inference.max_in_flight"] = 4
+        if args.http is None:  # the page on a free port of this machine; its URL is logged
+            demo["output.http"] = "127.0.0.1:0"
         config = config_from_args(args, demo, use_file=False)
         log.info(
             "demo: synthetic scene -> local stand-in API at %s (press q or Esc in the window, or Ctrl-C, to quit)",

@@ -66,6 +66,7 @@ OVERRIDES = {  # argparse dest -> config key path
     "min_change": "inference.min_change",
     "mqtt": "mqtt.url",
     "name": "name",
+    "http": "output.http",
 }
 
 

@@ -189,4 +189,9 @@ def run_pipeline(config: Config, stop: threading.Event) -> int:
         )
         if config.mqtt.url:
             pipeline.outputs.sinks += (opened.enter_context(closing(_mqtt(config, name, pipeline))),)
+        if config.output.http:  # after the pipeline: the page shows its frames and status
+            from streamer.outputs.web import WebServer, web_settings
+
+            web = opened.enter_context(closing(WebServer(pipeline, web_settings(config)))).start()
+            pipeline.outputs.sinks = (*pipeline.outputs.sinks, web)
         return pipeline.run()

@@ -95,8 +95,11 @@ class ApiServer:
         models: set[str] | None = None,
         detector: bool = True,
         predictions: list[dict] | None = None,
+        class_names: dict[str, str] | None = None,
     ):
         self.latency_ms = latency_ms
+        # Answer with other class names (e.g. one holding markup), to test what shows them.
+        self.class_names = dict(class_names or {})
         self.detector = detector  # False: skip decoding and detection (fixed boxes), for benchmarks
         # Answered instead of detecting, when given (e.g. hostile class names for a test).
         self.fixed_predictions = FIXED_PREDICTIONS if predictions is None else tuple(predictions)
@@ -199,6 +202,7 @@ class ApiServer:
         predictions = predictions[: int(max_det) if max_det.isdigit() else 300]
         for p in predictions:
             p["detection_id"] = str(uuid.uuid4())
+            p["class"] = self.class_names.get(p["class"], p["class"])
         took_s = time.perf_counter() - started  # the model's time; the delay stands for the network
         self._delay()
         response = {

@@ -1,0 +1,134 @@
+"""Prometheus metrics for /metrics, through prometheus_client, in a registry of streamer's own.
+
+Counters and gauges are read from the pipeline's Stats when scraped; the histograms and the
+detections per class are fed from each published detections message.  Label values that come
+from outside (class names, failure kinds) are escaped by prometheus_client, cut to
+``MAX_LABEL_CHARS`` and capped at ``MAX_LABELS`` values each; the rest count as "other"."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from streamer.live.stats import Stats
+
+MAX_LABELS = 50
+MAX_LABEL_CHARS = 64
+OTHER = "other"
+AGE_BUCKETS_S = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class LabelCap:
+    """The first ``limit`` distinct values pass (cut to ``MAX_LABEL_CHARS``); later ones are "other"."""
+
+    def __init__(self, limit: int = MAX_LABELS):
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: object) -> str:
+        text = str(value)[:MAX_LABEL_CHARS]
+        if text in self._seen:
+            return text
+        if len(self._seen) < self.limit:
+            self._seen.add(text)
+            return text
+        return OTHER
+
+
+class _StatsCollector:
+    """Reads the counters and gauges from Stats at each scrape."""
+
+    def __init__(self, stats: Stats, dropped: Callable[[], int], result_age_s: Callable[[], float | None]):
+        self.stats, self.dropped, self.result_age_s = stats, dropped, result_age_s
+        self.failure_kind = LabelCap()
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        for name, text, value in (
+            ("streamer_frames_read", "Frames read from the source", s.frames_read),
+            ("streamer_frames_dropped", "Frames dropped before inference (a newer one replaced them)", self.dropped()),
+            ("streamer_requests", "Requests sent to the detection API", s.requests),
+            ("streamer_results", "Results received from the detection API", s.results),
+            ("streamer_published", "Detections messages published", s.published),
+            ("streamer_source_reconnects", "Times the source was reopened", s.source_reconnects),
+            (
+                "streamer_skipped_calls",
+                "Calls not made (motion gate, call budget)",
+                s.skipped_no_change + s.skipped_budget,
+            ),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
+        failures = CounterMetricFamily("streamer_api_failures", "Failed API calls by kind", labels=["kind"])
+        totals: dict[str, int] = {}
+        for kind, count in list(s.api_failures.items()):
+            label = self.failure_kind(kind)
+            totals[label] = totals.get(label, 0) + count
+        for label, count in sorted(totals.items()):
+            failures.add_metric([label], count)
+        yield failures
+        now = time.monotonic()
+        age = self.result_age_s()
+        for name, text, value in (
+            ("streamer_capture_fps", "Frames read a second", s.capture_rate.rate(now)),
+            ("streamer_inference_fps", "Results a second", s.inference_rate.rate(now)),
+            (
+                "streamer_result_age_seconds",
+                "Age of the newest result (NaN before the first)",
+                float("nan") if age is None else age,
+            ),
+            (
+                "streamer_api_up",
+                "1 while the API answers (state ok or starting)",
+                float(s.api_state in ("ok", "starting")),
+            ),
+            ("streamer_source_up", "1 while the source is open", float(s.source_state == "open")),
+            ("streamer_uptime_seconds", "Seconds since start", now - s.started_mono),
+        ):
+            yield GaugeMetricFamily(name, text, value=value)
+
+
+class Metrics:
+    """streamer's own registry: the Stats collector, two histograms and detections per class."""
+
+    def __init__(self, stats: Stats, dropped: Callable[[], int], result_age_s: Callable[[], float | None]):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_StatsCollector(stats, dropped, result_age_s))
+        self.result_age = Histogram(
+            "streamer_result_age_at_publish_seconds",
+            "From capture to publish, of fresh results",
+            buckets=AGE_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.request_latency = Histogram(
+            "streamer_request_latency_seconds",
+            "From sending a request to its answer",
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.detections = Counter(
+            "streamer_detections", "Predictions published, by class", ["class_name"], registry=self.registry
+        )
+        self.class_name = LabelCap()
+
+    def observe(self, message: dict) -> None:
+        """Feed one detections message (as published) to the histograms and the class counts."""
+        try:
+            if not message.get("reused"):
+                self.result_age.observe(max(0.0, float(message["published_at"]) - float(message["captured_at"])))
+                self.request_latency.observe(max(0.0, float(message["received_at"]) - float(message["sent_at"])))
+        except (KeyError, TypeError, ValueError):
+            pass
+        predictions = message.get("predictions")
+        if isinstance(predictions, dict):  # multi-label classification: {class: {...}}
+            predictions = [{"class": name} for name in predictions]
+        for prediction in predictions if isinstance(predictions, list) else ():
+            if isinstance(prediction, dict):
+                self.detections.labels(self.class_name(prediction.get("class", "?"))).inc()
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)

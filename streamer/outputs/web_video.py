@@ -1,0 +1,137 @@
+"""JPEG frames for the web page: encoded only while someone watches, at most ``fps`` a second.
+
+One encoder thread (``web-video``) sleeps while nobody watches.  With a viewer it takes the
+newest annotated frame, shrinks it and encodes it, and hands the bytes to ``publish``, which
+must not block: every viewer keeps only the newest frame (see ``NewestSlot``), so a slow or
+stalled viewer has frames dropped, never queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from streamer.threads import named_thread
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 1.0  # how often an idle encoder looks for a stop
+
+
+def encode_jpeg(image: np.ndarray, max_side_px: int, quality: int) -> bytes:
+    """``image`` (BGR) shrunk so its longest side is at most ``max_side_px``, as JPEG bytes."""
+    height, width = image.shape[:2]
+    longest = max(height, width)
+    if longest > max_side_px:
+        scale = max_side_px / longest
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("cv2.imencode could not encode the frame as JPEG")
+    return data.tobytes()
+
+
+class NewestSlot:
+    """One viewer's mailbox on the event loop: it holds one item, and a newer one replaces it."""
+
+    def __init__(self) -> None:
+        self._item: bytes | None = None
+        self._ready = asyncio.Event()
+        self.dropped = 0  # items replaced before the viewer took them
+
+    def put(self, item: bytes) -> None:
+        if self._item is not None:
+            self.dropped += 1
+        self._item = item
+        self._ready.set()
+
+    async def get(self, timeout_s: float) -> bytes | None:
+        """The newest item, or None after ``timeout_s`` without one."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return None
+        self._ready.clear()
+        item, self._item = self._item, None
+        return item
+
+
+class VideoFeed:
+    """Encodes the newest annotated frame for the web while ``watch`` has been called more
+    often than ``unwatch``; ``snapshot`` encodes one frame on demand."""
+
+    def __init__(
+        self,
+        annotated: Callable[..., object],
+        publish: Callable[[bytes], None],
+        stop: threading.Event,
+        *,
+        fps: float = 10.0,
+        max_side_px: int = 960,
+        quality: int = 80,
+    ):
+        self._annotated = annotated
+        self._publish = publish
+        self._stop = stop
+        self.interval_s = 1.0 / fps
+        self.max_side_px, self.quality = max_side_px, quality
+        self._viewers = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self.encoded = 0  # frames encoded for viewers, for tests and the bench
+        self._thread = named_thread("web-video", self._run)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout_s: float) -> bool:
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    @property
+    def viewers(self) -> int:
+        return self._viewers
+
+    def watch(self) -> None:
+        with self._lock:
+            self._viewers += 1
+        self._wake.set()
+
+    def unwatch(self) -> None:
+        with self._lock:
+            self._viewers = max(0, self._viewers - 1)
+
+    def snapshot(self, raw: bool = False) -> bytes | None:
+        """The newest frame as JPEG (drawn on unless ``raw``), or None before the first frame."""
+        frame = self._annotated(raw=raw)
+        return None if frame is None else encode_jpeg(frame.image, self.max_side_px, self.quality)
+
+    def _run(self) -> None:
+        next_due = 0.0
+        while not self._stop.is_set():
+            if not self._viewers:
+                self._wake.wait(IDLE_WAIT_S)
+                self._wake.clear()
+                continue
+            now = time.monotonic()
+            if now < next_due:
+                self._stop.wait(next_due - now)
+                continue
+            next_due = max(next_due + self.interval_s, now)  # no burst after a slow encode
+            try:
+                jpeg = self.snapshot()
+            except Exception:  # a bad frame must not end the page's video for good
+                log.exception("could not encode a frame for the web page")
+                continue
+            if jpeg is not None:
+                self.encoded += 1
+                self._publish(jpeg)
