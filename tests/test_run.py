@@ -227,3 +227,13 @@ def test_no_webcam_is_a_clear_error(spawn):
     run = spawn(["run", "--source", "/dev/video57", "--model", "a/1", "--api-url", "http://127.0.0.1:9", "--headless"])
     assert run.wait(20) == 1
     assert "error: cannot open webcam /dev/video57" in run.stderr
+
+
+def test_a_run_whose_results_go_nowhere_says_so(api_server, spawn):
+    """Headless with no output at all: one warning naming the outputs; none once there is one."""
+    base = ["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", api_server.url, "--headless"]
+    nowhere = spawn([*base, "--duration", "1"])
+    to_file = spawn([*base, "--duration", "1", "--jsonl", "out.jsonl"], name="with-jsonl")
+    assert nowhere.wait(20) == 0 and to_file.wait(20) == 0, nowhere.stderr + to_file.stderr
+    assert nowhere.stderr.count("results go nowhere") == 1 and "--http PORT" in nowhere.stderr
+    assert "results go nowhere" not in to_file.stderr

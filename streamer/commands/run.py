@@ -194,4 +194,10 @@ def run_pipeline(config: Config, stop: threading.Event) -> int:
 
             web = opened.enter_context(closing(WebServer(pipeline, web_settings(config)))).start()
             pipeline.outputs.sinks = (*pipeline.outputs.sinks, web)
+        outs = pipeline.outputs
+        if outs.window is None and not outs.sinks and outs.recorder is None:
+            log.warning(
+                "results go nowhere: no window and no output; add --http PORT, --zmq PORT, --mqtt URL, "
+                "--jsonl FILE or --record FILE (or the output: keys of the config file)"
+            )
         return pipeline.run()
