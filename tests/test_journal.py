@@ -53,7 +53,7 @@ def test_a_camera_that_refuses_says_why_once_without_opencv_noise_and_counts_eve
     port = free_port()
     proc = spawn(
         ["run", "--source", f"rtsp://127.0.0.1:{port}/cam", "--headless", "--model", "synthetic/1"]
-        + ["--api-url", api_server.url]
+        + ["--api-url", api_server.url, "--jsonl", "out.jsonl"]  # an output: no "results go nowhere" warning
     )
     assert proc.wait_for_log("cannot open stream", 15), proc.stderr
     assert proc.wait_for_log("still failing", 20), proc.stderr  # 10 s into the outage
