@@ -215,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--source",
         metavar="SRC",
-        help="webcam index (0), /dev/videoN, rtsp:// or http(s):// URL, video file, or 'synthetic'",
+        help="webcam index (0), /dev/videoN, rtsp:// or http(s):// URL, video file, 'synthetic', "
+        "or 'gst:PIPELINE' (a GStreamer pipeline ending in appsink)",
     )
     api_options(p)
     _rate_options(p)
