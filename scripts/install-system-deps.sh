@@ -2,7 +2,8 @@
 # Installs the Debian packages the tests need: ffmpeg (test clips), GStreamer's RTSP
 # server (a real RTSP camera), Xvfb, xdotool and ImageMagick (window tests),
 # systemd-analyze (unit file lint) and openssl (a test TLS certificate); and what a minimal
-# Debian lacks for `make`: python3-venv, and libGL/GLib, which the opencv-python wheel loads.
+# Debian lacks for `make`: python3-venv, and libGL/GLib, which the opencv-python wheel loads; and
+# Debian's own OpenCV (python3-opencv 4.6, with GStreamer), one of the three OpenCVs CI tests on (make test-opencv).
 #   --if-root   do nothing (beyond a note) unless running as root with apt-get
 set -euo pipefail
 
@@ -11,6 +12,7 @@ packages=(
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
   gstreamer1.0-tools python3-gst-1.0 xvfb xdotool imagemagick x11-utils systemd fonts-dejavu-core
   python3-venv libgl1 libglib2.0-0 openssl
+  python3-opencv
 )
 
 missing=()

@@ -234,6 +234,7 @@ def test_pixel_checks_fail_on_the_raw_scene():
 
 
 @pytest.mark.system
+@pytest.mark.gui
 @pytest.mark.parametrize("key", ["q", "Escape"])
 def test_window_shows_overlay_and_quits_on_key(xvfb, spawn, tmp_path, key):
     # Under Xvfb a Qt window sometimes stays black for good (4 of 43 demo runs on a loaded
