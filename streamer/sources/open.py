@@ -20,7 +20,7 @@ import numpy as np
 
 from streamer.config import Config
 from streamer.errors import ConfigError, SourceError, UsageError
-from streamer.redact import url_for_display
+from streamer.redact import scrub, url_for_display
 from streamer.sources import gstreamer
 from streamer.sources.camera import CameraMode, actual_mode, apply_mode, report
 from streamer.sources.synthetic import SyntheticScene
@@ -102,7 +102,7 @@ class CvSource:
     ):
         self.uri = uri
         self.kind = kind  # "webcam", "stream", "gst" or "file"
-        self.name = url_for_display(uri) if kind == "stream" else uri
+        self.name = url_for_display(uri) if kind == "stream" else scrub(uri) if kind == "gst" else uri
         self.is_live = kind != "file"
         self.is_file = kind == "file"
         self.fps: float | None = None
