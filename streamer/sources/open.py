@@ -158,8 +158,12 @@ class CvSource:
             cap = cv2.VideoCapture(self.uri)
         if not cap.isOpened():
             cap.release()
-            hint = "; gst-launch-1.0 PIPELINE (with fakesink for appsink) shows why" if self.kind == "gst" else ""
-            raise SourceError(f"cannot open {self.kind} {self.name}{hint}")
+            if self.kind == "gst":
+                raise SourceError(
+                    f"cannot open GStreamer pipeline {self.name}; run it with gst-launch-1.0 "
+                    "(fakesink in place of appsink) to see why"
+                )
+            raise SourceError(f"cannot open {self.kind} {self.name}")
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps <= 240 else None
         if self.kind == "file":
