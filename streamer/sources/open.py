@@ -113,7 +113,7 @@ class CvSource:
         self._cap: cv2.VideoCapture | None = None
         self._pacer: Pacer | None = None
         self._mode = mode or CameraMode()
-        self._reported = [] if reported is None else reported  # shared with fresh() copies: log a mode once
+        self._reported = [] if reported is None else reported  # the last mode logged, shared with fresh() copies
         # A camera on the network may be down when streamer starts: keep trying, as after a drop.
         self.retry_first_open = kind == "stream" or (kind == "gst" and "://" in uri)
 
@@ -174,8 +174,8 @@ class CvSource:
 
     def _report_mode(self, cap) -> None:
         line = report(self.name, self._mode, actual_mode(cap))
-        if line not in self._reported[-1:]:  # once, and again only if a reopen gives another mode
-            self._reported.append(line)
+        if line not in self._reported:  # once, and again only if a reopen gives another mode
+            self._reported[:] = [line]
             (log.warning if "asked for" in line else log.info)(line)
 
     def read(self) -> np.ndarray | None:
