@@ -5,12 +5,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint sysdeps clean
+.PHONY: demo test lint sysdeps clean test-opencv
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "streamer needs Python 3.10 or newer; set PYTHON=python3.11 (for example)")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[gui,test]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,5 +29,30 @@ lint: $(STAMP)
 test: sysdeps $(STAMP)
 	$(BIN)/python -m pytest
 
+# The suite on the two other OpenCVs CI covers (make test has the newest opencv-python, 5.x), less
+# the tests that need the GUI wheel (marker gui): Debian's python3-opencv 4.6, with GStreamer, in a
+# venv that sees the system's packages (pip must bring no cv2 wheel there), and the newest 4.x wheel.
+DEB_VENV := .venv-debian-opencv
+CV4_VENV := .venv-opencv4
+SUITE    := -m pytest -q -p no:cacheprovider -m "not gui"
+
+$(DEB_VENV)/.installed: pyproject.toml
+	rm -rf $(DEB_VENV)
+	/usr/bin/python3 -m venv --system-site-packages $(DEB_VENV)
+	$(DEB_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+$(CV4_VENV)/.installed: pyproject.toml
+	rm -rf $(CV4_VENV)
+	$(PYTHON) -m venv $(CV4_VENV)
+	$(CV4_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[headless,test]' 'opencv-python-headless<5'
+	@touch $@
+
+test-opencv: sysdeps $(DEB_VENV)/.installed $(CV4_VENV)/.installed
+	$(DEB_VENV)/bin/python scripts/which-opencv.py --expect debian
+	STREAMER_TEST_GSTREAMER=1 $(DEB_VENV)/bin/python $(SUITE)
+	$(CV4_VENV)/bin/python scripts/which-opencv.py --expect 4
+	$(CV4_VENV)/bin/python $(SUITE)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(DEB_VENV) $(CV4_VENV) build *.egg-info

@@ -3,8 +3,9 @@
 # server (a real RTSP camera), Xvfb, xdotool and ImageMagick (window tests),
 # systemd-analyze (unit file lint), openssl (a test TLS certificate), mosquitto (a real
 # MQTT broker, and its mosquitto_passwd and mosquitto_sub), Chromium and its WebDriver (the
-# web page's browser tests); and what a minimal
-# Debian lacks for `make`: python3-venv, and libGL/GLib, which the opencv-python wheel loads.
+# web page's browser tests); what a minimal Debian lacks for `make`: python3-venv, and
+# libGL/GLib, which the opencv-python wheel loads; and Debian's own OpenCV (python3-opencv
+# 4.6, with GStreamer), one of the three OpenCVs CI tests on (make test-opencv).
 #   --if-root   do nothing (beyond a note) unless running as root with apt-get
 set -euo pipefail
 
@@ -15,6 +16,7 @@ packages=(
   python3-venv libgl1 libglib2.0-0 openssl
   mosquitto mosquitto-clients
   chromium chromium-driver
+  python3-opencv
 )
 
 missing=()

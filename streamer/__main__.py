@@ -2,6 +2,6 @@
 
 import sys
 
-from streamer.commands.cli import main
+from streamer.commands.entry import main
 
 sys.exit(main())

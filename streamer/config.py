@@ -24,6 +24,7 @@ import yaml
 from streamer.errors import ConfigError
 from streamer.names import slug
 from streamer.redact import register_secret, register_url_secrets, url_for_display
+from streamer.sources import gstreamer
 
 API_KEY_ENV = "ROBOFLOW_API_KEY"
 CREDENTIAL_NAME = "roboflow_api_key"  # systemd LoadCredential= name
@@ -135,6 +136,11 @@ def _api_url(value: Any) -> str:
 
 def _source_uri(value: Any) -> str:
     value = _text()(value)
+    if gstreamer.is_pipeline(value):
+        problem = gstreamer.pipeline_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
     parts = urlsplit(value)
     # udp:// and tcp:// may name only a port to listen on (udp://@:1234); these must name a host.
     if parts.scheme.lower() in ("rtsp", "rtsps", "rtmp", "http", "https") and "://" in value:
@@ -144,6 +150,14 @@ def _source_uri(value: Any) -> str:
             raise ValueError("expected a stream URL whose port is a number") from None
         if not parts.hostname:
             raise ValueError("expected a stream URL with a host, e.g. rtsp://user:pass@192.168.1.10:554/stream")
+    return value
+
+
+def _fourcc(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[ -~]{4}", value):
+        raise ValueError("expected a four-character code such as MJPG or YUYV (or null)")
     return value
 
 
@@ -298,6 +312,11 @@ class SourceConfig:
     reconnect_initial_s: float = opt(0.5, _number(0, 60, lo_open=True))
     reconnect_max_s: float = opt(1.0, _number(0, 3600, lo_open=True))
     stall_timeout_s: float = opt(10.0, _number(0, 3600, lo_open=True))
+    # Webcams only: the mode to ask for (null: the camera's default).
+    width: int | None = opt(None, _number(1, 7680, integer=True, optional=True))
+    height: int | None = opt(None, _number(1, 4320, integer=True, optional=True))
+    fps: float | None = opt(None, _number(0, 1000, lo_open=True, optional=True))
+    fourcc: str | None = opt(None, _fourcc)
 
 
 @dataclass(frozen=True)

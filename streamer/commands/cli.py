@@ -248,32 +248,7 @@ As a subscriber's pair, for a publisher with output.zmq_curve_clients_dir:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="streamer", description="Live object detection from a camera through a Roboflow-compatible inference API."
-    )
-    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("run", help="the live pipeline: source -> API -> window and feed")
-    p.add_argument(
-        "--source",
-        metavar="SRC",
-        help="webcam index (0), /dev/videoN, rtsp:// or http(s):// URL, video file, or 'synthetic'",
-    )
-    api_options(p)
-    _rate_options(p)
-    _output_options(p)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("demo", help="the synthetic scene through an in-process local API (no camera, no key)")
-    _rate_options(p, demo=True)
-    _output_options(p)
-    p.add_argument("--latency-ms", type=float, default=0.0, help="delay the local API's answers")
-    p.set_defaults(func=cmd_demo)
-
-    offline.add_commands(sub)
-
+def _listen_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("listen", help="subscribe to a feed and print each message as a JSON line")
     p.add_argument(
         "--connect",
@@ -303,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     log_option(p)
     p.set_defaults(func=cmd_listen)
 
+
+def _tool_parsers(sub: argparse._SubParsersAction) -> None:
+    """keygen and serve: the small helpers beside the pipeline."""
     p = sub.add_parser("keygen", help="write a CURVE certificate pair for an encrypted feed")
     p.add_argument("dir", metavar="DIR", help="folder to write NAME.key and NAME.key_secret into")
     p.add_argument("--name", default="server", help="file name of the pair (default: server)")
@@ -317,6 +295,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", help="serve only this model id (repeatable; default: any)")
     log_option(p)
     p.set_defaults(func=cmd_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamer", description="Live object detection from a camera through a Roboflow-compatible inference API."
+    )
+    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the live pipeline: source -> API -> window and feed")
+    p.add_argument(
+        "--source",
+        metavar="SRC",
+        help="webcam index (0), /dev/videoN, rtsp:// or http(s):// URL, video file, 'synthetic', "
+        "or 'gst:PIPELINE' (a GStreamer pipeline ending in appsink)",
+    )
+    api_options(p)
+    _rate_options(p)
+    _output_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the synthetic scene through an in-process local API (no camera, no key)")
+    _rate_options(p, demo=True)
+    _output_options(p)
+    p.add_argument("--latency-ms", type=float, default=0.0, help="delay the local API's answers")
+    p.set_defaults(func=cmd_demo)
+
+    offline.add_commands(sub)
+
+    _listen_parser(sub)
+    _tool_parsers(sub)
     return parser
 
 

@@ -152,7 +152,7 @@ class CaptureWorker:
                     f"source.uri: {exc}: not a video OpenCV can read; check the file "
                     "(ffprobe FILE) or convert it (ffmpeg -i FILE out.mp4)"
                 ) from None
-            if first and getattr(source, "kind", None) != "stream":
+            if first and not getattr(source, "retry_first_open", False):
                 raise  # a missing webcam: say so and stop (exit 1, so a service retries)
             self.stats.source_state = "reconnecting"
             self._faults.fault(str(exc))

@@ -1,4 +1,4 @@
-"""Video sources: webcam, RTSP/HTTP stream, video file, and the synthetic scene.
+"""Video sources: webcam, RTSP/HTTP stream, GStreamer pipeline, video file, and the synthetic scene.
 
 Each source opens, reads one BGR frame at a time (``None`` when a read fails or a
 file ends) and closes.  Every call is bounded in time: network streams are opened
@@ -20,8 +20,10 @@ import numpy as np
 
 from streamer import cvlog
 from streamer.config import Config
-from streamer.errors import SourceError, UsageError
-from streamer.redact import url_for_display
+from streamer.errors import ConfigError, SourceError, UsageError
+from streamer.redact import scrub, url_for_display
+from streamer.sources import gstreamer
+from streamer.sources.camera import CameraMode, actual_mode, apply_mode, report
 from streamer.sources.probe import why_not_open
 from streamer.sources.synthetic import SyntheticScene
 
@@ -82,7 +84,7 @@ class SyntheticSource:
 
 
 class CvSource:
-    """A source read through ``cv2.VideoCapture``: webcam, network stream or file."""
+    """A source read through ``cv2.VideoCapture``: webcam, network stream, GStreamer pipeline or file."""
 
     def __init__(
         self,
@@ -93,10 +95,12 @@ class CvSource:
         read_timeout_s: float = 2.0,
         rtsp_transport: str = "tcp",
         stop: threading.Event | None = None,
+        mode: CameraMode | None = None,
+        reported: list[str] | None = None,
     ):
         self.uri = uri
-        self.kind = kind  # "webcam", "stream" or "file"
-        self.name = url_for_display(uri) if kind == "stream" else uri
+        self.kind = kind  # "webcam", "stream", "gst" or "file"
+        self.name = url_for_display(uri) if kind == "stream" else scrub(uri) if kind == "gst" else uri
         self.is_live = kind != "file"
         self.is_file = kind == "file"
         self.fps: float | None = None
@@ -106,6 +110,10 @@ class CvSource:
         self._stop = stop
         self._cap: cv2.VideoCapture | None = None
         self._pacer: Pacer | None = None
+        self._mode = mode or CameraMode()
+        self._reported = [] if reported is None else reported  # the last mode logged, shared with fresh() copies
+        # A camera on the network may be down when streamer starts: keep trying, as after a drop.
+        self.retry_first_open = kind == "stream" or (kind == "gst" and "://" in uri)
 
     def fresh(self) -> CvSource:
         """An unopened copy with its own capture, for when this one is stuck in a call."""
@@ -116,6 +124,8 @@ class CvSource:
             read_timeout_s=self._read_timeout_ms / 1000,
             rtsp_transport=self._rtsp_transport,
             stop=self._stop,
+            mode=self._mode,
+            reported=self._reported,
         )
 
     def open(self) -> None:
@@ -135,19 +145,37 @@ class CvSource:
                     self._read_timeout_ms,
                 ],
             )
+        elif self.kind == "gst":
+            # No open or read timeout in this backend: a blocked call is the stall watchdog's.
+            cap = cv2.VideoCapture(gstreamer.pipeline_of(self.uri), cv2.CAP_GSTREAMER)
         elif self.kind == "webcam":
             cap = cv2.VideoCapture(int(self.uri) if self.uri.isdigit() else self.uri)
+            if cap.isOpened():
+                apply_mode(cap, self._mode)  # before the first read
         else:
             cap = cv2.VideoCapture(self.uri)
         if not cap.isOpened():
             cap.release()
+            if self.kind == "gst":
+                raise SourceError(
+                    f"cannot open GStreamer pipeline {self.name}; run it with gst-launch-1.0 "
+                    "(fakesink in place of appsink) to see why"
+                )
             why = why_not_open(self.uri, min(3.0, self._open_timeout_ms / 1000)) if self.kind == "stream" else None
             raise SourceError(f"cannot open {self.kind} {self.name}" + (f": {why}" if why else ""))
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps <= 240 else None
         if self.kind == "file":
             self._pacer = Pacer(self.fps or 30.0, self._stop)
+        if self.kind == "webcam":
+            self._report_mode(cap)
         self._cap = cap
+
+    def _report_mode(self, cap) -> None:
+        line = report(self.name, self._mode, actual_mode(cap))
+        if line not in self._reported:  # once, and again only if a reopen gives another mode
+            self._reported[:] = [line]
+            (log.warning if "asked for" in line else log.info)(line)
 
     def read(self) -> np.ndarray | None:
         if self._cap is None:
@@ -168,10 +196,12 @@ class CvSource:
 
 
 def source_kind(uri: str) -> str:
-    """Which kind of source a --source value names: synthetic, webcam, stream or file."""
+    """Which kind of source a --source value names: synthetic, webcam, stream, gst or file."""
     lowered = uri.lower()
     if lowered == "synthetic":
         return "synthetic"
+    if gstreamer.is_pipeline(uri):
+        return "gst"
     if uri.isdigit() or re.fullmatch(r"/dev/video[0-9]+", uri):
         return "webcam"
     if lowered.startswith(STREAM_SCHEMES):
@@ -183,6 +213,7 @@ def make_source(config: Config, stop: threading.Event | None = None):
     """Build the source that ``config.source.uri`` names; a missing file is a usage error."""
     uri = config.source.uri
     kind = source_kind(uri)
+    mode = camera_mode(config, kind)
     if kind == "synthetic":
         syn = config.synthetic
         return SyntheticSource(syn.width, syn.height, syn.fps, stop)
@@ -191,6 +222,8 @@ def make_source(config: Config, stop: threading.Event | None = None):
             f"source.uri: video file {url_for_display(uri)!r} not found; pass a file, a webcam index (0), "
             "an rtsp:// URL or 'synthetic' to --source"
         )
+    if kind == "gst":
+        gstreamer.check_backend()
     return CvSource(
         uri,
         kind=kind,
@@ -198,4 +231,21 @@ def make_source(config: Config, stop: threading.Event | None = None):
         read_timeout_s=config.source.read_timeout_s,
         rtsp_transport=config.source.rtsp_transport,
         stop=stop,
+        mode=mode,
     )
+
+
+def camera_mode(config: Config, kind: str) -> CameraMode:
+    """The webcam mode asked for in source.width/height/fps/fourcc; refused for other sources."""
+    mode = CameraMode(config.source.width, config.source.height, config.source.fps, config.source.fourcc)
+    if mode.asked and kind != "webcam":
+        key = next(k for k, v in vars(mode).items() if v is not None)
+        where = {
+            "gst": "; put the caps in the pipeline instead (video/x-raw,width=...,height=...,framerate=...)",
+            "synthetic": "; the synthetic scene's size is synthetic.width and synthetic.height",
+        }
+        raise ConfigError(
+            f"source.{key}: applies to webcams only, and source.uri names a {kind} source; "
+            f"remove it{where.get(kind, '')}"
+        )
+    return mode

@@ -1,0 +1,82 @@
+"""Webcam settings: ask for a mode (pixel format first), then say what the camera really gave.
+
+A camera treats these as requests: it picks the nearest mode it has, and OpenCV's ``set`` returns
+True either way, so the only truth is what ``get`` reads back after the open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+
+
+@dataclass(frozen=True)
+class CameraMode:
+    """A webcam mode; None leaves that part to the camera."""
+
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    fourcc: str | None = None
+
+    @property
+    def asked(self) -> bool:
+        return any(v is not None for v in (self.width, self.height, self.fps, self.fourcc))
+
+
+def fourcc_code(text: str) -> int:
+    return cv2.VideoWriter_fourcc(*text)
+
+
+def fourcc_text(code: float) -> str | None:
+    """The four characters of a CAP_PROP_FOURCC value, or None when the backend gives none."""
+    value = int(code) if code and code > 0 else 0
+    chars = "".join(chr((value >> (8 * i)) & 0xFF) for i in range(4))
+    return chars if value and all(" " <= c <= "~" for c in chars) else None
+
+
+def apply_mode(cap, mode: CameraMode) -> None:
+    """Ask ``cap`` (just opened, not yet read) for ``mode``.
+
+    The pixel format goes first: with V4L2 it decides which sizes and rates exist (a USB camera
+    offers 1080p at 30 fps only in MJPG), so a size asked before it may be refused."""
+    if mode.fourcc is not None:
+        cap.set(cv2.CAP_PROP_FOURCC, fourcc_code(mode.fourcc))
+    if mode.width is not None:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, mode.width)
+    if mode.height is not None:
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, mode.height)
+    if mode.fps is not None:
+        cap.set(cv2.CAP_PROP_FPS, mode.fps)
+
+
+def actual_mode(cap) -> CameraMode:
+    """What ``cap`` reports it delivers (0 or less from the backend means unknown)."""
+    width, height, fps = (cap.get(p) for p in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FPS))
+    return CameraMode(
+        width=int(width) if width > 0 else None,
+        height=int(height) if height > 0 else None,
+        fps=fps if fps > 0 else None,
+        fourcc=fourcc_text(cap.get(cv2.CAP_PROP_FOURCC)),
+    )
+
+
+def describe(mode: CameraMode) -> str:
+    """``1920x1080 @ 30 fps MJPG``, with ``?`` for what is unknown."""
+    size = f"{mode.width or '?'}x{mode.height or '?'}"
+    fps = f"{mode.fps:g}" if mode.fps else "?"
+    return f"{size} @ {fps} fps {mode.fourcc or '(format unknown)'}"
+
+
+def report(name: str, asked: CameraMode, got: CameraMode) -> str:
+    """The log line about what a webcam gave, and what was asked when that differs."""
+    line = f"webcam {name} gives {describe(got)}"
+    differs = [
+        f"{key} {want:g}" if isinstance(want, float) else f"{key} {want}"
+        for key, want in vars(asked).items()
+        if want is not None and want != getattr(got, key)
+    ]
+    if differs:
+        line += f" (asked for {', '.join(differs)}: not a mode it has; v4l2-ctl --list-formats-ext lists them)"
+    return line
