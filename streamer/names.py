@@ -27,11 +27,27 @@ def class_slug(name: object) -> str:
     return slug(text, sep="_") or "class-" + hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:8]
 
 
+# In a gst: pipeline, what names the camera: a location (a URL or a file) or a device.
+_GST_WHERE = re.compile(r"""(?:^|\s)(?:location|device)=(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s!]+))""")
+
+
+def _gst_name(pipeline: str) -> str:
+    """A gst: source's name: from its location= or device= (a URL's host and path, never its
+    user or password) or else its first element ("libcamerasrc"), never the whole pipeline."""
+    where = _GST_WHERE.search(pipeline)
+    if where:
+        return source_name(where["dq"] if where["dq"] is not None else where["sq"] or where["bare"] or "")
+    return slug(pipeline.split("!", 1)[0].split(maxsplit=1)[0] if pipeline.strip() else "")
+
+
 def source_name(uri: str) -> str:
     """The default camera name, from the source: "synthetic", "video0" for webcam 0 or
     /dev/video0, host and path for a stream URL (never its user, password or query), the
-    stem of a video file."""
+    stem of a video file, and for a gst: pipeline the same from its location= or device=, or
+    else its first element."""
     uri = uri.strip()
+    if uri.startswith("gst:"):
+        return _gst_name(uri[4:]) or "camera"
     if uri.isdigit():
         return f"video{int(uri)}"
     if "://" in uri:

@@ -18,6 +18,9 @@ _KEY_PARAM = re.compile(r"(?P<name>api_key=)[^&\s\"']+")
 # user:password@host without a scheme in front (a mistyped "rtsp//user:pw@cam"), after a
 # separator, so that "12:30@" in running text is not taken for one.
 _BARE_USERINFO = re.compile(r"(?P<pre>^|[\s'\"(/=])(?P<user>[\w.%+-]+):(?P<pw>[^@/\s:'\"]+)@(?=[\w\[])")
+# The password properties of GStreamer's network sources (rtspsrc, souphttpsrc) in a gst:
+# pipeline: user-pw=secret, user-pw="a secret" or user-pw='a secret'.
+_GST_PW = re.compile(r"""(?P<key>\b(?:user|proxy)-pw=)(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s!"']+))""")
 
 
 def register_secret(secret: str | None) -> None:
@@ -32,6 +35,7 @@ def scrub(text: str) -> str:
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     text = _BARE_USERINFO.sub(lambda m: f"{m['pre']}{m['user']}:{MASK}@", text)
     text = _KEY_PARAM.sub(lambda m: f"{m['name']}{MASK}", text)
+    text = _GST_PW.sub(lambda m: f"{m['key']}{MASK}", text)
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
@@ -56,6 +60,9 @@ def _mask_secret_values(text: str) -> str:
 def register_url_secrets(url: str) -> None:
     """Register the password of a URL, and the values of its credential-like keys, as
     secrets: they are then masked wherever they appear, not only inside the URL."""
+    for match in _GST_PW.finditer(url):  # a gst: pipeline's user-pw= and proxy-pw=
+        value = next(v for v in (match["dq"], match["sq"], match["bare"]) if v is not None)
+        register_secret(value)
     try:
         parts = urlsplit(url)
         password = parts.password

@@ -127,6 +127,23 @@ def test_url_secrets_are_masked_wherever_they_appear_later():
     assert "admin" in text  # a user name is not a secret
 
 
+def test_gstreamer_password_properties_are_masked_and_remembered():
+    from streamer.redact import register_url_secrets
+
+    pipeline = (
+        "gst:rtspsrc location=rtsp://cam/live user-id=viewer user-pw=gstPw4242 proxy-pw='a proxy Pw77' "
+        '! decodebin ! souphttpsrc user-pw="quoted Pw99" ! appsink'
+    )
+    assert scrub(pipeline) == (
+        "gst:rtspsrc location=rtsp://cam/live user-id=viewer user-pw=*** proxy-pw=*** "
+        "! decodebin ! souphttpsrc user-pw=*** ! appsink"
+    )
+    assert "gstPw4242" not in url_for_display(pipeline) and "viewer" in url_for_display(pipeline)
+    register_url_secrets(pipeline)
+    text = scrub("rtspsrc: 401 for viewer with gstPw4242; proxy 'a proxy Pw77'; quoted Pw99")
+    assert "gstPw4242" not in text and "a proxy Pw77" not in text and "quoted Pw99" not in text
+
+
 def test_fault_log_reports_a_spell_once_and_folds_short_spells_into_the_next_warning(caplog, monkeypatch):
     import logging
 

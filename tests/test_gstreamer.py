@@ -152,6 +152,8 @@ def test_rtspsrc_pipeline_reconnects_after_a_restart_and_the_watchdog_catches_a_
         assert first is not None, run.stderr + camera.log()
         _assert_scene(first)
         assert first["source"] == pipeline.replace("canary-gst-pw-41", "***")
+        assert first["name"] == "127-0-0-1-cam"  # the location's host and path, no credentials
+        assert "canary-gst-pw-41" not in json.dumps(first)
 
         camera.restart()  # the camera goes away and comes back on the same URL
         back = time.time()

@@ -37,6 +37,17 @@ def test_every_class_name_becomes_one_safe_topic_level(name):
         ("/data/Front Door.MP4", "front-door"),
         ("clip.mp4", "clip"),
         ("udp://@:1234", "camera"),
+        # gst: pipelines are named by their location or device, else their first element.
+        (
+            "gst:rtspsrc location=rtsp://viewer:Canary-Pw@cam.local:8554/front latency=0 ! decodebin ! appsink",
+            "cam-local-front",
+        ),
+        ("gst:rtspsrc location='rtsp://cam.local/a b' ! decodebin ! appsink", "cam-local-a-b"),
+        ("gst:v4l2src device=/dev/video1 ! image/jpeg,width=1920 ! jpegdec ! appsink", "video1"),
+        ("gst:filesrc location=/data/yard.mp4 ! decodebin ! appsink", "yard"),
+        ("gst:libcamerasrc ! video/x-raw,width=1280 ! videoconvert ! appsink", "libcamerasrc"),
+        ("gst:nvarguscamerasrc sensor-id=0 ! nvvidconv ! appsink", "nvarguscamerasrc"),
+        ("gst:", "camera"),
     ],
 )
 def test_default_camera_name_is_a_slug_of_the_source_without_credentials(uri, expected):
