@@ -7,6 +7,8 @@ streamer and its dependencies and nothing provides ``cv2``.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +111,48 @@ def test_one_wheel_recorded_and_cv2_gone_says_to_reinstall_it(bare_venv):
     (line,) = res.stderr.strip().splitlines()
     assert "although opencv-python-headless is installed" in line
     assert line.endswith("pip uninstall -y opencv-python-headless && pip install opencv-python-headless")
+
+
+@contextlib.contextmanager
+def _fake_cv2(site: Path, init: str | None, wheel: str | None = "opencv-python"):
+    """A cv2 package in the venv that fails as a real one can (``init`` None: an empty cv2/
+    directory, as an uninstall leaves when a stray file stays), recorded as ``wheel``."""
+    package = site / "cv2"
+    (package / "qt").mkdir(parents=True)
+    if init is not None:
+        (package / "__init__.py").write_text(init)
+    dist = _fake_wheel_record(site, wheel) if wheel else None
+    try:
+        yield
+    finally:
+        shutil.rmtree(package)
+        if dist:
+            shutil.rmtree(dist)
+
+
+LIBGL = "raise ImportError('libGL.so.1: cannot open shared object file: No such file or directory')\n"
+NUMPY = "raise ImportError('numpy.core.multiarray failed to import')\n"
+
+
+@pytest.mark.parametrize(
+    ("init", "wheel", "says", "never"),
+    [
+        (None, "opencv-python", "pip uninstall -y opencv-python && pip install opencv-python", None),
+        (None, None, "pip install 'streamer[headless]'", "although"),
+        (LIBGL, "opencv-python", "apt install libgl1", "removed its files"),
+        (LIBGL, None, "apt install libgl1", "pip uninstall"),
+        (NUMPY, "opencv-python-headless", "pip install --force-reinstall opencv-python-headless", "removed its files"),
+        ("import numpy.no_such_part\n", None, "fails to load", "although"),
+    ],
+    ids=["empty-dir-wheel", "empty-dir", "libgl-wheel", "libgl-system", "numpy", "inner-module"],
+)
+def test_a_broken_cv2_gets_the_advice_for_its_cause(bare_venv, init, wheel, says, never):
+    with _fake_cv2(_site_packages(bare_venv), init, wheel):
+        res = _streamer(bare_venv, ["--version"])
+    assert res.returncode == 2, res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: OpenCV (cv2) cannot be imported (") and says in line, line
+    assert never is None or never not in line, line
 
 
 def test_both_wheels_with_a_working_cv2_is_a_warning_only(monkeypatch):

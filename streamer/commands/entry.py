@@ -37,30 +37,58 @@ def installed_wheels() -> list[str]:
     return found
 
 
+def _import_failure() -> str | None:
+    """None when ``cv2`` imports as a real OpenCV; else why not, as "Kind: message"."""
+    try:
+        import cv2
+    except Exception as exc:  # missing, or broken: a half-removed wheel, a missing libGL, a numpy mismatch
+        return f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+    if getattr(cv2, "__file__", None) is None or not hasattr(cv2, "VideoCapture"):
+        # What an uninstall can leave: an empty cv2/ directory, imported as a namespace package.
+        return "ModuleNotFoundError: cv2 is an empty directory left by an uninstall"
+    return None
+
+
+def _is_missing(why: str) -> bool:
+    """Whether the failure is cv2's own files being gone (not a library it needs)."""
+    return why.startswith("ModuleNotFoundError: ") and (
+        "No module named 'cv2'" in why or "No module named 'cv2." in why or "left by an uninstall" in why
+    )
+
+
 def opencv_problem() -> str | None:
     """None when ``cv2`` imports and only one wheel provides it; else one line saying what is wrong."""
     wheels = installed_wheels()
-    try:
-        import cv2  # noqa: F401
-    except Exception as exc:  # missing, or broken: a half-removed wheel, a missing libGL, a numpy mismatch
-        why = f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+    why = _import_failure()
+    if why is None:
         if len(wheels) > 1:
             return (
-                f"error: OpenCV (cv2) cannot be imported ({why}): {' and '.join(wheels)} are both installed and "
-                f"overwrite each other's cv2; fix it with: {BOTH_FIX.format(wheels=' '.join(wheels))}"
+                f"warning: {' and '.join(wheels)} are both installed and overwrite each other's cv2 "
+                f"(removing either breaks the other); keep one: {BOTH_FIX.format(wheels=' '.join(wheels))}"
             )
-        if wheels:  # pip thinks it is there: "Requirement already satisfied" would change nothing
-            return (
-                f"error: OpenCV (cv2) cannot be imported ({why}) although {wheels[0]} is installed (another wheel "
-                f"removed its files?); fix it with: pip uninstall -y {wheels[0]} && pip install {wheels[0]}"
-            )
-        return f"error: OpenCV (cv2) cannot be imported ({why}); install it with one of: {INSTALL_COMMANDS}"
+        return None
+    head = f"error: OpenCV (cv2) cannot be imported ({why})"
     if len(wheels) > 1:
         return (
-            f"warning: {' and '.join(wheels)} are both installed and overwrite each other's cv2 "
-            f"(removing either breaks the other); keep one: {BOTH_FIX.format(wheels=' '.join(wheels))}"
+            f"{head}: {' and '.join(wheels)} are both installed and overwrite each other's cv2; "
+            f"fix it with: {BOTH_FIX.format(wheels=' '.join(wheels))}"
         )
-    return None
+    if "libGL.so" in why or "libgthread" in why or "libglib" in why:  # the desktop wheel on a minimal system
+        fix = "install it (Debian: apt install libgl1 libglib2.0-0)"
+        if "opencv-python" in wheels:
+            fix += ", or the wheel without a window: pip uninstall -y opencv-python && pip install 'streamer[headless]'"
+        return f"{head}: a system library OpenCV needs is missing; {fix}"
+    if not _is_missing(why):  # installed, but it fails inside: a numpy mismatch, a broken build
+        fix = (
+            f"pip install --force-reinstall {wheels[0]}" if wheels else f"reinstall it with one of: {INSTALL_COMMANDS}"
+        )
+        return f"{head}: this OpenCV is installed but fails to load; fix that, or {fix}"
+    if wheels:  # pip thinks it is there: "Requirement already satisfied" would change nothing
+        return (
+            f"{head} although {wheels[0]} is installed (another wheel removed its files?); "
+            f"fix it with: pip uninstall -y {wheels[0]} && pip install {wheels[0]}"
+        )
+    return f"{head}; install it with one of: {INSTALL_COMMANDS}"
 
 
 def main(argv: list[str] | None = None) -> int:
