@@ -95,7 +95,7 @@ def test_mjpg_1080p30_is_asked_for_format_first_and_what_it_gave_is_logged_once(
     source.open()
     lines = [r.getMessage() for r in caplog.records if "gives" in r.getMessage()]
     assert lines == ["webcam 0 gives 1920x1080 @ 30 fps MJPG"]
-    assert caplog.records[0].levelno == logging.INFO
+    assert [r.levelno for r in caplog.records if "gives" in r.getMessage()] == [logging.INFO]
 
 
 def test_a_mode_the_camera_lacks_is_a_warning_saying_what_was_asked(camera, caplog):
@@ -105,6 +105,32 @@ def test_a_mode_the_camera_lacks_is_a_warning_saying_what_was_asked(camera, capl
     (record,) = [r for r in caplog.records if "gives" in r.getMessage()]
     assert record.levelno == logging.WARNING
     assert record.getMessage().startswith("webcam 0 gives 1920x1080 @ 5 fps YUYV (asked for fps 30: not a mode")
+
+
+@pytest.mark.parametrize(
+    ("reported", "line", "level"),
+    [
+        (30.00003, "webcam 0 gives 1920x1080 @ 30 fps MJPG", logging.INFO),
+        (29.97, "webcam 0 gives 1920x1080 @ 29.97 fps MJPG", logging.INFO),
+        (0.0, "webcam 0 gives 1920x1080 @ ? fps MJPG (asked for fps 30: the camera does not report it)", logging.INFO),
+        (
+            25.0,
+            "webcam 0 gives 1920x1080 @ 25 fps MJPG (asked for fps 30: not a mode it has; "
+            "v4l2-ctl --list-formats-ext lists them)",
+            logging.WARNING,
+        ),
+    ],
+)
+def test_fps_within_one_percent_is_what_was_asked_and_an_unreported_one_is_no_refusal(
+    camera, caplog, monkeypatch, reported, line, level
+):
+    caplog.set_level(logging.INFO, logger="streamer.sources.open")
+    real_get = FakeUsbCamera.get
+    monkeypatch.setattr(
+        FakeUsbCamera, "get", lambda self, prop: reported if prop == sources.cv2.CAP_PROP_FPS else real_get(self, prop)
+    )
+    _open({"width": 1920, "height": 1080, "fps": 30, "fourcc": "MJPG"})
+    assert [(r.getMessage(), r.levelno) for r in caplog.records if "gives" in r.getMessage()] == [(line, level)]
 
 
 def test_without_settings_the_camera_is_left_alone(camera, caplog):

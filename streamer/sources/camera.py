@@ -69,14 +69,26 @@ def describe(mode: CameraMode) -> str:
     return f"{size} @ {fps} fps {mode.fourcc or '(format unknown)'}"
 
 
+def _same(key: str, want: object, got: object) -> bool:
+    if key == "fps":  # drivers report 29.97 or 30.00003 for 30: within 1 % is the same
+        return abs(float(want) - float(got)) <= 0.01 * float(want)
+    return want == got
+
+
 def report(name: str, asked: CameraMode, got: CameraMode) -> str:
-    """The log line about what a webcam gave, and what was asked when that differs."""
+    """The log line about what a webcam gave, and what was asked when that differs.  A
+    value the camera does not report is said so, and is not taken for a refusal."""
     line = f"webcam {name} gives {describe(got)}"
+    wanted = {key: want for key, want in vars(asked).items() if want is not None}
+    shown = {key: f"{key} {want:g}" if isinstance(want, float) else f"{key} {want}" for key, want in wanted.items()}
+    unknown = [shown[key] for key in wanted if getattr(got, key) is None]
     differs = [
-        f"{key} {want:g}" if isinstance(want, float) else f"{key} {want}"
-        for key, want in vars(asked).items()
-        if want is not None and want != getattr(got, key)
+        shown[key]
+        for key, want in wanted.items()
+        if getattr(got, key) is not None and not _same(key, want, getattr(got, key))
     ]
     if differs:
         line += f" (asked for {', '.join(differs)}: not a mode it has; v4l2-ctl --list-formats-ext lists them)"
+    if unknown:
+        line += f" (asked for {', '.join(unknown)}: the camera does not report it)"
     return line

@@ -175,7 +175,7 @@ class CvSource:
         line = report(self.name, self._mode, actual_mode(cap))
         if line not in self._reported:  # once, and again only if a reopen gives another mode
             self._reported[:] = [line]
-            (log.warning if "asked for" in line else log.info)(line)
+            (log.warning if "not a mode it has" in line else log.info)(line)
 
     def read(self) -> np.ndarray | None:
         if self._cap is None:
