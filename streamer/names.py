@@ -8,6 +8,8 @@ import re
 from pathlib import PurePath
 from urllib.parse import urlsplit
 
+from streamer.redact import GST_VALUE, gst_value
+
 MAX_NAME = 64  # a camera name or a class slug, in characters
 _UNSAFE = re.compile(r"[^a-z0-9_-]+")
 
@@ -27,17 +29,17 @@ def class_slug(name: object) -> str:
     return slug(text, sep="_") or "class-" + hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:8]
 
 
-# In a gst: pipeline, what names the camera: a location (a URL or a file) or a device.
-_GST_WHERE = re.compile(r"""(?:^|\s)(?:location|device)=(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s!]+))""")
+# What names a gst: source: a location (a URL or a file), a uri or a device in its first element.
+_GST_WHERE = re.compile(r"(?:^|\s)(?:location|uri|device)\s*=\s*" + GST_VALUE)
 
 
 def _gst_name(pipeline: str) -> str:
-    """A gst: source's name: from its location= or device= (a URL's host and path, never its
-    user or password) or else its first element ("libcamerasrc"), never the whole pipeline."""
-    where = _GST_WHERE.search(pipeline)
-    if where:
-        return source_name(where["dq"] if where["dq"] is not None else where["sq"] or where["bare"] or "")
-    return slug(pipeline.split("!", 1)[0].split(maxsplit=1)[0] if pipeline.strip() else "")
+    """A gst: source's name, from its first element (the source): its location=, uri= or
+    device= (a URL's host and path, never its user or password), or else the element's name
+    ("libcamerasrc"); never the whole pipeline."""
+    first = pipeline.split("!", 1)[0]
+    where = _GST_WHERE.search(first)
+    return source_name(gst_value(where)) if where else slug((first.split() or [""])[0])
 
 
 def source_name(uri: str) -> str:
@@ -51,8 +53,13 @@ def source_name(uri: str) -> str:
     if uri.isdigit():
         return f"video{int(uri)}"
     if "://" in uri:
-        parts = urlsplit(uri)
-        name = slug(f"{parts.hostname or ''} {parts.path}")
+        try:
+            parts = urlsplit(uri)
+            name = slug(f"{parts.hostname or ''} {parts.path}")
+        except ValueError:  # not a URL after all ("rtsp://[cam"): the open will say so
+            name = ""
     else:
+        if re.search(r":[^/]*@", uri):  # a mistyped URL's user:password@ is no part of a name
+            uri = uri.rpartition("@")[2]
         name = slug(PurePath(uri).stem if PurePath(uri).suffix else PurePath(uri).name)
     return name or "camera"

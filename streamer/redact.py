@@ -18,9 +18,21 @@ _KEY_PARAM = re.compile(r"(?P<name>api_key=)[^&\s\"']+")
 # user:password@host without a scheme in front (a mistyped "rtsp//user:pw@cam"), after a
 # separator, so that "12:30@" in running text is not taken for one.
 _BARE_USERINFO = re.compile(r"(?P<pre>^|[\s'\"(/=])(?P<user>[\w.%+-]+):(?P<pw>[^@/\s:'\"]+)@(?=[\w\[])")
-# The password properties of GStreamer's network sources (rtspsrc, souphttpsrc) in a gst:
-# pipeline: user-pw=secret, user-pw="a secret" or user-pw='a secret'.
-_GST_PW = re.compile(r"""(?P<key>\b(?:user|proxy)-pw=)(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s!"']+))""")
+# The credential properties of GStreamer's network sources in a gst: pipeline (rtspsrc and
+# souphttpsrc: user-pw, proxy-pw; srtsrc: passphrase), written as GStreamer's parser reads them:
+# spaces allowed around "=", a bare value runs to the next space ("!" included), a quoted one
+# may hold escaped quotes.
+GST_VALUE = r"""(?:"(?P<dq>(?:[^"\\]|\\.)*)"|'(?P<sq>(?:[^'\\]|\\.)*)'|(?P<bare>(?:\\.|\S)+))"""
+_GST_PW = re.compile(r"(?P<key>\b(?:user-pw|proxy-pw|passphrase)\s*=\s*)" + GST_VALUE)
+# Where a gst: pipeline names a URL, which may hold user:password@ (quoted, with spaces).
+_GST_URL = re.compile(r"(?:^|\s)(?:location|uri|proxy)\s*=\s*" + GST_VALUE)
+_ESCAPED = re.compile(r"\\(.)")
+
+
+def gst_value(match: re.Match) -> str:
+    """The value of a property matched with ``GST_VALUE``, as GStreamer reads it."""
+    raw = next(v for v in (match["dq"], match["sq"], match["bare"]) if v is not None)
+    return _ESCAPED.sub(r"\1", raw)
 
 
 def register_secret(secret: str | None) -> None:
@@ -60,9 +72,11 @@ def _mask_secret_values(text: str) -> str:
 def register_url_secrets(url: str) -> None:
     """Register the password of a URL, and the values of its credential-like keys, as
     secrets: they are then masked wherever they appear, not only inside the URL."""
-    for match in _GST_PW.finditer(url):  # a gst: pipeline's user-pw= and proxy-pw=
-        value = next(v for v in (match["dq"], match["sq"], match["bare"]) if v is not None)
-        register_secret(value)
+    if url.startswith("gst:"):  # a pipeline: its password properties, and the URLs it names
+        for match in _GST_PW.finditer(url):
+            register_secret(gst_value(match))
+        for match in _GST_URL.finditer(url):
+            register_url_secrets(gst_value(match))
     try:
         parts = urlsplit(url)
         password = parts.password

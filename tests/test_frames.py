@@ -144,6 +144,27 @@ def test_gstreamer_password_properties_are_masked_and_remembered():
     assert "gstPw4242" not in text and "a proxy Pw77" not in text and "quoted Pw99" not in text
 
 
+@pytest.mark.parametrize(
+    ("written", "secret"),
+    [  # each as GStreamer's own parser (gst_parse_launch) reads the value
+        ("user-pw=pass!word9", "pass!word9"),
+        ("user-pw = Spaced123", "Spaced123"),
+        ("user-pw= Spaced456", "Spaced456"),
+        ('user-pw="a\\"bcd efg"', 'a"bcd efg'),
+        ("passphrase=SrtSecret99", "SrtSecret99"),
+        ('location="rtsp://u:pw with space@h/x"', "pw with space"),
+        ("location=rtsp://u:p%40ssWord@h/x", "p@ssWord"),
+    ],
+)
+def test_every_way_gstreamer_reads_a_password_is_masked(written, secret):
+    from streamer.redact import register_url_secrets
+
+    pipeline = f"gst:rtspsrc {written} latency=0 ! decodebin ! appsink"
+    register_url_secrets(pipeline)
+    assert secret not in scrub(pipeline) and secret not in scrub(f"401 for {secret} and more")
+    assert "decodebin ! appsink" in scrub(pipeline)
+
+
 def test_fault_log_reports_a_spell_once_and_folds_short_spells_into_the_next_warning(caplog, monkeypatch):
     import logging
 

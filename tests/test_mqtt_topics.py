@@ -48,6 +48,13 @@ def test_every_class_name_becomes_one_safe_topic_level(name):
         ("gst:libcamerasrc ! video/x-raw,width=1280 ! videoconvert ! appsink", "libcamerasrc"),
         ("gst:nvarguscamerasrc sensor-id=0 ! nvvidconv ! appsink", "nvarguscamerasrc"),
         ("gst:", "camera"),
+        ("gst:! appsink", "camera"),
+        ("gst:rtspsrc location=rtsp://[cam/x ! decodebin ! appsink", "camera"),
+        ("gst:souphttpsrc location=admin:Secret99@cam.local ! jpegdec ! appsink", "cam"),
+        ("rtsp:/admin:Secret99@cam.local", "cam"),
+        ('gst:uridecodebin uri="rtsp://u:pw with space@cam.local/x" ! appsink', "cam-local-x"),
+        # a sink's location later in the pipeline does not name the camera
+        ("gst:libcamerasrc ! tee name=t ! filesink location=/rec/clip.mp4 t. ! appsink", "libcamerasrc"),
     ],
 )
 def test_default_camera_name_is_a_slug_of_the_source_without_credentials(uri, expected):
