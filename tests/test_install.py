@@ -131,6 +131,7 @@ def _fake_cv2(site: Path, init: str | None, wheel: str | None = "opencv-python")
 
 
 LIBGL = "raise ImportError('libGL.so.1: cannot open shared object file: No such file or directory')\n"
+LIBXCB = "raise ImportError('libxcb.so.1: cannot open shared object file: No such file or directory')\n"
 NUMPY = "raise ImportError('numpy.core.multiarray failed to import')\n"
 
 
@@ -139,12 +140,14 @@ NUMPY = "raise ImportError('numpy.core.multiarray failed to import')\n"
     [
         (None, "opencv-python", "pip uninstall -y opencv-python && pip install opencv-python", None),
         (None, None, "pip install 'streamer[headless]'", "although"),
-        (LIBGL, "opencv-python", "apt install libgl1", "removed its files"),
+        (LIBGL, "opencv-python", "apt install libgl1, or the wheel without a window", "removed its files"),
         (LIBGL, None, "apt install libgl1", "pip uninstall"),
+        (LIBXCB, "opencv-python-headless", "the system library libxcb.so.1 that OpenCV needs", "reinstall"),
+        (LIBXCB.replace("libxcb.so.1", "libfoo.so.3"), None, "apt-file search libfoo.so.3", "pip install"),
         (NUMPY, "opencv-python-headless", "pip install --force-reinstall opencv-python-headless", "removed its files"),
         ("import numpy.no_such_part\n", None, "fails to load", "although"),
     ],
-    ids=["empty-dir-wheel", "empty-dir", "libgl-wheel", "libgl-system", "numpy", "inner-module"],
+    ids=["empty-dir-wheel", "empty-dir", "libgl-wheel", "libgl-system", "xcb", "unknown-lib", "numpy", "inner-module"],
 )
 def test_a_broken_cv2_gets_the_advice_for_its_cause(bare_venv, init, wheel, says, never):
     with _fake_cv2(_site_packages(bare_venv), init, wheel):

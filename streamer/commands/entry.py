@@ -8,6 +8,7 @@ imports only the standard library until the check has passed.
 
 from __future__ import annotations
 
+import re
 import sys
 from importlib import metadata
 
@@ -22,6 +23,17 @@ INSTALL_COMMANDS = (
     "there (Debian's or Raspberry Pi OS's python3-opencv in a venv made with --system-site-packages, "
     "or JetPack's build)"
 )
+# Shared libraries the OpenCV wheels link to that a minimal system may lack, and their Debian packages.
+SYSTEM_LIBRARIES = {
+    "libGL.so.1": "libgl1",
+    "libgthread-2.0.so.0": "libglib2.0-0",
+    "libglib-2.0.so.0": "libglib2.0-0",
+    "libxcb.so.1": "libxcb1",
+    "libX11.so.6": "libx11-6",
+    "libXext.so.6": "libxext6",
+    "libSM.so.6": "libsm6",
+    "libICE.so.6": "libice6",
+}
 BOTH_FIX = "pip uninstall -y {wheels} && pip install 'streamer[headless]' (or 'streamer[gui]')"
 
 
@@ -73,11 +85,14 @@ def opencv_problem() -> str | None:
             f"{head}: {' and '.join(wheels)} are both installed and overwrite each other's cv2; "
             f"fix it with: {BOTH_FIX.format(wheels=' '.join(wheels))}"
         )
-    if "libGL.so" in why or "libgthread" in why or "libglib" in why:  # the desktop wheel on a minimal system
-        fix = "install it (Debian: apt install libgl1 libglib2.0-0)"
-        if "opencv-python" in wheels:
+    library = re.search(r"(lib[\w.+-]+?\.so[\d.]*): cannot open shared object file", why)
+    if library:  # a system library OpenCV links to: reinstalling the wheel cannot bring it
+        name = library[1]
+        package = SYSTEM_LIBRARIES.get(name)
+        fix = f"apt install {package}" if package else f"apt-file search {name} names the package"
+        if name.startswith("libGL.") and "opencv-python" in wheels:
             fix += ", or the wheel without a window: pip uninstall -y opencv-python && pip install 'streamer[headless]'"
-        return f"{head}: a system library OpenCV needs is missing; {fix}"
+        return f"{head}: the system library {name} that OpenCV needs is missing; on Debian: {fix}"
     if not _is_missing(why):  # installed, but it fails inside: a numpy mismatch, a broken build
         fix = (
             f"pip install --force-reinstall {wheels[0]}" if wheels else f"reinstall it with one of: {INSTALL_COMMANDS}"
