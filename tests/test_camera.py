@@ -112,6 +112,7 @@ def test_a_mode_the_camera_lacks_is_a_warning_saying_what_was_asked(camera, capl
     [
         (30.00003, "webcam 0 gives 1920x1080 @ 30 fps MJPG", logging.INFO),
         (29.97, "webcam 0 gives 1920x1080 @ 29.97 fps MJPG", logging.INFO),
+        (29.7, "webcam 0 gives 1920x1080 @ 29.7 fps MJPG", logging.INFO),  # 1 % off, in floating point
         (0.0, "webcam 0 gives 1920x1080 @ ? fps MJPG (asked for fps 30: the camera does not report it)", logging.INFO),
         (
             25.0,
