@@ -166,6 +166,13 @@ def test_sigusr1_dumps_every_thread_by_name(api_server, spawn):
         ]
     )
     assert run.wait_for_log("source synthetic open", 15), run.stderr
+    # The capture opens before the dispatcher and the request threads start: signal once a request
+    # has been answered, so that every thread the dump must name exists.
+    deadline = time.monotonic() + 15
+    while not api_server.counts and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert api_server.counts, run.stderr
+    time.sleep(0.2)  # the main thread's loop of thread starts has ended by now
     run.popen.send_signal(signal.SIGUSR1)
     for name in ("MainThread", "capture", "dispatch", "request-1"):  # the dump may still be being written
         assert run.wait_for_log(f"Thread {name!r} (OS thread ", 10), run.stderr
