@@ -49,36 +49,32 @@ def installed_wheels() -> list[str]:
     return found
 
 
-def _import_failure() -> str | None:
-    """None when ``cv2`` imports as a real OpenCV; else why not, as "Kind: message"."""
+def _import_failure() -> tuple[str, bool] | None:
+    """None when ``cv2`` imports as a real OpenCV; else why not ("Kind: message") and whether
+    cv2's own files are missing (rather than something it needs)."""
     try:
         import cv2
     except Exception as exc:  # missing, or broken: a half-removed wheel, a missing libGL, a numpy mismatch
-        return f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+        missing = isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "cv2"
+        return f"{exc.__class__.__name__}: {exc}".splitlines()[0], missing
     if getattr(cv2, "__file__", None) is None or not hasattr(cv2, "VideoCapture"):
         # What an uninstall can leave: an empty cv2/ directory, imported as a namespace package.
-        return "ModuleNotFoundError: cv2 is an empty directory left by an uninstall"
+        return "ModuleNotFoundError: cv2 is an empty directory left by an uninstall", True
     return None
-
-
-def _is_missing(why: str) -> bool:
-    """Whether the failure is cv2's own files being gone (not a library it needs)."""
-    return why.startswith("ModuleNotFoundError: ") and (
-        "No module named 'cv2'" in why or "No module named 'cv2." in why or "left by an uninstall" in why
-    )
 
 
 def opencv_problem() -> str | None:
     """None when ``cv2`` imports and only one wheel provides it; else one line saying what is wrong."""
     wheels = installed_wheels()
-    why = _import_failure()
-    if why is None:
+    failure = _import_failure()
+    if failure is None:
         if len(wheels) > 1:
             return (
                 f"warning: {' and '.join(wheels)} are both installed and overwrite each other's cv2 "
                 f"(removing either breaks the other); keep one: {BOTH_FIX.format(wheels=' '.join(wheels))}"
             )
         return None
+    why, missing = failure
     head = f"error: OpenCV (cv2) cannot be imported ({why})"
     if len(wheels) > 1:
         return (
@@ -93,7 +89,7 @@ def opencv_problem() -> str | None:
         if name.startswith("libGL.") and "opencv-python" in wheels:
             fix += ", or the wheel without a window: pip uninstall -y opencv-python && pip install 'streamer[headless]'"
         return f"{head}: the system library {name} that OpenCV needs is missing; on Debian: {fix}"
-    if not _is_missing(why):  # installed, but it fails inside: a numpy mismatch, a broken build
+    if not missing:  # installed, but it fails inside: a numpy mismatch, a broken build
         fix = (
             f"pip install --force-reinstall {wheels[0]}" if wheels else f"reinstall it with one of: {INSTALL_COMMANDS}"
         )

@@ -75,9 +75,10 @@ def _same(key: str, want: object, got: object) -> bool:
     return want == got
 
 
-def report(name: str, asked: CameraMode, got: CameraMode) -> str:
-    """The log line about what a webcam gave, and what was asked when that differs.  A
-    value the camera does not report is said so, and is not taken for a refusal."""
+def report(name: str, asked: CameraMode, got: CameraMode) -> tuple[str, bool]:
+    """The log line about what a webcam gave, and what was asked when that differs, and
+    whether the camera refused something asked.  A value the camera does not report is said
+    so, and is not taken for a refusal."""
     line = f"webcam {name} gives {describe(got)}"
     wanted = {key: want for key, want in vars(asked).items() if want is not None}
     shown = {key: f"{key} {want:g}" if isinstance(want, float) else f"{key} {want}" for key, want in wanted.items()}
@@ -91,4 +92,4 @@ def report(name: str, asked: CameraMode, got: CameraMode) -> str:
         line += f" (asked for {', '.join(differs)}: not a mode it has; v4l2-ctl --list-formats-ext lists them)"
     if unknown:
         line += f" (asked for {', '.join(unknown)}: the camera does not report it)"
-    return line
+    return line, bool(differs)

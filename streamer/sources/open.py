@@ -172,10 +172,10 @@ class CvSource:
         self._cap = cap
 
     def _report_mode(self, cap) -> None:
-        line = report(self.name, self._mode, actual_mode(cap))
+        line, refused = report(self.name, self._mode, actual_mode(cap))
         if line not in self._reported:  # once, and again only if a reopen gives another mode
             self._reported[:] = [line]
-            (log.warning if "not a mode it has" in line else log.info)(line)
+            (log.warning if refused else log.info)(line)
 
     def read(self) -> np.ndarray | None:
         if self._cap is None:
