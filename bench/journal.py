@@ -35,7 +35,7 @@ from support.rtsp import RtspServer  # noqa: E402
 
 # The streamer process, with FaultLog's time constants divided by the scale (argv[1]).
 SCALED_MAIN = (
-    "import sys; from streamer.api.backoff import FaultLog; k = float(sys.argv.pop(1)); "
+    "import sys; from streamer.retry import FaultLog; k = float(sys.argv.pop(1)); "
     "FaultLog.FIRST_REPORT_S /= k; FaultLog.QUIET_S /= k; "
     "from streamer.commands.cli import main; sys.exit(main(sys.argv[1:]))"
 )

@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from streamer.live.imaging import iou_xyxy, xywh_to_xyxy  # noqa: E402
 from streamer.sources.synthetic import SyntheticScene  # noqa: E402
+from support.boxes import iou_xyxy, xywh_to_xyxy  # noqa: E402
 from support.clips import camera_clip  # noqa: E402
 from support.rtsp import RtspServer, free_port  # noqa: E402
 

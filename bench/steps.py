@@ -34,12 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from streamer.api.client import DetectionClient
+from streamer.imaging import prepare_upload
 from streamer.live.dispatch import make_result
-from streamer.live.frames import Frame
-from streamer.live.imaging import prepare_upload
-from streamer.outputs.message import encode_message, result_message
+from streamer.message import encode_message, result_message
 from streamer.outputs.zmq_feed import ZmqPublisher
 from streamer.sources.synthetic import SyntheticScene
+from streamer.types import Frame
 from support.rtsp import free_port
 
 HEADERS = {

@@ -181,7 +181,7 @@ def obvious_worker(api_url: str, n: int, seconds: float, out_path: str) -> None:
 
     from streamer.sources.synthetic import SyntheticScene
 
-    # As streamer does (streamer.live.imaging.limit_opencv_threads): OpenCV's own thread pool
+    # As streamer does (streamer.imaging.limit_opencv_threads): OpenCV's own thread pool
     # spins on 2 cores, and a one-line setting should not decide the comparison.
     cv2.setNumThreads(1)
     stop, holder, records, errors = threading.Event(), LatestFrame(), [], []

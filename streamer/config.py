@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from streamer import gstspec
 from streamer.errors import ConfigError
 from streamer.names import slug
 from streamer.redact import register_secret, register_url_secrets, url_for_display
-from streamer.sources import gstreamer
 
 API_KEY_ENV = "ROBOFLOW_API_KEY"
 CREDENTIAL_NAME = "roboflow_api_key"  # systemd LoadCredential= name
@@ -136,8 +136,8 @@ def _api_url(value: Any) -> str:
 
 def _source_uri(value: Any) -> str:
     value = _text()(value)
-    if gstreamer.is_pipeline(value):
-        problem = gstreamer.pipeline_problem(value)
+    if gstspec.is_pipeline(value):
+        problem = gstspec.pipeline_problem(value)
         if problem:
             raise ValueError(problem)
         return value

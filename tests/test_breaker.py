@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from streamer.api.backoff import Backoff
 from streamer.api.breaker import CircuitBreaker
+from streamer.retry import Backoff
 
 
 class Clock:

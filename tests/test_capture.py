@@ -6,11 +6,11 @@ import time
 import numpy as np
 
 import streamer.sources.open as sources
-from streamer.api.backoff import Backoff
-from streamer.live.frames import DropOldestQueue, Latest
-from streamer.live.stats import Stats
+from streamer.queues import DropOldestQueue, Latest
+from streamer.retry import Backoff
 from streamer.sources.capture import CaptureWorker
 from streamer.sources.open import CvSource, SyntheticSource, source_kind
+from streamer.stats import Stats
 
 
 class FakeWebcam:

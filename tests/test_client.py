@@ -20,7 +20,7 @@ import pytest
 
 from streamer.api.client import MAX_RESPONSE_BYTES, DetectionClient, proxy_for
 from streamer.errors import ApiBadRequest, ApiError, ApiFatalError, ApiMalformedResponse, ApiTransientError
-from streamer.live.imaging import prepare_upload
+from streamer.imaging import prepare_upload
 from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.server import MAX_BODY_BYTES, ApiServer, Fault
 from support.h2_server import ANSWER
@@ -71,7 +71,7 @@ def port_of(server: ApiServer) -> int:
 def test_success(api_server):
     with client_for(api_server.url) as client:
         parsed = client.infer(UPLOAD.body)
-    assert len(parsed.predictions) == 3 and parsed.image_width == 640
+    assert len(parsed.detections) == 3 and parsed.image_width == 640
 
 
 @pytest.mark.parametrize(
@@ -182,7 +182,7 @@ def test_an_answer_before_the_body_was_read_is_reported_not_the_broken_pipe(api_
     with client_for(api_server.url) as client:
         exc = raised(ApiBadRequest, lambda: client.infer(b"A" * (MAX_BODY_BYTES + 4 * 1024 * 1024)))
         assert exc.status == 413 and "Request body over 20 MB" in str(exc)
-        assert len(client.infer(UPLOAD.body).predictions) == 3
+        assert len(client.infer(UPLOAD.body).detections) == 3
 
 
 @pytest.mark.parametrize("body", [b"<html><body>Bad gateway</body></html>", b"{not json", b'{"predictions": 5}'])
@@ -199,7 +199,7 @@ def test_sequential_requests_share_one_connection(api_server):
     with TcpRelay(("127.0.0.1", port_of(api_server))) as relay:
         with client_for(relay.url) as client:
             for _ in range(5):
-                assert len(client.infer(UPLOAD.body).predictions) == 3
+                assert len(client.infer(UPLOAD.body).detections) == 3
         assert relay.accepted == 1, f"{relay.accepted} connections for 5 sequential requests"
     assert api_server.counts == {200: 5}
 
@@ -212,7 +212,7 @@ def test_api_server_restarted_on_the_same_port(api_server):
         client.infer(UPLOAD.body)
         api_server.stop()  # shuts the kept-alive connection down, as a dying server does
         with ApiServer("127.0.0.1", port) as again:
-            assert len(client.infer(UPLOAD.body).predictions) == 3
+            assert len(client.infer(UPLOAD.body).detections) == 3
             assert again.counts == {200: 1}
 
 
@@ -225,7 +225,7 @@ def test_max_connections_limits_the_requests_outstanding_at_once():
             def post() -> None:
                 start.wait(WAIT_S)
                 try:
-                    results.append(len(client.infer(UPLOAD.body).predictions))
+                    results.append(len(client.infer(UPLOAD.body).detections))
                 except ApiError as exc:  # reported below
                     results.append(exc)
 
@@ -256,8 +256,8 @@ def test_a_request_that_gets_no_connection_in_time_is_a_pool_timeout(api_server)
             exc = raised(ApiTransientError, lambda: client.infer(UPLOAD.body))
         finally:
             holder.join(WAIT_S)
-        assert len(first) == 1 and len(first[0].predictions) == 2
-        assert len(client.infer(UPLOAD.body).predictions) == 3  # the connection is free again
+        assert len(first) == 1 and len(first[0].detections) == 2
+        assert len(client.infer(UPLOAD.body).detections) == 3  # the connection is free again
     assert (
         exc.kind == "timeout"
         and str(exc) == f"{api_server.url}/synthetic/1 did not answer within its timeout (pool timeout)"
@@ -304,7 +304,7 @@ def test_a_request_the_server_read_then_hung_up_on_is_not_sent_again():
             client.infer(UPLOAD.body)
             exc = raised(ApiTransientError, lambda: client.infer(UPLOAD.body))
             assert httpd.requests == [2], "the lost request was sent again"
-            assert len(client.infer(UPLOAD.body).predictions) == 2
+            assert len(client.infer(UPLOAD.body).detections) == 2
     finally:
         httpd.shutdown()
         serving.join(WAIT_S)
@@ -352,7 +352,7 @@ def test_read_timeout_when_the_api_is_slow_and_the_next_request_works(api_server
     api_server.set_fault(Fault(status=200, hang_s=1.0, remaining=1))
     with client_for(api_server.url, timeout_s=0.3) as client:
         exc = raised(ApiTransientError, lambda: client.infer(UPLOAD.body))
-        assert len(client.infer(UPLOAD.body).predictions) == 3
+        assert len(client.infer(UPLOAD.body).detections) == 3
     assert exc.kind == "timeout" and "(read timeout)" in str(exc)
 
 
@@ -384,7 +384,7 @@ def test_a_proxy_from_the_environment_is_used_and_said_once(api_server, monkeypa
         monkeypatch.setenv(variable, f"http://user:{password}@127.0.0.1:{proxy.port}")
         with client_for(api_server.url) as client:
             for _ in range(2):
-                assert len(client.infer(UPLOAD.body).predictions) == 3
+                assert len(client.infer(UPLOAD.body).detections) == 3
         assert [(method, target.split("?")[0]) for method, target, _ in proxy.seen] == [
             ("POST", f"{api_server.url}/synthetic/1")
         ] * 2
@@ -412,7 +412,7 @@ def test_no_proxy_for_the_api_means_a_direct_connection_and_no_proxy_line(api_se
         for name, value in env.items():
             monkeypatch.setenv(name, value.format(proxy=proxy.url))
         with client_for(f"http://{host}:{port_of(api_server)}") as client:
-            assert len(client.infer(UPLOAD.body).predictions) == 3
+            assert len(client.infer(UPLOAD.body).detections) == 3
         assert proxy.seen == []
     assert "proxy" not in caplog.text
 
@@ -454,6 +454,6 @@ def test_a_response_over_the_cap_is_refused_unread_and_its_connection_dropped(ap
     with TcpRelay(("127.0.0.1", port_of(api_server))) as relay:
         with client_for(relay.url) as client:
             exc = raised(ApiMalformedResponse, lambda: client.infer(UPLOAD.body))
-            assert len(client.infer(UPLOAD.body).predictions) == 3
+            assert len(client.infer(UPLOAD.body).detections) == 3
         assert relay.accepted == 2  # nothing more went over the oversized answer's connection
     assert str(exc) == f"response from {relay.url}/synthetic/1 is larger than 32 MiB; skipped"

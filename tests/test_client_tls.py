@@ -23,7 +23,7 @@ from conftest import need
 
 from streamer.api.client import DetectionClient
 from streamer.errors import ApiError, ApiTransientError, ConfigError
-from streamer.live.imaging import prepare_upload
+from streamer.imaging import prepare_upload
 from streamer.sources.synthetic import SyntheticScene
 from support import tls
 from support.h2_server import H2Server
@@ -115,7 +115,7 @@ def test_https_with_a_private_ca_in_ssl_cert_file_keeps_one_connection(https, tr
     port = server.url.rsplit(":", 1)[1]
     with client_for(f"https://{host}:{port}", protocol) as client:
         for _ in range(3):
-            assert len(client.infer(UPLOAD.body).predictions) in (2, 3)
+            assert len(client.infer(UPLOAD.body).detections) in (2, 3)
     assert requests() == 3
     if protocol == "h2":
         assert server.connections == 1
@@ -135,7 +135,7 @@ def test_https_with_the_ca_in_ssl_cert_dir(https, trust, issued, tmp_path, monke
     monkeypatch.setenv("SSL_CERT_DIR", str(folder))
     server, requests = https("http/1.1")
     with client_for(server.url, "http/1.1") as client:
-        assert len(client.infer(UPLOAD.body).predictions) == 3
+        assert len(client.infer(UPLOAD.body).detections) == 3
     assert requests() == 1
 
 
@@ -143,7 +143,7 @@ def test_http2_asked_of_a_server_that_speaks_only_http1_falls_back(https, trust)
     server, requests = https("http/1.1")  # its TLS offers only http/1.1
     with client_for(server.url, "h2") as client:
         for _ in range(2):
-            assert len(client.infer(UPLOAD.body).predictions) == 3
+            assert len(client.infer(UPLOAD.body).detections) == 3
     assert requests() == 2 and server.accepted == 1
 
 

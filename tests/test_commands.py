@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import free_port, write_clip
 
-from streamer.live.imaging import iou_xyxy, xywh_to_xyxy
 from streamer.sources.synthetic import SyntheticScene
+from support.boxes import iou_xyxy, xywh_to_xyxy
 
 SCENE = SyntheticScene(1600, 900, 30.0)
 

@@ -115,7 +115,7 @@ def test_a_jsonl_fifo_nobody_reads_does_not_slow_sending(tmp_path, reader):
             writer = JsonlWriter(str(fifo))
             run = Running(
                 server.url,
-                Outputs(sinks=(writer,)),
+                Outputs(outputs=[writer]),
                 settings=InferenceSettings(max_side=160, max_in_flight=4, max_fps=30),
             )
             try:

@@ -47,7 +47,7 @@ def test_api_fault_walk_recovers_every_time_and_counts_match_the_server(tmp_path
     recording = tmp_path / "preview.avi"
     publisher = ZmqPublisher(endpoint)
     status = Subscriber(endpoint, b"status")
-    run = Running(server.url, Outputs(sinks=(publisher,), recorder=Recorder(str(recording), 30.0)))
+    run = Running(server.url, Outputs(outputs=[publisher], recorder=Recorder(str(recording), 30.0)))
     heartbeats: list[dict] = []
     try:
         assert wait_until(lambda: run.stats.results >= 3, 15), "no results from a healthy server"
@@ -135,7 +135,7 @@ def check_stale_marks(recording) -> None:
 
 @pytest.mark.parametrize("size", [(640, 360), (320, 240)])
 def test_a_result_for_a_frame_of_another_size_is_scaled_to_the_shown_frame(size):
-    from streamer.live.frames import Frame, Result
+    from streamer.types import Detection, Frame, Result
 
     stop = threading.Event()
     shown = []
@@ -144,7 +144,7 @@ def test_a_result_for_a_frame_of_another_size_is_scaled_to_the_shown_frame(size)
         def write(self, image, captured_mono=None):
             shown.append(image)
 
-        def close(self):
+        def close(self, timeout_s=0.0):
             pass
 
     with DetectionClient("http://127.0.0.1:9", "m/1", None) as client:  # never started: no request
@@ -159,12 +159,12 @@ def test_a_result_for_a_frame_of_another_size_is_scaled_to_the_shown_frame(size)
         time.monotonic(),
         1280,
         720,
-        [{"x": 640, "y": 360, "width": 200, "height": 100, "class": "a", "confidence": 0.9}],
-        "m/1",
-        time.time(),
-        time.time(),
+        detections=(Detection(640, 360, 200, 100, 0.9, "a"),),
+        model="m/1",
     )
-    pipeline._show(frame, result, time.monotonic())
+    pipeline.results.offer(result)
+    pipeline.results.drain()  # released: the newest result, as the preview draws it
+    pipeline._show(frame, time.monotonic())
     image = shown[0]
     # The box (a 200x100 rectangle at the centre of a 1280x720 frame) lands at the centre
     # of the smaller frame, scaled: its left edge is drawn at x = (640 - 100) * w / 1280.
@@ -209,7 +209,7 @@ def test_a_full_disk_pauses_the_jsonl_file_and_the_recording_never_the_pipeline(
     feed = Subscriber(endpoint)
     writer = JsonlWriter(str(disk / "det.jsonl"))
     recorder = Recorder(str(disk / "rec.avi"), 30.0, segment_s=2.0, min_free_bytes=2 * 2**20)
-    run = Running(api_server.url, Outputs(sinks=(ZmqPublisher(endpoint), writer), recorder=recorder))
+    run = Running(api_server.url, Outputs(outputs=[ZmqPublisher(endpoint), writer], recorder=recorder))
     try:
         with caplog.at_level(logging.INFO):
             assert wait_until(lambda: run.stats.published >= 3 and recorder.current is not None, 15)

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from streamer.api.backoff import Backoff, parse_retry_after
-from streamer.live.frames import DropOldestQueue, Latest
+from streamer.queues import DropOldestQueue, Latest
 from streamer.redact import RedactingFilter, register_secret, scrub, url_for_display
+from streamer.retry import Backoff, parse_retry_after
 
 
 def test_drop_oldest_queue_keeps_the_newest_and_counts_drops():
@@ -168,8 +168,8 @@ def test_every_way_gstreamer_reads_a_password_is_masked(written, secret):
 def test_fault_log_reports_a_spell_once_and_folds_short_spells_into_the_next_warning(caplog, monkeypatch):
     import logging
 
-    import streamer.api.backoff as backoff_module
-    from streamer.api.backoff import FaultLog
+    import streamer.retry as backoff_module
+    from streamer.retry import FaultLog
 
     clock = [1000.0]
     monkeypatch.setattr(backoff_module.time, "monotonic", lambda: clock[0])
@@ -198,7 +198,7 @@ def test_fault_log_reports_a_spell_once_and_folds_short_spells_into_the_next_war
 
 
 def test_backoff_survives_days_of_failures_without_overflowing():
-    from streamer.api.backoff import Backoff
+    from streamer.retry import Backoff
 
     backoff = Backoff(0.5, 5.0, jitter=0.0)
     delays = [backoff.next_delay() for _ in range(5000)]  # > 1024 failures overflowed 2.0 ** n
@@ -212,10 +212,10 @@ def test_frames_wake_the_output_loop_only_when_something_draws_them(tmp_path):
 
     from streamer.api.client import DetectionClient
     from streamer.live.dispatch import InferenceSettings
-    from streamer.live.frames import Frame
     from streamer.live.pipeline import Outputs, Pipeline
     from streamer.outputs.recorder import Recorder
     from streamer.sources.open import SyntheticSource
+    from streamer.types import Frame
 
     stop = threading.Event()
     frame = Frame("cam", 1, time.time(), time.monotonic(), np.zeros((8, 8, 3), np.uint8))
@@ -232,13 +232,15 @@ def test_join_wakes_the_idle_inference_threads_at_once():
     so a stop does not wait that long (a service manager or a user waits about 3 s)."""
     from streamer.api.client import DetectionClient
     from streamer.live.dispatch import IDLE_WAIT_S, InferenceSettings, InferenceWorker
-    from streamer.live.frames import DropOldestQueue, NewestResults
-    from streamer.live.stats import Stats
+    from streamer.live.publisher import NewestResults, Publisher
+    from streamer.queues import DropOldestQueue
+    from streamer.stats import Stats
 
     stop = threading.Event()
     with DetectionClient("http://127.0.0.1:9", "synthetic/1", None) as client:  # never called: no frames
+        publisher = Publisher(NewestResults(), Stats(), Stats().snapshot, source="cam", name=None)
         worker = InferenceWorker(
-            DropOldestQueue(1), client, NewestResults(), Stats(), stop, InferenceSettings(max_in_flight=4)
+            DropOldestQueue(1), client, publisher, Stats(), stop, InferenceSettings(max_in_flight=4)
         )
         worker.start()
         time.sleep(0.2)  # every thread is now asleep in its wait
@@ -250,28 +252,25 @@ def test_join_wakes_the_idle_inference_threads_at_once():
 
 def _far_newer_result():
     """A result for a frame far newer than any a test run reaches: never dropped as late."""
-    from streamer.live.frames import Result
+    from streamer.types import Result
 
-    return Result(
-        "synthetic", 10**9, time.time(), time.monotonic(), 640, 360, [], "synthetic/1", time.time(), time.time()
-    )
+    return Result("synthetic", 10**9, time.time(), time.monotonic(), 640, 360, model="synthetic/1", sent_at=time.time())
 
 
-def test_results_are_not_published_to_sinks_once_they_are_closing(api_server, tmp_path):
-    """A request thread that gets its answer while the pipeline shuts down must not write to
-    a sink that is closed (a JsonlWriter's file is gone): its result is left unpublished."""
+def test_results_are_not_published_to_outputs_once_they_are_closed(api_server, tmp_path):
+    """A request thread that gets its answer after the pipeline shut down must not write to
+    an output that is closed (a JsonlWriter's file is gone): its result is left unpublished."""
     from streamer.live.pipeline import Outputs
     from streamer.outputs.jsonl import JsonlWriter
     from support.running import Running, wait_until
 
     path = tmp_path / "out.jsonl"
-    run = Running(api_server.url, Outputs(sinks=(JsonlWriter(str(path)),)))
+    run = Running(api_server.url, Outputs(outputs=[JsonlWriter(str(path))]))
     assert wait_until(lambda: run.stats.published >= 2, 10)
     run.finish()
     lines = path.read_text().splitlines()
-    late = _far_newer_result()
-    assert run.pipeline.results.offer(late)
-    run.pipeline.publish_due()  # what a request thread does at its result's release time
+    run.pipeline.publisher.offer(_far_newer_result())  # what a request thread does with an answer
+    assert run.pipeline.results.next_release() is not None  # held: the publisher has ended
     assert path.read_text().splitlines() == lines
 
 
@@ -297,7 +296,7 @@ def test_a_full_disk_met_while_publishing_the_last_results_does_not_change_the_e
 
     writer = JsonlWriter("/dev/full")
     with ApiServer("127.0.0.1", 0, latency_ms=5000) as server:  # no answer before the stop
-        run = Running(server.url, Outputs(sinks=(writer,)))
+        run = Running(server.url, Outputs(outputs=[writer]))
         assert wait_until(lambda: run.stats.frames_read > 0, 5)
         held = _far_newer_result()
         assert run.pipeline.results.offer(held, release_at=time.monotonic() + 3600)
@@ -324,7 +323,7 @@ def test_a_refused_key_still_ends_the_run_with_a_full_disk_under_the_jsonl_file(
 
     with ApiServer("127.0.0.1", 0) as server:
         server.set_fault(Fault(status=401, message="Unauthorized api_key", hang_s=1.0))
-        run = Running(server.url, Outputs(sinks=(JsonlWriter("/dev/full"),)), client_timeout_s=5)
+        run = Running(server.url, Outputs(outputs=[JsonlWriter("/dev/full")]), client_timeout_s=5)
         assert wait_until(lambda: run.stats.frames_read > 0, 5)
         held = _far_newer_result()
         assert run.pipeline.results.offer(held, release_at=time.monotonic() + 3600)

@@ -19,9 +19,10 @@ from conftest import IN_CI, ROOT, free_port, need, rtsp_clip
 
 from streamer import redact
 from streamer.config import ConfigError, load
-from streamer.live.imaging import iou_xyxy, xywh_to_xyxy
-from streamer.sources.gstreamer import has_gstreamer, pipeline_problem
+from streamer.gstspec import pipeline_problem
+from streamer.sources.gstreamer import has_gstreamer
 from streamer.sources.synthetic import SyntheticScene
+from support.boxes import iou_xyxy, xywh_to_xyxy
 from support.rtsp import RtspServer
 
 HAS_GSTREAMER = has_gstreamer(cv2.getBuildInformation())

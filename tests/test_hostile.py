@@ -27,17 +27,18 @@ from streamer.api.client import MAX_RESPONSE_BYTES, DetectionClient
 from streamer.api.responses import MAX_COORDINATE_PX, parse_response
 from streamer.commands.cli import main
 from streamer.errors import ApiError, ApiMalformedResponse, ApiTransientError
-from streamer.live.dispatch import make_result
-from streamer.live.frames import Frame
-from streamer.live.imaging import iou_xyxy, prepare_upload, xywh_to_xyxy
-from streamer.outputs.message import encode_message, result_message
-from streamer.outputs.overlay import MAX_DRAWN_BOXES, draw_predictions, most_confident
+from streamer.imaging import prepare_upload
+from streamer.message import encode_message, result_message
+from streamer.outputs.overlay import MAX_DRAWN_BOXES, draw_detections, draw_result, most_confident
 from streamer.redact import RedactingFilter
 from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.server import ApiServer, Fault
+from streamer.types import Frame
+from support.boxes import detections, iou_xyxy, xywh_to_xyxy
 from support.clips import readable_frames
 
 UPLOAD = prepare_upload(SyntheticScene(1280, 720).render(0), 640, 80)
+SENT = (UPLOAD.sent_width, UPLOAD.sent_height)
 BOX = {"x": 320, "y": 180, "width": 40, "height": 30, "confidence": 0.8, "class": "helmet"}
 HTML_PAGE = (
     b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
@@ -248,7 +249,7 @@ def test_a_broken_answer_is_one_clear_error_and_the_next_frame_works(api_server,
     assert "\n" not in message and len(message) < 300
     assert "<" not in message or status == 200  # a proxy's error page is not pasted into the log
     assert "canary-key-7f3e" not in message
-    assert len(after.predictions) == 3
+    assert len(after.detections) == 3
 
 
 @pytest.mark.parametrize("content_type", ["text/html", "text/plain; charset=iso-8859-1", "application/octet-stream"])
@@ -259,7 +260,7 @@ def test_a_valid_body_under_a_wrong_content_type_is_read(api_server, content_typ
     )
     with _client(api_server) as client:
         parsed = client.infer(UPLOAD.body)
-    assert parsed.predictions == [BOX]
+    assert [d.as_dict() for d in parsed.detections] == [BOX]
 
 
 @pytest.mark.parametrize("wbits", [31, 15], ids=["gzip", "deflate"])
@@ -272,7 +273,7 @@ def test_a_compressed_answer_is_read(api_server, wbits):
         )
     )
     with _client(api_server) as client:
-        assert client.infer(UPLOAD.body).predictions == [BOX] * 50
+        assert [d.as_dict() for d in client.infer(UPLOAD.body).detections] == [BOX] * 50
 
 
 def test_ten_thousand_boxes_parse_publish_and_draw_capped(api_server, record_property):
@@ -295,26 +296,26 @@ def test_ten_thousand_boxes_parse_publish_and_draw_capped(api_server, record_pro
     )
     with _client(api_server) as client:
         parsed = client.infer(UPLOAD.body)
-    assert len(parsed.predictions) == 10_000
+    assert len(parsed.detections) == 10_000
 
     frame = Frame("cam", 1, time.time(), time.monotonic(), np.zeros((720, 1280, 3), np.uint8))
-    result = make_result(frame, parsed, UPLOAD, "synthetic/1", time.time(), time.time())
+    result = parsed.result_for(frame, SENT, "synthetic/1", time.time(), time.time())
     message = json.loads(encode_message(result_message(result)))
     assert len(message["predictions"]) == 10_000  # the cap is on drawing, never on publishing
 
     drawn = frame.image.copy()
     started = time.perf_counter()
-    draw_predictions(drawn, result.predictions)
+    draw_result(drawn, result)
     elapsed_ms = (time.perf_counter() - started) * 1000
     record_property("draw_10000_boxes_ms", round(elapsed_ms, 1))
     print(f"drew 10,000 boxes (capped at {MAX_DRAWN_BOXES}) on 1280x720 in {elapsed_ms:.1f} ms")
     assert elapsed_ms < 5000  # hang guard only; the cap itself is checked by the pixels below
 
-    top = most_confident(result.predictions)
-    kept = {id(p) for p in top}
+    top = most_confident(result.detections)
+    kept = {id(d) for d in top}
     assert len(top) == MAX_DRAWN_BOXES
-    assert min(p["confidence"] for p in top) >= max(p["confidence"] for p in result.predictions if id(p) not in kept)
-    expected = draw_predictions(frame.image.copy(), top)
+    assert min(d.confidence for d in top) >= max(d.confidence for d in result.detections if id(d) not in kept)
+    expected = draw_detections(frame.image.copy(), top)
     assert np.array_equal(drawn, expected)  # exactly the most confident boxes were drawn
     assert drawn.any()
 
@@ -339,8 +340,8 @@ def test_boxes_at_the_size_limit_are_scaled_drawn_and_published_as_numbers():
     )
     frame = Frame("cam", 1, time.time(), time.monotonic(), np.zeros((720, 1280, 3), np.uint8))
     # The server claims a 1x1 image: every number is multiplied by 1280 and 720.
-    result = make_result(frame, parsed, UPLOAD, "synthetic/1", time.time(), time.time())
-    draw_predictions(frame.image.copy(), result.predictions)
+    result = parsed.result_for(frame, SENT, "synthetic/1", time.time(), time.time())
+    draw_result(frame.image.copy(), result)
     message = json.loads(encode_message(result_message(result)))
     assert message["predictions"][0]["x"] == edge * 1280
 
@@ -357,7 +358,7 @@ def test_boxes_at_the_size_limit_are_scaled_drawn_and_published_as_numbers():
 def test_the_overlay_clips_absurd_boxes_instead_of_crashing(pred):
     """The parser refuses these, but the overlay must not depend on it (the server draws too)."""
     image = np.zeros((720, 1280, 3), np.uint8)
-    assert draw_predictions(image, [{**pred, "class": "a", "confidence": 0.5}]) is image
+    assert draw_detections(image, detections([{**pred, "class": "a", "confidence": 0.5}])) is image
 
 
 def test_multi_label_classification_with_odd_fields_is_drawn_as_labels():
@@ -370,7 +371,7 @@ def test_multi_label_classification_with_odd_fields_is_drawn_as_labels():
         }
     )
     image = np.zeros((360, 640, 3), np.uint8)
-    draw_predictions(image, parsed.predictions)  # a KeyError on "width" before labels were built clean
+    draw_detections(image, parsed.detections, parsed.labels)  # a KeyError on "width" before labels were built clean
     assert image[:, :320].any()
 
 
@@ -379,7 +380,7 @@ def test_long_class_names_are_cut_when_drawn():
     name = "x" * 1_000_000
     image = np.zeros((720, 1280, 3), np.uint8)
     started = time.monotonic()
-    draw_predictions(image, [{**BOX, "class": name, "x": 20 + 40 * i} for i in range(30)])
+    draw_detections(image, detections([{**BOX, "class": name, "x": 20 + 40 * i} for i in range(30)]))
     assert time.monotonic() - started < 5  # hang guard: uncut this takes 20 s or more
 
 

@@ -7,9 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer.live.imaging import fit_size, iou_xyxy, prepare_upload, resize_for_upload, scale_predictions, xywh_to_xyxy
+from streamer.api.responses import parse_response
+from streamer.imaging import fit_size, prepare_upload, resize_for_upload
 from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.detector import detect
+from streamer.types import Frame
+from support.boxes import detections, iou_xyxy
 
 
 @pytest.mark.parametrize(
@@ -42,7 +45,7 @@ def test_prepare_upload_is_base64_jpeg_of_the_resized_frame():
     assert upload.jpeg_bytes == len(base64.b64decode(upload.body))
 
 
-def test_scale_predictions_maps_boxes_points_and_keypoints():
+def test_rescaling_maps_boxes_points_and_keypoints():
     preds = [
         {
             "x": 100,
@@ -56,12 +59,14 @@ def test_scale_predictions_maps_boxes_points_and_keypoints():
             "detection_id": "keep-me",
         }
     ]
-    out = scale_predictions(preds, 2.0, 3.0)[0]
+    parsed = parse_response({"predictions": preds})
+    det = parsed.detections[0].scaled(2.0, 3.0)
+    out = det.as_dict()
     assert (out["x"], out["y"], out["width"], out["height"]) == (200, 150, 40, 30)
     assert out["points"] == [{"x": 180, "y": 135}, {"x": 220, "y": 165}]
     assert out["keypoints"][0]["x"] == 200 and out["keypoints"][0]["y"] == 150
     assert out["keypoints"][0]["class"] == "nose" and out["detection_id"] == "keep-me"
-    assert preds[0]["x"] == 100  # the input is not modified
+    assert parsed.detections[0].x == 100  # the original is not modified (frozen)
 
 
 @pytest.mark.parametrize("width, height, max_side", [(1280, 720, 640), (1920, 1080, 416), (640, 480, 320)])
@@ -72,11 +77,13 @@ def test_round_trip_through_jpeg_and_detector_lands_on_truth(width, height, max_
         image = scene.render(frame_id)
         upload = prepare_upload(image, max_side, 80)
         small = cv2.imdecode(np.frombuffer(base64.b64decode(upload.body), np.uint8), 1)
-        preds = scale_predictions(detect(small), width / upload.sent_width, height / upload.sent_height)
+        parsed = parse_response({"predictions": detect(small)})
+        frame = Frame("scene", frame_id, 0.0, 0.0, image)
+        result = parsed.result_for(frame, (upload.sent_width, upload.sent_height), "m/1", 0.0, 0.0)
         truth = dict(scene.boxes(frame_id))
-        assert sorted(p["class"] for p in preds) == sorted(truth)
-        for pred in preds:
-            assert iou_xyxy(xywh_to_xyxy(pred), truth[pred["class"]]) >= 0.9
+        assert sorted(d.class_name for d in result.detections) == sorted(truth)
+        for det in result.detections:
+            assert iou_xyxy(det.xyxy, truth[det.class_name]) >= 0.9
 
 
 def test_iou():
@@ -86,24 +93,28 @@ def test_iou():
 
 
 def test_overlay_survives_absurd_boxes_and_draws_sane_ones():
-    from streamer.outputs.overlay import draw_predictions
+    from streamer.outputs.overlay import draw_detections
 
     image = np.zeros((100, 200, 3), np.uint8)
-    draw_predictions(
+    draw_detections(
         image,
-        [
-            {
-                "x": 1e300,
-                "y": -1e300,
-                "width": 1e300,
-                "height": 1e300,
-                "class": "a",
-                "confidence": 0.5,
-                "points": [{"x": 1e300, "y": 0}],
-            }
-        ],
+        detections(
+            [
+                {
+                    "x": 1e300,
+                    "y": -1e300,
+                    "width": 1e300,
+                    "height": 1e300,
+                    "class": "a",
+                    "confidence": 0.5,
+                    "points": [{"x": 1e300, "y": 0}],
+                }
+            ]
+        ),
     )
-    draw_predictions(image, [{"x": 100, "y": 50, "width": 40, "height": 20, "class": "b", "confidence": 0.9}])
+    draw_detections(
+        image, detections([{"x": 100, "y": 50, "width": 40, "height": 20, "class": "b", "confidence": 0.9}])
+    )
     assert image.any()
 
 
@@ -129,7 +140,7 @@ def opencv_threads():
 
 
 def test_opencv_runs_on_the_calling_thread_unless_the_environment_says(monkeypatch, opencv_threads):
-    from streamer.live.imaging import limit_opencv_threads
+    from streamer.imaging import limit_opencv_threads
 
     cv2.setNumThreads(4)
     monkeypatch.setenv("OPENCV_FOR_THREADS_NUM", "4")

@@ -10,13 +10,13 @@ import re
 
 from conftest import free_port
 
-from streamer.api.backoff import FaultLog
 from streamer.commands.run import status_interval_s
 from streamer.config import load
+from streamer.retry import FaultLog
 
 
 def test_an_outage_is_logged_at_its_start_at_each_doubling_and_at_its_end(caplog, monkeypatch):
-    import streamer.api.backoff as backoff_module
+    import streamer.retry as backoff_module
 
     clock = [5000.0]
     monkeypatch.setattr(backoff_module.time, "monotonic", lambda: clock[0])

@@ -243,7 +243,7 @@ def test_hostile_class_names_from_the_api_keep_the_client_connected_and_topics_b
     publisher = _publisher(broker, tmp_path, max_classes=4, ha_discovery=True)
     with ApiServer("127.0.0.1", 0, predictions=boxes) as api, Recorder(broker, "#") as sub:
         running = Running(
-            api.url, Outputs(sinks=(publisher,)), settings=InferenceSettings(max_fps=10.0, max_in_flight=1)
+            api.url, Outputs(outputs=[publisher]), settings=InferenceSettings(max_fps=10.0, max_in_flight=1)
         )
         try:
             assert wait_until(lambda: running.stats.published >= 10, 20)

@@ -63,11 +63,11 @@ def test_default_camera_name_is_a_slug_of_the_source_without_credentials(uri, ex
 
 def test_class_topics_are_capped_at_the_first_n_seen():
     topics = ClassTopics(max_classes=2, off_delay_s=5)
-    added, changes = topics.update([{"class": "a"}, {"class": "a"}, {"class": "b"}, {"class": "c"}], now=0)
+    added, changes = topics.update(["a", "a", "b", "c"], now=0)
     assert added == ["a", "b"] and topics.slugs == ["a", "b"]
     assert ("a/count", "2") in changes and ("b/detected", "ON") in changes
     assert not any(topic.startswith("c/") for topic, _ in changes)
-    added, _ = topics.update([{"class": f"x{i}"} for i in range(1000)], now=1)
+    added, _ = topics.update([f"x{i}" for i in range(1000)], now=1)
     assert added == [] and topics.slugs == ["a", "b"] and topics.ignored_count == 1001
 
 
@@ -80,23 +80,22 @@ def test_configured_classes_are_exactly_the_topics():
         ("car/count", "0"),
         ("car/detected", "OFF"),
     ]
-    added, changes = topics.update([{"class": "dog"}, {"class": "person"}], now=0)
+    added, changes = topics.update(["dog", "person"], now=0)
     assert added == [] and changes == [("person/count", "1"), ("person/detected", "ON")]
 
 
 def test_detected_turns_off_only_after_the_off_delay_and_counts_only_on_change():
     topics = ClassTopics(["person"], off_delay_s=5)
-    assert topics.update([{"class": "person"}], now=10)[1] == [("person/count", "1"), ("person/detected", "ON")]
-    assert topics.update([{"class": "person"}], now=11)[1] == []  # nothing changed: nothing sent
+    assert topics.update(["person"], now=10)[1] == [("person/count", "1"), ("person/detected", "ON")]
+    assert topics.update(["person"], now=11)[1] == []  # nothing changed: nothing sent
     assert topics.update([], now=12)[1] == [("person/count", "0")]  # gone, but within the delay
     assert topics.tick(now=15.9) == []
     assert topics.tick(now=16.1) == [("person/detected", "OFF")]
     assert topics.tick(now=17) == []
 
 
-@pytest.mark.parametrize("predictions", [None, {"cat": {"confidence": 0.9}}, [1, "x", {"no": "class"}]])
-def test_answers_without_boxes_give_no_counts(predictions):
-    assert ClassTopics().update(predictions, now=0) == ([], [])
+def test_a_result_without_classes_gives_no_counts():
+    assert ClassTopics().update([], now=0) == ([], [])
 
 
 def _all_configs(snapshot=True):
@@ -189,12 +188,12 @@ def test_protocol_5_may_be_written_as_a_number():
 
 
 def test_every_message_carries_the_name_given_or_made_from_the_source():
-    from streamer.live.frames import Result
-    from streamer.live.stats import Stats
-    from streamer.outputs.message import result_message, status_message
+    from streamer.message import result_message, status_message
+    from streamer.stats import Stats
+    from streamer.types import Result
 
-    result = Result("rtsp://user:***@cam.local/live", 7, 1.0, 1.0, 640, 480, [], "m/1", 2.0, 3.0)
+    result = Result("rtsp://user:***@cam.local/live", 7, 1.0, 1.0, 640, 480, model="m/1", sent_at=2.0, received_at=3.0)
     assert result_message(result, 4.0)["name"] == "cam-local-live"
     assert result_message(result, 4.0, name="front-door")["name"] == "front-door"
-    assert status_message("synthetic", "running", Stats(), 0, 1.0, None)["name"] == "synthetic"
-    assert status_message("synthetic", "running", Stats(), 0, 1.0, None, name="cam1")["name"] == "cam1"
+    assert status_message("synthetic", "running", Stats().snapshot())["name"] == "synthetic"
+    assert status_message("synthetic", "running", Stats().snapshot(), name="cam1")["name"] == "cam1"

@@ -5,8 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from streamer.live.frames import NewestResults, Result
 from streamer.live.pacing import CallBudget, MotionGate, Pacing
+from streamer.live.publisher import NewestResults
+from streamer.types import Result
 
 
 class Clock:
@@ -105,7 +106,7 @@ def test_motion_gate_skips_a_still_scene_and_sends_a_change():
 
 
 def _result(frame_id):
-    return Result("cam", frame_id, 0.0, 0.0, 64, 64, [], "m/1", 0.0, 0.0)
+    return Result("cam", frame_id, 0.0, 0.0, 64, 64, model="m/1")
 
 
 def test_newest_results_drop_late_ones_and_keep_the_accepted_in_order():

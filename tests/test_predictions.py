@@ -4,8 +4,9 @@ import math
 
 import pytest
 
-from streamer.api.responses import filter_classes, parse_response
+from streamer.api.responses import parse_response
 from streamer.errors import ApiMalformedResponse
+from streamer.types import Result
 
 DETECTION = {
     "inference_id": "abc",
@@ -31,18 +32,24 @@ def test_detection():
     assert parsed.kind == "detection"
     assert (parsed.image_width, parsed.image_height) == (640, 360)
     assert parsed.time_s == 0.041 and parsed.inference_id == "abc"
-    assert parsed.predictions[0]["class"] == "helmet"
+    (det,) = parsed.detections
+    assert (det.class_name, det.class_id, det.detection_id, det.confidence) == ("helmet", 0, "d1", 0.544)
+    assert det.xyxy == (189.5 - 81.5, 100 - 93, 189.5 + 81.5, 100 + 93)
 
 
 def test_segmentation_points_are_kept():
     data = {"predictions": [{**DETECTION["predictions"][0], "points": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]}]}
-    assert parse_response(data).predictions[0]["points"][1] == {"x": 3, "y": 4}
+    (det,) = parse_response(data).detections
+    assert det.points == ((1, 2), (3, 4))
+    assert det.as_dict()["points"][1] == {"x": 3, "y": 4}  # as published
 
 
 def test_keypoints_are_kept():
     kp = [{"x": 5, "y": 6, "confidence": 0.9, "class_id": 0, "class": "nose"}]
     data = {"predictions": [{**DETECTION["predictions"][0], "keypoints": kp}]}
-    assert parse_response(data).predictions[0]["keypoints"] == kp
+    (det,) = parse_response(data).detections
+    assert det.keypoints[0].class_name == "nose" and det.keypoints[0].confidence == 0.9
+    assert det.as_dict()["keypoints"] == kp  # as published
 
 
 def test_classification_single_label():
@@ -55,7 +62,8 @@ def test_classification_single_label():
         "confidence": 0.9,
     }
     parsed = parse_response(data)
-    assert parsed.kind == "classification"
+    assert parsed.kind == "classification" and not parsed.detections
+    assert [(label.class_name, label.confidence) for label in parsed.labels] == [("cat", 0.9), ("dog", 0.1)]
     assert parsed.extra == {"top": "cat", "confidence": 0.9}
 
 
@@ -65,12 +73,16 @@ def test_classification_multi_label():
         "predicted_classes": ["cat", "dog"],
     }
     parsed = parse_response(data)
-    assert parsed.kind == "classification" and set(parsed.predictions) == {"cat", "dog"}
-    assert filter_classes(parsed.predictions, ["dog"]) == {"dog": {"confidence": 0.7, "class_id": 1}}
+    assert parsed.kind == "classification" and parsed.multi_label
+    assert {label.class_name for label in parsed.labels} == {"cat", "dog"}
+    kept = parsed.filtered(["dog"])
+    result = Result("cam", 1, 0, 0, 10, 10, labels=kept.labels, multi_label=True)
+    assert result.predictions() == {"dog": {"confidence": 0.7, "class_id": 1}}  # the API's form, as published
 
 
 def test_empty_predictions_is_a_detection_with_nothing_found():
-    assert parse_response({"predictions": [], "image": {"width": 1, "height": 1}}).predictions == []
+    parsed = parse_response({"predictions": [], "image": {"width": 1, "height": 1}})
+    assert parsed.kind == "detection" and parsed.detections == () and parsed.labels == ()
 
 
 @pytest.mark.parametrize(
@@ -103,14 +115,30 @@ def test_malformed_is_refused_with_a_reason(body, reason):
 
 
 def test_filter_classes():
-    preds = [{"class": "a"}, {"class": "b"}, {"class": "c"}]
-    assert filter_classes(preds, ["a", "c"]) == [{"class": "a"}, {"class": "c"}]
-    assert filter_classes(preds, []) is preds
+    box = {"x": 1, "y": 1, "width": 2, "height": 2, "confidence": 0.5}
+    parsed = parse_response({"predictions": [{**box, "class": name} for name in "abc"]})
+    assert [d.class_name for d in parsed.filtered(["a", "c"]).detections] == ["a", "c"]
+    assert parsed.filtered([]) is parsed
+
+
+def test_boxes_are_rescaled_once_into_the_frames_pixels():
+    import numpy as np
+
+    from streamer.types import Frame
+
+    parsed = parse_response({**DETECTION, "image": {"width": 320, "height": 180}})
+    frame = Frame("cam", 3, 10.0, 5.0, np.zeros((360, 640, 3), np.uint8))
+    result = parsed.result_for(frame, (320, 180), "m/1", 11.0, 12.0)
+    (det,) = result.detections
+    assert (det.x, det.y, det.width, det.height) == (379.0, 200.0, 326.0, 372.0)
+    assert (result.width, result.height, result.frame_id, result.captured_mono) == (640, 360, 3, 5.0)
+    back = result.rescaled_to(320, 180).detections[0]
+    assert (back.x, back.width) == (189.5, 163.0)
 
 
 def test_message_carries_extra_top_level_fields_without_clobbering_ours():
-    from streamer.live.frames import Result
-    from streamer.outputs.message import result_message
+    from streamer.message import result_message
+    from streamer.types import Label, Result
 
     result = Result(
         "cam",
@@ -119,13 +147,14 @@ def test_message_carries_extra_top_level_fields_without_clobbering_ours():
         1.0,
         640,
         480,
-        [{"class": "cat", "confidence": 0.9}],
-        "m/1",
-        2.0,
-        3.0,
+        labels=(Label("cat", 0.9),),
+        model="m/1",
+        sent_at=2.0,
+        received_at=3.0,
         extra={"top": "cat", "confidence": 0.9, "frame_id": 999},
     )
     msg = result_message(result, published_at=4.0)
+    assert msg["predictions"] == [{"class": "cat", "confidence": 0.9}]
     assert msg["top"] == "cat" and msg["confidence"] == 0.9
     assert msg["frame_id"] == 7  # ours wins
     assert (msg["captured_at"], msg["sent_at"], msg["received_at"], msg["published_at"]) == (1.0, 2.0, 3.0, 4.0)
@@ -134,8 +163,8 @@ def test_message_carries_extra_top_level_fields_without_clobbering_ours():
 def test_a_non_finite_number_in_an_extra_field_is_published_as_null():
     import json
 
-    from streamer.live.frames import Result
-    from streamer.outputs.message import encode_message, result_message
+    from streamer.message import encode_message, result_message
+    from streamer.types import Result
 
     result = Result(
         "cam",
@@ -144,10 +173,9 @@ def test_a_non_finite_number_in_an_extra_field_is_published_as_null():
         1.0,
         640,
         480,
-        [],
-        "m/1",
-        2.0,
-        3.0,
+        model="m/1",
+        sent_at=2.0,
+        received_at=3.0,
         extra={"score": float("nan"), "nested": {"spread": [1.5, float("-inf")]}},
     )
     message = json.loads(encode_message(result_message(result, published_at=4.0)))

@@ -7,8 +7,8 @@ import time
 import pytest
 from conftest import rtsp_clip
 
-from streamer.live.imaging import iou_xyxy, xywh_to_xyxy
 from streamer.sources.synthetic import SyntheticScene
+from support.boxes import iou_xyxy, xywh_to_xyxy
 from support.rtsp import RtspServer
 
 # A still scene, so that the truth is the same for every frame the camera sends.

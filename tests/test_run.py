@@ -9,9 +9,9 @@ import cv2
 import pytest
 from conftest import clean_env, free_port, write_clip
 
-from streamer.live.imaging import iou_xyxy, xywh_to_xyxy
 from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.server import ApiServer, Fault
+from support.boxes import iou_xyxy, xywh_to_xyxy
 
 SCENE = SyntheticScene(1280, 720, 30.0)
 

@@ -152,3 +152,79 @@ def test_a_second_ctrl_c_exits_at_once(clip, spawn, tmp_path):
         code = run.wait(5)
         seconds = time.monotonic() - started
     assert code == 130 and seconds < 1.0, (code, seconds)
+
+
+def test_sigterm_with_everything_running_ends_within_3_s(spawn, tmp_path):
+    """One deadline for the whole stop: an API that hangs, five viewers of the page (one that
+    never reads), MQTT whose broker is gone, ZeroMQ with CURVE and an authenticator, JSONL on a
+    FIFO nobody reads, and a recording.  SIGTERM ends it all in under 3 s, exit 0, and what could
+    not finish is named in a warning."""
+    import os
+    import socket
+
+    import httpx
+    from conftest import clean_env, need, need_tool
+
+    from streamer.outputs import curve
+    from support.mosquitto import PASSWORD, Broker, tools_available
+    from support.running import wait_until
+
+    missing = tools_available()
+    need(missing is None, f"{missing} not installed (see scripts/install-system-deps.sh)")
+    need_tool("ffmpeg")
+    _, secret = curve.create_pair(tmp_path / "keys", "server")
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    curve.create_pair(tmp_path / "client-keys", "alice")
+    (clients / "alice.key").write_bytes((tmp_path / "client-keys" / "alice.key").read_bytes())
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "inference:\n  max_fps: 30\n  max_in_flight: 4\n"
+        f"api:\n  timeout_s: 30\noutput:\n  zmq_curve_secret_key_file: {secret}\n  zmq_curve_clients_dir: {clients}\n"
+    )
+    fifo = tmp_path / "out.jsonl"
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader that never reads
+    (tmp_path / "broker").mkdir()
+    broker = Broker(tmp_path / "broker").start()
+    http_port = free_port()
+    viewers: list = []
+    try:
+        with ApiServer("127.0.0.1", 0) as api:
+            extra = ["--zmq", f"tcp://127.0.0.1:{free_port()}", "--http", f"127.0.0.1:{http_port}"]
+            extra += ["--mqtt", broker.url, "--jsonl", str(fifo), "--record", str(tmp_path / "rec.avi")]
+            run = spawn(run_args("synthetic", api.url, config, *extra), env=clean_env(STREAMER_MQTT_PASSWORD=PASSWORD))
+            assert run.wait_for_log("web page:", 20), run.stderr
+            url = f"http://127.0.0.1:{http_port}/stream.mjpg"
+            for _ in range(4):
+                client = httpx.Client(timeout=10)
+                stream = client.stream("GET", url)
+                response = stream.__enter__()
+                next(response.iter_bytes())  # watching: a first part came
+                viewers.append((client, stream))
+            stalled = socket.create_connection(("127.0.0.1", http_port))
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+            viewers.append((stalled, None))
+            assert run.wait_for_log("publishing to MQTT", 20), run.stderr
+            assert wait_until(lambda: "lines are dropped" in run.stderr, 60), run.stderr  # the FIFO is full
+            broker.kill()  # then the broker goes
+            api.set_fault(Fault(504, hang_s=60))  # and the API hangs
+            time.sleep(1.0)  # a request is now in flight against the hanging API
+            assert run.popen.poll() is None, run.stderr
+            code, seconds = run.terminate(signal.SIGTERM)
+    finally:
+        for holder, stream in viewers:
+            if stream is not None:
+                stream.__exit__(None, None, None)
+            holder.close()
+        os.close(held)
+        broker.stop()
+    stderr = run.stderr
+    print(f"SIGTERM with everything running: exit {code} in {seconds:.2f} s")
+    assert code == 0, stderr[-3000:]
+    print("\n".join(line for line in stderr.splitlines() if "received" in line or "WARNING" in line))
+    assert seconds < 3, seconds
+    assert "stopped:" in stderr and "Traceback" not in stderr
+    unfinished = [line for line in stderr.splitlines() if "not finished at exit" in line]
+    assert len(unfinished) == 1 and "WARNING" in unfinished[0] and "jsonl" in unfinished[0], stderr[-3000:]

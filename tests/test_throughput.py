@@ -14,13 +14,15 @@ from conftest import Subscriber, free_port
 
 from streamer.api.client import DetectionClient
 from streamer.live.dispatch import InferenceSettings, InferenceWorker
-from streamer.live.frames import DropOldestQueue, Frame, NewestResults
 from streamer.live.pipeline import Outputs
-from streamer.live.stats import Stats
+from streamer.live.publisher import NewestResults, Publisher
 from streamer.outputs.zmq_feed import ZmqPublisher
+from streamer.queues import DropOldestQueue
 from streamer.sources.open import SyntheticSource
 from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.server import ApiServer, Fault
+from streamer.stats import Stats
+from streamer.types import Frame
 from support.running import Running, streamer_threads, wait_until
 
 
@@ -46,7 +48,7 @@ def test_never_more_than_n_requests_in_flight_and_results_only_move_forward(n):
         sub = Subscriber(endpoint)
         run = Running(
             server.url,
-            Outputs(sinks=(ZmqPublisher(endpoint),)),
+            Outputs(outputs=[ZmqPublisher(endpoint)]),
             settings=InferenceSettings(max_in_flight=n),
             client_timeout_s=5,
         )
@@ -120,7 +122,7 @@ def test_motion_gate_republishes_the_last_result_for_a_still_scene_and_calls_for
         settings = InferenceSettings(max_in_flight=2, max_fps=10.0, min_change=0.003)
         run = Running(
             server.url,
-            Outputs(sinks=(publisher,)),
+            Outputs(outputs=[publisher]),
             settings=settings,
             source=SyntheticSource(640, 360, 30.0, moving=False),
         )
@@ -181,8 +183,9 @@ def test_rate_flags_are_checked(spawn, flag, value, key):
 
 def _worker_on(url: str, queue, stop, max_in_flight: int = 2):
     client = DetectionClient(url, "synthetic/1", None)
+    publisher = Publisher(NewestResults(), Stats(), Stats().snapshot, source="synthetic", name=None)
     return client, InferenceWorker(
-        queue, client, NewestResults(), Stats(), stop, InferenceSettings(max_in_flight=max_in_flight)
+        queue, client, publisher, Stats(), stop, InferenceSettings(max_in_flight=max_in_flight)
     )
 
 

@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.config import load
 from streamer.errors import ConfigError
-from streamer.live.stats import Stats
 from streamer.outputs.metrics import MAX_LABELS, Metrics
 from streamer.outputs.web import WebServer, WebSettings, web_settings
 from streamer.outputs.web_video import encode_jpeg
+from streamer.stats import Stats
 from support.running import wait_until
 from support.web import Served, SwitchableSource
 

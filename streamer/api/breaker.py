@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from streamer.api.backoff import Backoff
+from streamer.retry import Backoff
 
 CLOSED, OPEN = "closed", "open"
 

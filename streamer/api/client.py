@@ -22,10 +22,10 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 
 from streamer import __version__
-from streamer.api.backoff import parse_retry_after
 from streamer.api.responses import Parsed, parse_response
 from streamer.errors import ApiBadRequest, ApiError, ApiFatalError, ApiMalformedResponse, ApiTransientError, ConfigError
 from streamer.redact import register_secret, scrub, url_for_display
+from streamer.retry import parse_retry_after
 
 log = logging.getLogger(__name__)
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streamer.errors import ApiMalformedResponse
+from streamer.types import Detection, Frame, Keypoint, Label, Result, frozen_mapping
 
 KNOWN_TOP_LEVEL = {"predictions", "image", "time", "inference_id"}
 BOX_KEYS = ("x", "y", "width", "height")
+TYPED_KEYS = {*BOX_KEYS, "confidence", "class", "class_id", "detection_id", "points", "keypoints"}
 # No image is a million pixels wide: a coordinate or size past this is nonsense, and once
 # scaled to the frame it could overflow to inf, which no JSON consumer can read.
 MAX_COORDINATE_PX = 1_000_000
@@ -26,13 +28,96 @@ _JSON_TYPES = {
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    kind: str  # "detection" or "classification"
-    predictions: Any  # list of dicts; a dict keyed by class for multi-label classification
+    """A checked answer, in the pixels of the image sent."""
+
+    detections: tuple[Detection, ...]
+    labels: tuple[Label, ...]  # a classification answer
+    multi_label: bool
     image_width: int | None
     image_height: int | None
     time_s: float | None
     inference_id: str | None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "classification" if self.labels else "detection"
+
+    def filtered(self, classes: tuple[str, ...] | list[str]) -> Parsed:
+        """Only the named classes (the hosted server ignores its own ``classes`` parameter)."""
+        if not classes:
+            return self
+        wanted = set(classes)
+        return replace(
+            self,
+            detections=tuple(d for d in self.detections if d.class_name in wanted),
+            labels=tuple(label for label in self.labels if label.class_name in wanted),
+        )
+
+    def result_for(
+        self, frame: Frame, sent_size: tuple[int, int], model: str, sent_at: float, received_at: float
+    ) -> Result:
+        """The Result for the frame that was sent, its boxes rescaled once into the frame's pixels."""
+        sent_w = self.image_width or sent_size[0]
+        sent_h = self.image_height or sent_size[1]
+        sx, sy = frame.width / sent_w, frame.height / sent_h
+        same = sx == 1.0 and sy == 1.0
+        return Result(
+            source=frame.source,
+            frame_id=frame.frame_id,
+            captured_at=frame.captured_at,
+            captured_mono=frame.captured_mono,
+            width=frame.width,
+            height=frame.height,
+            detections=self.detections if same else tuple(d.scaled(sx, sy) for d in self.detections),
+            labels=self.labels,
+            multi_label=self.multi_label,
+            model=model,
+            sent_at=sent_at,
+            received_at=received_at,
+            server_time_s=self.time_s,
+            inference_id=self.inference_id,
+            extra=frozen_mapping(self.extra),
+        )
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _keypoint(point: dict) -> Keypoint:
+    name = point.get("class")
+    confidence = point.get("confidence")
+    return Keypoint(
+        float(point["x"]),
+        float(point["y"]),
+        float(confidence) if _finite(confidence) else None,
+        name if isinstance(name, str) else None,
+        _int(point.get("class_id")),
+    )
+
+
+def _detection(pred: dict) -> Detection:
+    points, keypoints = pred.get("points"), pred.get("keypoints")
+    detection_id = pred.get("detection_id")
+    return Detection(
+        x=float(pred["x"]),
+        y=float(pred["y"]),
+        width=float(pred["width"]),
+        height=float(pred["height"]),
+        confidence=float(pred["confidence"]),
+        class_name=pred["class"],
+        class_id=_int(pred.get("class_id")),
+        detection_id=detection_id if isinstance(detection_id, str) else None,
+        points=None if points is None else tuple((float(p["x"]), float(p["y"])) for p in points),
+        keypoints=None if keypoints is None else tuple(_keypoint(p) for p in keypoints),
+        extra=frozen_mapping({k: v for k, v in pred.items() if k not in TYPED_KEYS}),
+    )
+
+
+def _label(name: str, value: dict) -> Label:
+    rest = {k: v for k, v in value.items() if k not in ("class", "confidence", "class_id")}
+    return Label(name, float(value["confidence"]), _int(value.get("class_id")), frozen_mapping(rest))
 
 
 def _finite(value: Any) -> bool:
@@ -96,11 +181,13 @@ def parse_response(data: Any) -> Parsed:
     if "predictions" not in data:
         raise _bad("no 'predictions' field")
     preds = data["predictions"]
+    detections: tuple[Detection, ...] = ()
+    labels: tuple[Label, ...] = ()
     if isinstance(preds, dict):  # multi-label classification: {class: {confidence, class_id}}
         for name, value in preds.items():
             if not isinstance(value, dict) or not _finite(value.get("confidence")):
                 raise _bad(f"predictions[{name[:40]!r}] has no numeric confidence")
-        kind = "classification"
+        labels = tuple(_label(name, value) for name, value in preds.items())
     elif isinstance(preds, list):
         # A box with a key missing is a broken box, not a classification label.
         is_boxes = any(isinstance(p, dict) and any(k in p for k in BOX_KEYS) for p in preds)
@@ -111,7 +198,10 @@ def parse_response(data: Any) -> Parsed:
                 raise _bad(f"predictions[{i}] is {_json_type(pred)}, not an object")
             else:
                 _check_label(pred, i)
-        kind = "detection" if is_boxes or not preds else "classification"
+        if is_boxes:
+            detections = tuple(_detection(p) for p in preds)
+        else:
+            labels = tuple(_label(p["class"], p) for p in preds)
     else:
         raise _bad(f"'predictions' is {_json_type(preds)}, not a list")
 
@@ -124,14 +214,4 @@ def parse_response(data: Any) -> Parsed:
     time_s = data.get("time") if _finite(data.get("time")) else None
     inference_id = data.get("inference_id") if isinstance(data.get("inference_id"), str) else None
     extra = {k: v for k, v in data.items() if k not in KNOWN_TOP_LEVEL}
-    return Parsed(kind, preds, width, height, time_s, inference_id, extra)
-
-
-def filter_classes(predictions: Any, classes: list[str]) -> Any:
-    """Keep only the named classes (the hosted server ignores its own ``classes`` parameter)."""
-    if not classes:
-        return predictions
-    wanted = set(classes)
-    if isinstance(predictions, dict):
-        return {k: v for k, v in predictions.items() if k in wanted}
-    return [p for p in predictions if p.get("class") in wanted]
+    return Parsed(detections, labels, isinstance(preds, dict), width, height, time_s, inference_id, extra)

@@ -19,9 +19,8 @@ import cv2
 import httpx
 import numpy as np
 
-from streamer.api.backoff import Backoff
 from streamer.api.client import DetectionClient
-from streamer.api.responses import Parsed, filter_classes
+from streamer.api.responses import Parsed
 from streamer.commands.options import api_options, config_from_args, log_option
 from streamer.commands.run import make_client
 from streamer.config import Config, resolve_api_key
@@ -34,19 +33,22 @@ from streamer.errors import (
     OutputError,
     UsageError,
 )
-from streamer.live.dispatch import make_result
-from streamer.live.frames import Frame
-from streamer.live.imaging import Upload, limit_opencv_threads, prepare_upload
+from streamer.imaging import Upload, limit_opencv_threads, prepare_upload
+from streamer.message import encode_message, result_message
 from streamer.outputs.jsonl import JsonlWriter
-from streamer.outputs.message import encode_message, result_message
-from streamer.outputs.overlay import draw_predictions
+from streamer.outputs.overlay import draw_detections, draw_result
 from streamer.outputs.recorder import Recorder
-from streamer.threads import named_thread
+from streamer.retry import Backoff
+from streamer.threads import join_all, named_thread
+from streamer.types import Frame, Result
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 PREDICT_ATTEMPTS = 3
+
+
+STOP_WORKERS_S = 1.5  # a stopped `streamer video` waits this long for requests in flight
 
 
 def add_commands(sub) -> None:
@@ -186,15 +188,20 @@ def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
             parsed: Parsed = send(client.infer_url, image_url=args.image)
             image = _load_image(args.image, config.api.timeout_s) if args.save else None
             width, height = parsed.image_width, parsed.image_height
-            predictions = filter_classes(parsed.predictions, classes)
+            parsed = parsed.filtered(classes)
+            detections, labels = parsed.detections, parsed.labels
+            predictions = Result("", 0, 0, 0, 0, 0, detections, labels, parsed.multi_label).predictions()
         else:
             image = _load_image(args.image, config.api.timeout_s)
             upload = _upload(image, config)
             sent_at = time.time()
             parsed = send(client.infer, body=upload.body)
             frame = Frame(args.image, 0, sent_at, time.monotonic(), image)
-            result = make_result(frame, parsed, upload, client.model, sent_at, time.time(), tuple(classes))
-            width, height, predictions = result.width, result.height, result.predictions
+            result = parsed.filtered(classes).result_for(
+                frame, (upload.sent_width, upload.sent_height), client.model, sent_at, time.time()
+            )
+            width, height, predictions = result.width, result.height, result.predictions()
+            detections, labels = result.detections, result.labels
     response = {
         "inference_id": parsed.inference_id,
         "time": parsed.time_s,
@@ -204,7 +211,7 @@ def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
     }
     print(json.dumps({k: v for k, v in response.items() if v is not None}, indent=2))
     if args.save and image is not None:
-        if not cv2.imwrite(args.save, draw_predictions(image.copy(), predictions)):
+        if not cv2.imwrite(args.save, draw_detections(image.copy(), detections, labels)):
             raise UsageError(f"--save: cannot write {args.save}")
         log.info("wrote %s", args.save)
     return 0
@@ -307,6 +314,10 @@ class OrderedInference:
                 self.skipped += 1
                 return
 
+    def join(self, timeout_s: float) -> list[str]:
+        """After the stop: wait (up to timeout_s in all) for the workers; the names still running."""
+        return join_all(self._threads, time.monotonic() + timeout_s)
+
     def wait(self, job: Job) -> bool:
         """Wait for one job (bounded polls); False if stopped first."""
         while not job.done.wait(0.2):
@@ -341,7 +352,10 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
     except OutputError as exc:
         raise OutputError(f"{exc} ({args.output} holds the first {progress.done} of {total} frames)") from None
     finally:
-        stop.set()  # ends the workers
+        stop.set()  # ends the workers; they are joined before the client they use is closed
+        unfinished = pool.join(STOP_WORKERS_S)
+        if unfinished:
+            log.warning("not finished at exit (the process exits without them): %s", ", ".join(unfinished))
         progress.close()
         cap.release()
         recorder.close()
@@ -406,10 +420,11 @@ def _annotate(
             recorder.write(job.image)
         else:
             frame = Frame(name, job.frame_id, job.read_at, time.monotonic(), job.image)
-            result = make_result(
-                frame, job.parsed, job.upload, pool.client.model, job.sent_at, job.received_at, classes
+            sent_size = (job.upload.sent_width, job.upload.sent_height)
+            result = job.parsed.filtered(classes).result_for(
+                frame, sent_size, pool.client.model, job.sent_at, job.received_at
             )
-            recorder.write(draw_predictions(job.image.copy(), result.predictions))
+            recorder.write(draw_result(job.image.copy(), result))
             line = encode_message(result_message(result)) if jsonl else None
         written += 1
         progress.update()  # before the JSONL line: a failure there still counts the frame in -o

@@ -8,12 +8,11 @@ import threading
 from contextlib import ExitStack, closing
 from urllib.parse import urlsplit
 
-from streamer.api.backoff import Backoff
 from streamer.api.client import DetectionClient
 from streamer.config import Config, resolve_api_key
 from streamer.errors import ConfigError
+from streamer.imaging import limit_opencv_threads
 from streamer.live.dispatch import HUNG_PER_SLOT, InferenceSettings
-from streamer.live.imaging import limit_opencv_threads
 from streamer.live.pipeline import Outputs, Pipeline, Supervision
 from streamer.names import source_name
 from streamer.outputs.jsonl import JsonlWriter
@@ -22,6 +21,7 @@ from streamer.outputs.recorder import MIN_FREE_BYTES, Recorder
 from streamer.outputs.window import Window, display_available
 from streamer.outputs.zmq_feed import ZmqPublisher
 from streamer.redact import url_for_display
+from streamer.retry import Backoff
 from streamer.sources.open import make_source
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,9 @@ def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
             window = opened.enter_context(closing(Window(out.window_title)))
         else:
             log.info("no preview window: %s; running headless", reason)
-    sinks = []
+    outputs = []
     if out.zmq:
-        sinks.append(
+        outputs.append(
             opened.enter_context(
                 closing(
                     ZmqPublisher(
@@ -83,11 +83,11 @@ def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
         )
     if out.jsonl:
         writer = JsonlWriter(out.jsonl, max_bytes=int(out.jsonl_max_mb * 2**20), keep=out.jsonl_keep)
-        sinks.append(opened.enter_context(closing(writer)))
+        outputs.append(opened.enter_context(closing(writer)))
     recorder = None
     if out.record:  # fps is asked on the first frame: by then the source is open and knows its rate
         recorder = opened.enter_context(closing(_recorder(out, source)))
-    return Outputs(window=window, sinks=tuple(sinks), recorder=recorder)
+    return Outputs(window=window, outputs=outputs, recorder=recorder)
 
 
 def _mqtt(config: Config, name: str, pipeline: Pipeline):
@@ -188,14 +188,13 @@ def run_pipeline(config: Config, stop: threading.Event) -> int:
             name=name,
         )
         if config.mqtt.url:
-            pipeline.outputs.sinks += (opened.enter_context(closing(_mqtt(config, name, pipeline))),)
+            pipeline.add_output(opened.enter_context(closing(_mqtt(config, name, pipeline))))
         if config.output.http:  # after the pipeline: the page shows its frames and status
             from streamer.outputs.web import WebServer, web_settings
 
-            web = opened.enter_context(closing(WebServer(pipeline, web_settings(config)))).start()
-            pipeline.outputs.sinks = (*pipeline.outputs.sinks, web)
+            pipeline.add_output(opened.enter_context(closing(WebServer(pipeline, web_settings(config)))).start())
         outs = pipeline.outputs
-        if outs.window is None and not outs.sinks and outs.recorder is None:
+        if outs.window is None and not outs.outputs and outs.recorder is None:
             log.warning(
                 "results go nowhere: no window and no output; add --http PORT, --zmq PORT, --mqtt URL, "
                 "--jsonl FILE or --record FILE (or the output: keys of the config file)"

@@ -4,9 +4,9 @@ How a frame becomes a result, in five lines:
 1. The ``dispatch`` thread waits until a request may go out (pacing, max_fps, Retry-After,
    the circuit breaker, the call budget) and a slot is free, then takes the newest frame.
 2. It hands the frame to an idle ``request-N`` thread, which resizes, encodes and POSTs it.
-3. The answer becomes a Result in the frame's own pixels, offered to ``NewestResults``:
-   newest wins, and an early answer is held until its release time, so results leave evenly.
-4. The request thread publishes the results whose release time has come.
+3. The answer becomes a Result in the frame's own pixels, handed to the publisher with a
+   release time: newest wins, and an early answer is held until then, so results leave evenly.
+4. The request thread goes back to work at once: the publisher stage releases the result.
 5. A request unanswered for ``hang_after_s`` is *hung*: it no longer takes a slot (at most
    2 x max_in_flight of them), counts as a failure, and its answer is dropped if it ever comes.
 """
@@ -19,18 +19,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from streamer.api.backoff import Backoff, FaultLog
 from streamer.api.breaker import CircuitBreaker
 from streamer.api.client import DetectionClient
-from streamer.api.responses import Parsed, filter_classes
 from streamer.errors import ApiBadRequest, ApiMalformedResponse, ApiTransientError, StreamerError
-from streamer.live.frames import DropOldestQueue, Frame, NewestResults, Result
-from streamer.live.imaging import prepare_upload, scale_predictions
+from streamer.imaging import prepare_upload
 from streamer.live.pacing import CallBudget, MotionGate, Pacing
-from streamer.live.stats import Stats
+from streamer.live.publisher import Publisher
+from streamer.queues import DropOldestQueue
+from streamer.retry import Backoff, FaultLog
+from streamer.stats import Stats
 from streamer.threads import join_all, named_thread
+from streamer.types import Frame, Result
 
 log = logging.getLogger(__name__)
 
@@ -49,33 +50,6 @@ class InferenceSettings:
     min_change: float = 0.0  # 0: the motion gate is off
     budget_calls: int | None = None
     budget_period: str = "hour"
-
-
-def make_result(
-    frame: Frame, parsed: Parsed, upload, model: str, sent_at: float, received_at: float, classes: tuple[str, ...] = ()
-) -> Result:
-    """A Result for one frame, its boxes scaled from the sent image back to the frame."""
-    sent_w = parsed.image_width or upload.sent_width
-    sent_h = parsed.image_height or upload.sent_height
-    predictions = parsed.predictions
-    if isinstance(predictions, list):
-        predictions = scale_predictions(predictions, frame.width / sent_w, frame.height / sent_h)
-    predictions = filter_classes(predictions, list(classes))
-    return Result(
-        source=frame.source,
-        frame_id=frame.frame_id,
-        captured_at=frame.captured_at,
-        captured_mono=frame.captured_mono,
-        width=frame.width,
-        height=frame.height,
-        predictions=predictions,
-        model=model,
-        sent_at=sent_at,
-        received_at=received_at,
-        server_time_s=parsed.time_s,
-        inference_id=parsed.inference_id,
-        extra=parsed.extra,
-    )
 
 
 class _Deferred:
@@ -120,18 +94,16 @@ class InferenceWorker:
         self,
         queue_: DropOldestQueue[Frame],
         client: DetectionClient,
-        results: NewestResults,
+        publisher: Publisher,
         stats: Stats,
         stop: threading.Event,
         settings: InferenceSettings,
         backoff: Backoff | None = None,
         failures_to_open: int = 3,
-        publish_due: Callable[[float | None], None] | None = None,
     ):
         self.queue = queue_
         self.client = client
-        self.results = results
-        self.publish_due = publish_due  # publishes the results whose release time has come
+        self.publisher = publisher
         self.stats = stats
         self.stop = stop
         self.settings = settings
@@ -298,20 +270,7 @@ class InferenceWorker:
             last = self._last_result if not self._outstanding else None
         try:
             if last is not None:
-                self.results.offer(
-                    replace(
-                        last,
-                        frame_id=frame.frame_id,
-                        captured_at=frame.captured_at,
-                        captured_mono=frame.captured_mono,
-                        width=frame.width,
-                        height=frame.height,
-                        predictions=last.rescaled_to(frame.width, frame.height),
-                        reused=True,
-                    )
-                )
-                if self.publish_due is not None:
-                    self.publish_due(None)
+                self.publisher.offer(last.for_frame(frame, reused=True))
         finally:
             with self._lock:  # after the offer: idle() must not turn true before it lands
                 self.finished_frames += 1
@@ -326,23 +285,17 @@ class InferenceWorker:
                 continue
             if request is None:  # join() wakes the threads with these
                 return
-            release_at = None
             try:
-                release_at = self._infer(request)
+                self._infer(request)
             finally:
                 with self._lock:
                     del self._outstanding[request.seq]
                     self.finished_frames += 1
                     if self._waiting_for_slot:  # otherwise it wakes at its own time: no wake-up to spare
                         self._lock.notify()
-            if release_at is not None and self.publish_due is not None:
-                # Hold an early answer until its release time, so that results leave evenly.
-                if release_at > time.monotonic():
-                    self.stop.wait(release_at - time.monotonic())
-                self.publish_due(None)
 
-    def _infer(self, request: _Request) -> float | None:
-        """Make one request; when its result is due for publishing (None: there is none)."""
+    def _infer(self, request: _Request) -> None:
+        """Make one request and hand its result to the publisher."""
         settings, frame = self.settings, request.frame
         upload = prepare_upload(frame.image, settings.max_side, settings.jpeg_quality)
         sent_at = time.time()
@@ -364,22 +317,23 @@ class InferenceWorker:
                 if not request.hung:
                     pause_s = self._refused(exc)
         else:
-            return self._answered(
-                request, make_result(frame, parsed, upload, self.client.model, sent_at, time.time(), settings.classes)
+            sent_size = (upload.sent_width, upload.sent_height)
+            result = parsed.filtered(settings.classes).result_for(
+                frame, sent_size, self.client.model, sent_at, time.time()
             )
+            self._answered(request, result)
         finally:
             if pause_s:
                 with self._lock:
                     self.pause_until = max(self.pause_until, time.monotonic() + pause_s)
-        return None
 
-    def _answered(self, request: _Request, result: Result) -> float | None:
-        """Bookkeeping after a 200; when the result is due (None: it came too late to count)."""
+    def _answered(self, request: _Request, result: Result) -> None:
+        """Bookkeeping after a 200, and the result to the publisher, with its release time."""
         latency_s = time.monotonic() - request.sent_mono
         with self._locked():
             if request.hung:  # given up on: dropped as late
-                self.results.late += 1
-                return None
+                self.publisher.results.late += 1
+                return
             usual_s = self.pacing.latency_s  # before this answer joins the estimate
             if self._succeeded(result, latency_s) and request.thumb is not None:
                 self.gate.sent(request.thumb)  # the gate compares later frames with this answered one
@@ -388,9 +342,8 @@ class InferenceWorker:
             # An early answer waits until the usual latency has passed (holding it by at most
             # half its own latency), so that results go out at the even pace they were sent at.
             release_at = request.sent_mono + min(usual_s, 1.5 * latency_s)
-        self.results.offer(result, release_at)
+        self.publisher.offer(result, release_at)
         self.stats.inference_rate.tick()
-        return release_at
 
     def _succeeded(self, result: Result, latency_s: float) -> bool:
         """Bookkeeping after an answer (the lock is held); whether it is the newest answer."""

@@ -1,8 +1,9 @@
-"""The live pipeline: wires capture -> inference -> output and supervises them.
+"""The live pipeline: wires capture -> inference -> publisher -> outputs and supervises them.
 
-Capture and inference run in threads; output (overlay, window, publishing, recording)
-runs on the calling thread, because HighGUI must.  One stop event ends everything;
-every wait in every thread is bounded, and stop joins all threads against one deadline.
+Capture, inference and the publisher run in threads; the window and the recording are drawn on
+the calling thread, because HighGUI must.  One stop event ends everything; every wait in every
+thread is bounded, and the shutdown runs against one deadline (``STOP_DEADLINE_S``): whatever
+does not finish by then is named in a warning, and the process exits all the same.
 """
 
 from __future__ import annotations
@@ -10,29 +11,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from streamer.api.backoff import Backoff
 from streamer.api.client import DetectionClient
 from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError
 from streamer.live.dispatch import InferenceSettings, InferenceWorker
-from streamer.live.frames import DropOldestQueue, Frame, Latest, NewestResults, Result
-from streamer.live.stats import Stats
-from streamer.outputs.jsonl import JsonlWriter
-from streamer.outputs.message import encode_message, result_message, status_message
+from streamer.live.publisher import NewestResults, Publisher
+from streamer.message import status_message
 from streamer.outputs.notify import SystemdNotifier
-from streamer.outputs.overlay import draw_notice, draw_predictions, draw_status, status_band_height
+from streamer.outputs.overlay import draw_notice, draw_result, draw_status, status_band_height
 from streamer.outputs.recorder import Recorder
 from streamer.outputs.window import Window
+from streamer.queues import DropOldestQueue, Latest
+from streamer.retry import Backoff
 from streamer.sources.capture import CaptureWorker
+from streamer.stats import Snapshot, Stats
+from streamer.threads import join_all, named_thread
+from streamer.types import Frame, Output, Result
 
 log = logging.getLogger(__name__)
 
-JOIN_DEADLINE_S = 1.5  # well inside the 3 s a service manager or a user waits
+STOP_DEADLINE_S = 2.0  # from the stop to every close returned: inside the 3 s a service manager or a user waits
+WORKERS_SHARE_S = 0.8  # of which capture and inference get this much to end their bounded calls
 STALE_AFTER_S = 3.0  # a result older than this is marked stale on the preview
-# With no window the output loop has no frames to draw and does not publish either (the
-# request threads do): it wakes for a stop at once, for heartbeats when they are due, and
-# otherwise this often (each wake-up costs CPU), to check for a stalled source ...
+# With no window the output loop has no frames to draw (the publisher thread publishes): it
+# wakes for a stop at once, and otherwise this often (each wake-up costs CPU), to check for a
+# stalled source and the systemd watchdog ...
 IDLE_WAKE_S = 1.0
 FILE_WAKE_S = 0.25  # ... or this often while a file plays, to see its end soon after
 
@@ -53,10 +58,38 @@ class Outputs:
     """Everything results go to; each is optional."""
 
     window: Window | None = None
-    # Objects with send(bytes) for each detections message and close(); those that also
-    # have send_status(bytes) get the heartbeats.  Neither call may block.
-    sinks: tuple = ()
+    outputs: list[Output] = field(default_factory=list)  # each gets every message through deliver()
     recorder: Recorder | None = None
+
+
+def close_all(closers: list[tuple[str, Any]], deadline: Deadline) -> list[str]:
+    """Close each at once, on a thread of its own, each with what is left of the deadline (one
+    that blocks cannot eat the others' time); the names of those that did not finish in time."""
+    finished: dict[str, bool] = {}
+
+    def close(name: str, closer: Any) -> None:
+        try:
+            finished[name] = closer.close(deadline.left()) is not False
+        except Exception:  # closing must never stop the others from closing
+            log.exception("error while closing %s", name)
+            finished[name] = True
+
+    threads = [named_thread(f"close-{name}", close, name, closer) for name, closer in closers]
+    for thread in threads:
+        thread.start()
+    join_all(threads, deadline.at)
+    return [name for name, _ in closers if not finished.get(name, False)]
+
+
+class Deadline:
+    """One point in time that every step of the shutdown shares."""
+
+    def __init__(self, seconds: float):
+        self.at = time.monotonic() + seconds
+
+    def left(self, keep_s: float = 0.0) -> float:
+        """Seconds left, less ``keep_s`` kept for the steps after this one; never negative."""
+        return max(0.0, self.at - keep_s - time.monotonic())
 
 
 class Pipeline:
@@ -90,11 +123,17 @@ class Pipeline:
         # Headless and not recording, frames are not drawn: the output loop need not wake for them.
         self.draws = outputs.window is not None or outputs.recorder is not None
         self.latest_frame: Latest[Frame] = Latest(self._changed if self.draws else None)
-        # Results are published by the request threads (whichever is awake at a result's
-        # release time), and by the output loop as it passes: in release order.
         self.results = NewestResults()
-        self._publish_lock = threading.Lock()
-        self._publishing = True  # False once the sinks are about to close
+        self.publisher = Publisher(
+            self.results,
+            self.stats,
+            self.snapshot,
+            source=source.name,
+            name=name,
+            heartbeat_s=sup.heartbeat_s,
+            stop=stop,
+            outputs=outputs.outputs,
+        )
         self.capture = CaptureWorker(
             source,
             self.queue,
@@ -109,51 +148,56 @@ class Pipeline:
         self.inference = InferenceWorker(
             self.queue,
             client,
-            self.results,
+            self.publisher,
             self.stats,
             stop,
             settings,
             backoff=api_backoff,
             failures_to_open=sup.probe_after_failures,
-            publish_due=self.publish_due,
         )
         self.user_quit = False
-        self._last_heartbeat = self._last_watchdog = float("-inf")
+        self._last_watchdog = float("-inf")
+
+    def add_output(self, output: Output) -> None:
+        """One more output for the publisher (it takes the next message)."""
+        self.outputs.outputs.append(output)
 
     def run(self) -> int:
         """Run until stopped (signal, q/Esc, duration, end of file or a fatal error); exit code."""
+        self.publisher.start()
         self.capture.start()
         self.inference.start()
         try:
             self._output_loop()
-        except BaseException:
-            self._close(loop_failed=True)
-            raise
-        last_error = self._close(loop_failed=False)
-        code = self._exit_code()
-        if last_error is not None:
-            raise last_error
-        return code
-
-    def _close(self, loop_failed: bool) -> StreamerError | None:
-        """Stop, publish the last results and shut down.  Streamer's own error from publishing
-        them (a full disk) is returned for run() to raise, unless another error ends the run:
-        then it is logged, so that it is still said."""
-        self.stop.set()
-        error = self._publish_last()
-        self._shutdown()
-        if error is not None and (loop_failed or any(w.error is not None for w in (self.inference, self.capture))):
-            log.error("%s", error)
-            return None
-        return error
+        finally:
+            self._shutdown()
+        return self._exit_code()
 
     def _exit_code(self) -> int:
-        for worker in (self.inference, self.capture):
-            if worker.error is not None:
-                if isinstance(worker.error, StreamerError):
-                    raise worker.error
-                return EXIT_FAILURE
+        errors = [w.error for w in (self.inference, self.capture, self.publisher) if w.error is not None]
+        for error in errors:
+            if isinstance(error, StreamerError):
+                raise error
+        if errors:
+            log.error("stopped by an unexpected error", exc_info=errors[0])
+            return EXIT_FAILURE
         return EXIT_OK
+
+    def snapshot(self, now: float | None = None, with_cpu: bool = False) -> Snapshot:
+        """The run at this moment; any thread may ask."""
+        latest = self.results.latest()
+        return self.stats.snapshot(
+            frames_dropped=self.queue.dropped,
+            last_result_mono=None if latest is None else latest.captured_mono,
+            last_result_frame_id=None if latest is None else latest.frame_id,
+            outputs_dropped=self.publisher.dropped(),
+            now=now,
+            with_cpu=with_cpu,
+        )
+
+    def status_message(self) -> dict:
+        """The heartbeat message as of now (the web page's /api/status)."""
+        return status_message(self.source_name, "running", self.snapshot(with_cpu=True), name=self.name)
 
     def _output_loop(self) -> None:
         started = last_status = time.monotonic()
@@ -169,14 +213,11 @@ class Pipeline:
             else:  # nothing to draw: sleep until a stop, or the next thing due
                 self.stop.wait(self._idle_timeout(started))
             now = time.monotonic()
-            self.publish_due(now)
-            self.stats.late_results = self.results.late
-            result = self.results.latest()
             frame_version, frame = self.latest_frame.get()
             if frame is not None and frame_version != shown_frame:
                 shown_frame = frame_version
-                if window or self.outputs.recorder:
-                    self._show(frame, result, now)
+                if self.draws:
+                    self._show(frame, now)
             if window and not window.poll():
                 self.user_quit = True
                 break
@@ -185,29 +226,25 @@ class Pipeline:
             if self.capture.finished.is_set() and self._nothing_left_to_infer():
                 break
             self.capture.check_stall(now)
-            self._tell_outside(result, now)
+            self._tell_systemd(now)
             if now - last_status >= self.supervision.status_interval_s:
                 last_status = now
-                line = self.status_line(result, now)
-                log.info("%s", line)
-                if len(self.stats.request_latency):
-                    log.info("latency: %s", self.stats.latency_text())
+                snapshot = self.snapshot(now)
+                log.info("%s", snapshot.line())
+                if snapshot.request_latency is not None:
+                    log.info("latency: %s", snapshot.latency_text())
                 if self.notifier is not None:
-                    self.notifier.status(line)
+                    self.notifier.status(snapshot.line())
 
     def _idle_timeout(self, started: float) -> float:
-        """How long a headless loop may sleep: until the next heartbeat, watchdog ping or the
-        end of --duration, and at most IDLE_WAKE_S (a quarter of the stall timeout if shorter);
+        """How long a headless loop may sleep: until the next watchdog ping or the end of
+        --duration, and at most IDLE_WAKE_S (a quarter of the stall timeout if shorter);
         FILE_WAKE_S while a file plays, and briefly once it has ended (its last answer ends the run)."""
         if self.capture.finished.is_set():
             return 0.1
         now = time.monotonic()
         file_ends = self.capture.source.is_file and not self.capture.loop
-        due = [
-            FILE_WAKE_S if file_ends else IDLE_WAKE_S,
-            self.supervision.stall_timeout_s / 4,
-            self._last_heartbeat + self.supervision.heartbeat_s - now,
-        ]
+        due = [FILE_WAKE_S if file_ends else IDLE_WAKE_S, self.supervision.stall_timeout_s / 4]
         if self.duration_s is not None:
             due.append(started + self.duration_s - now)
         window = self.notifier.watchdog_interval_s if self.notifier is not None else None
@@ -215,49 +252,22 @@ class Pipeline:
             due.append(max(self._last_watchdog + window / 4 - now, window / 16))
         return max(0.001, min(due))
 
-    def _tell_outside(self, result: Result | None, now: float) -> None:
-        """Heartbeats on the feed, and systemd's READY=1 and watchdog pings."""
-        if now - self._last_heartbeat >= self.supervision.heartbeat_s:
-            self._last_heartbeat = now
-            self._heartbeat("running", now)
+    def _tell_systemd(self, now: float) -> None:
+        """READY=1 once frames and an answer came, then a watchdog ping while healthy."""
         notifier = self.notifier
         if notifier is None or not notifier.enabled:
             return
         s = self.stats
         if not notifier.is_ready and s.last_frame_mono is not None and s.last_api_answer_mono is not None:
-            notifier.ready(self.status_line(result, now))
+            notifier.ready(self.snapshot(now).line())
         window = notifier.watchdog_interval_s
         if window and notifier.is_ready and now - self._last_watchdog >= window / 4 and self.healthy(now, window):
             self._last_watchdog = now
             notifier.watchdog()
 
     def healthy(self, now: float, window_s: float) -> bool:
-        """Frames are flowing and the API answered within the window.  A wait the API asked
-        for with Retry-After, and calls the motion gate or the call budget chose not to make,
-        count as answers: sitting those out is not a fault."""
-        s = self.stats
-        frames_ok = s.last_frame_mono is not None and now - s.last_frame_mono < window_s
-        api_ok = s.last_api_answer_mono is not None and (
-            now - s.last_api_answer_mono < window_s
-            or now < s.api_quiet_until + window_s
-            or (s.last_skip_mono is not None and now - s.last_skip_mono < window_s)
-        )
-        return frames_ok and api_ok
-
-    def status(self, state: str = "running", now: float | None = None) -> dict:
-        """The heartbeat message: what streamer is doing now."""
-        self.stats.jsonl_dropped = sum(s.dropped for s in self.outputs.sinks if isinstance(s, JsonlWriter))
-        self.stats.mqtt_dropped = sum(getattr(s, "mqtt_dropped", 0) for s in self.outputs.sinks)
-        now = time.monotonic() if now is None else now
-        latest = self.results.latest()
-        return status_message(self.source_name, state, self.stats, self.queue.dropped, now, latest, name=self.name)
-
-    def _heartbeat(self, state: str, now: float) -> None:
-        sinks = [sink for sink in self.outputs.sinks if hasattr(sink, "send_status")]
-        if sinks:
-            payload = encode_message(self.status(state, now))
-            for sink in sinks:
-                sink.send_status(payload)
+        """The health rule (``Snapshot.problems``) finds nothing wrong within the window."""
+        return not self.snapshot(now).problems(window_s)
 
     def _nothing_left_to_infer(self) -> bool:
         """Once a file has ended: its last frame was inferred, or the API asked for a wait
@@ -272,45 +282,6 @@ class Pipeline:
             return True
         return False
 
-    def status_line(self, result: Result | None, now: float) -> str:
-        age_ms = (now - result.captured_mono) * 1000 if result is not None else None
-        return self.stats.line(self.queue.dropped, age_ms)
-
-    def _publish_last(self) -> StreamerError | None:
-        """Results still held back (or arrived after the output loop's last pass) are published;
-        streamer's own error if that failed (a full disk), for run() to raise after the shutdown."""
-        error = None
-        try:
-            self.publish_due(float("inf"))
-            for sink in self.outputs.sinks:
-                if isinstance(sink, JsonlWriter):
-                    sink.flush()
-        except StreamerError as exc:  # one line at exit, like the same error while running
-            error = exc
-        except Exception:  # a sink failing at exit must not hide the real exit status
-            log.exception("could not publish the last results")
-        self.stats.late_results = self.results.late
-        return error
-
-    def publish_due(self, now: float | None = None) -> None:
-        """Publish the results whose release time has come, in order; any thread may call it."""
-        with self._publish_lock:
-            if not self._publishing:
-                return
-            for result in self.results.drain(time.monotonic() if now is None else now):
-                self._publish(result)
-
-    def _publish(self, result: Result) -> None:
-        published_at = time.time()
-        if not result.reused:
-            self.stats.result_age.add(published_at - result.captured_at)
-        if not self.outputs.sinks:
-            return
-        payload = encode_message(result_message(result, published_at, self.name))
-        for sink in self.outputs.sinks:
-            sink.send(payload)
-        self.stats.published += 1
-
     def annotated(self, raw: bool = False) -> Frame | None:
         """The newest frame with the newest result drawn on it, as the preview shows it (a
         copy: any thread may call this); ``raw``: without the drawing.  None before a frame."""
@@ -322,21 +293,18 @@ class Pipeline:
     def _draw(self, frame: Frame, result: Result | None, now: float):
         image = frame.image.copy()  # the capture thread's frame is shared: draw on a copy
         band = status_band_height(image)
+        snapshot = self.snapshot(now)
         if result is not None:  # the source may have changed size (a camera back at another resolution)
-            draw_predictions(image, result.rescaled_to(frame.width, frame.height), min_y=band)
+            draw_result(image, result.rescaled_to(frame.width, frame.height), min_y=band)
             age_s = now - result.captured_mono
-            if self.stats.api_state == "down" or age_s > STALE_AFTER_S:
-                why = (
-                    f": {self.stats.api_text(now)} ({self.stats.failures_text()})"
-                    if self.stats.api_state == "down"
-                    else ""
-                )
+            if snapshot.api_state == "down" or age_s > STALE_AFTER_S:
+                why = f": {snapshot.api_text()} ({snapshot.failures_text()})" if snapshot.api_state == "down" else ""
                 draw_notice(image, f"STALE: last result {age_s:.1f} s old{why}", band)
-        draw_status(image, self.status_line(result, now))
+        draw_status(image, snapshot.line())
         return image
 
-    def _show(self, frame: Frame, result: Result | None, now: float) -> None:
-        image = self._draw(frame, result, now)
+    def _show(self, frame: Frame, now: float) -> None:
+        image = self._draw(frame, self.results.latest(), now)
         if self.outputs.recorder:
             self.outputs.recorder.write(image, frame.captured_mono)
         if self.outputs.window and not self.outputs.window.show(image):
@@ -344,51 +312,32 @@ class Pipeline:
             self.stop.set()
 
     def _shutdown(self) -> None:
+        """Stop every thread and close every output against one deadline; name what did not finish."""
+        self.stop.set()
+        deadline = Deadline(STOP_DEADLINE_S)
         if self.notifier is not None:
             self.notifier.stopping()
-        deadline = time.monotonic() + JOIN_DEADLINE_S
-        stragglers = [
+        workers_at = min(deadline.at, time.monotonic() + WORKERS_SHARE_S)
+        unfinished = [
             name
             for name, worker in (("capture", self.capture), ("inference", self.inference))
-            if not worker.join(max(0.0, deadline - time.monotonic()))
+            if not worker.join(max(0.0, workers_at - time.monotonic()))
         ]
-        if stragglers:
-            # They are daemon threads blocked in a bounded call (HTTP or camera timeout);
-            # the process exits without waiting for them.
-            log.debug("threads still finishing a bounded call at exit: %s", ", ".join(stragglers))
-        try:
-            self._heartbeat("stopped", time.monotonic())
-        except Exception:  # a sink failing at exit must not hide the real exit status
-            log.exception("could not send the last heartbeat")
-        with self._publish_lock:  # a request thread still finishing must not write to closed sinks
-            self._publishing = False
-        for closer in (self.outputs.window, self.outputs.recorder, *self.outputs.sinks, self.notifier):
-            if closer is not None:
-                try:
-                    closer.close()
-                except Exception:  # closing must never stop the others from closing
-                    log.exception("error while closing %r", closer)
-        s = self.stats
-        log.info(
-            "stopped: %d frames read, %d dropped, %d source reconnects, %d stalls, %d requests, "
-            "%d results, %d published, %d transient API errors, %d skipped (400), %d malformed%s",
-            s.frames_read,
-            self.queue.dropped,
-            s.source_reconnects,
-            s.source_stalls,
-            s.requests,
-            s.results,
-            s.published,
-            s.transient_errors,
-            s.skipped_bad_request,
-            s.malformed,
-            f" ({s.failures_text()})" if s.api_failures else "",
-        )
-        log.info(
-            "%s; %d late results dropped; %.0f bytes uploaded a call",
-            s.calls_text(),
-            s.late_results,
-            s.bytes_sent / s.requests if s.requests else 0,
-        )
-        if len(s.request_latency):
-            log.info("latency at exit: %s", s.latency_text())
+        if not self.publisher.stop(deadline.at - 0.5 * deadline.left()):  # the last results, the last heartbeat
+            unfinished.append("publish")
+        log.debug("workers and publisher stopped, %.2f s left", deadline.left())
+        if self.outputs.window is not None:  # HighGUI: on this thread
+            self.outputs.window.close()
+        closers = [("recording", self.outputs.recorder)] + [(o.output_name, o) for o in self.outputs.outputs]
+        unfinished += close_all([(name, closer) for name, closer in closers if closer is not None], deadline)
+        if self.notifier is not None:
+            self.notifier.close()
+        if unfinished:
+            # Daemon threads in a bounded call (HTTP or camera timeout), or an output that could
+            # not finish (a FIFO nobody reads): the process exits without waiting for them.
+            log.warning("not finished at exit (the process exits without them): %s", ", ".join(unfinished))
+        snapshot = self.snapshot()
+        log.info("stopped: %s", snapshot.summary())
+        log.info("%s", snapshot.calls_text())
+        if snapshot.request_latency is not None:
+            log.info("latency at exit: %s", snapshot.latency_text())

@@ -11,6 +11,7 @@ return the (subtopic, payload) pairs that changed.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streamer.names import class_slug
@@ -41,9 +42,9 @@ class ClassTopics:
         """The classes with topics, in the order they were added."""
         return list(self._states)
 
-    def update(self, predictions: object, now: float) -> tuple[list[str], list[tuple[str, str]]]:
-        """Take one result's predictions: (slugs newly given topics, changed (subtopic, payload))."""
-        counts = Counter(class_slug(p["class"]) for p in _boxes(predictions))
+    def update(self, names: Iterable[str], now: float) -> tuple[list[str], list[tuple[str, str]]]:
+        """Take the class names of one result: (slugs newly given topics, changed (subtopic, payload))."""
+        counts = Counter(class_slug(name) for name in names)
         added = []
         for slug in counts:
             if slug not in self._states:
@@ -82,11 +83,3 @@ class ClassTopics:
         for slug, state in self._states.items():
             out += [(f"{slug}/count", str(state.count)), (f"{slug}/detected", state.detected)]
         return out
-
-
-def _boxes(predictions: object) -> list[dict]:
-    """The predictions that name a class (detection, segmentation, keypoint and single-label
-    classification answers are lists of them; a multi-label answer, a dict, has no counts)."""
-    if not isinstance(predictions, list):
-        return []
-    return [p for p in predictions if isinstance(p, dict) and "class" in p]

@@ -26,6 +26,7 @@ import time
 
 from streamer.errors import OutputError, UsageError
 from streamer.threads import named_thread
+from streamer.types import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class JsonlWriter:
         keep: int = 0,
     ):
         self.path = path
+        self.output_name = "jsonl"
         self.dropped = 0  # lines not written: the queue was full, or the file was paused
         self.rotations = 0
         self.error: OutputError | None = None
@@ -108,6 +110,10 @@ class JsonlWriter:
                     "%s: %s cannot keep up; lines are dropped (and counted) until it does", self._what, self.path
                 )
             return False
+
+    def deliver(self, delivery: Delivery) -> None:
+        if delivery.kind == "detections":
+            self.send(delivery.payload)
 
     def flush(self, timeout_s: float = 2.0) -> None:
         """Wait (up to timeout_s) for the queued lines to be written; offline, raise a write error."""
@@ -211,20 +217,25 @@ class JsonlWriter:
         )
         self._paused_at, self._lost = None, 0
 
-    def close(self, timeout_s: float = 1.0) -> None:
-        """Write what is queued (up to timeout_s), then close the file; safe to call again."""
+    def close(self, timeout_s: float = 1.0) -> bool:
+        """Write what is queued (up to timeout_s), then close the file; safe to call again (at
+        once: a file left open because its writer was stuck stays so)."""
+        if self._closing:
+            return self._fd is None
         self._closing = True
+        deadline = time.monotonic() + timeout_s
         if self._thread is not None and self._thread.is_alive():
             try:
                 self._lines.put(None, timeout=timeout_s)
             except queue.Full:
                 pass
-            self._thread.join(timeout_s)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         if (
             self._thread is not None and self._thread.is_alive()
         ):  # blocked on a FIFO nobody reads: leave it, it is a daemon
             log.warning("%s: %d lines not written to %s at exit", self._what, self._lines.qsize(), self.path)
-            return
+            return False
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+        return True

@@ -1,19 +1,19 @@
 """Prometheus metrics for /metrics, through prometheus_client, in a registry of streamer's own.
 
-Counters and gauges are read from the pipeline's Stats when scraped; the histograms and the
+Counters and gauges are read from a stats snapshot when scraped; the histograms and the
 detections per class are fed from each published detections message.  Label values that come
 from outside (class names, failure kinds) are escaped by prometheus_client, cut to
 ``MAX_LABEL_CHARS`` and capped at ``MAX_LABELS`` values each; the rest count as "other"."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from streamer.live.stats import Stats
+from streamer.stats import COUNTERS, Snapshot
+from streamer.types import Delivery
 
 MAX_LABELS = 50
 MAX_LABEL_CHARS = 64
@@ -41,41 +41,34 @@ class LabelCap:
 
 
 class _StatsCollector:
-    """Reads the counters and gauges from Stats at each scrape."""
+    """Reads the counters and gauges from a fresh snapshot at each scrape."""
 
-    def __init__(self, stats: Stats, dropped: Callable[[], int], result_age_s: Callable[[], float | None]):
-        self.stats, self.dropped, self.result_age_s = stats, dropped, result_age_s
+    def __init__(self, snapshot: Callable[[], Snapshot]):
+        self.snapshot = snapshot
         self.failure_kind = LabelCap()
 
     def collect(self) -> Iterator[Metric]:
-        s = self.stats
-        for name, text, value in (
-            ("streamer_frames_read", "Frames read from the source", s.frames_read),
-            ("streamer_frames_dropped", "Frames dropped before inference (a newer one replaced them)", self.dropped()),
-            ("streamer_requests", "Requests sent to the detection API", s.requests),
-            ("streamer_results", "Results received from the detection API", s.results),
-            ("streamer_published", "Detections messages published", s.published),
-            ("streamer_source_reconnects", "Times the source was reopened", s.source_reconnects),
-            (
-                "streamer_skipped_calls",
-                "Calls not made (motion gate, call budget)",
-                s.skipped_no_change + s.skipped_budget,
-            ),
-        ):
-            yield CounterMetricFamily(name, text, value=value)
+        s = self.snapshot()
+        for key, _, text in COUNTERS:
+            yield CounterMetricFamily(f"streamer_{key}", text, value=s.counters[key])
+        skipped = s.counters["skipped_no_change"] + s.counters["skipped_budget"]
+        yield CounterMetricFamily("streamer_skipped_calls", "Calls not made (motion gate, call budget)", value=skipped)
         failures = CounterMetricFamily("streamer_api_failures", "Failed API calls by kind", labels=["kind"])
         totals: dict[str, int] = {}
-        for kind, count in list(s.api_failures.items()):
+        for kind, count in s.api_failures.items():
             label = self.failure_kind(kind)
             totals[label] = totals.get(label, 0) + count
         for label, count in sorted(totals.items()):
             failures.add_metric([label], count)
         yield failures
-        now = time.monotonic()
-        age = self.result_age_s()
+        dropped = CounterMetricFamily("streamer_output_dropped", "Messages an output could not take", labels=["output"])
+        for name, count in sorted(s.outputs_dropped.items()):
+            dropped.add_metric([name], count)
+        yield dropped
+        age = s.last_result_age_s
         for name, text, value in (
-            ("streamer_capture_fps", "Frames read a second", s.capture_rate.rate(now)),
-            ("streamer_inference_fps", "Results a second", s.inference_rate.rate(now)),
+            ("streamer_capture_fps", "Frames read a second", s.capture_fps),
+            ("streamer_inference_fps", "Results a second", s.inference_fps),
             (
                 "streamer_result_age_seconds",
                 "Age of the newest result (NaN before the first)",
@@ -87,7 +80,7 @@ class _StatsCollector:
                 float(s.api_state in ("ok", "starting")),
             ),
             ("streamer_source_up", "1 while the source is open", float(s.source_state == "open")),
-            ("streamer_uptime_seconds", "Seconds since start", now - s.started_mono),
+            ("streamer_uptime_seconds", "Seconds since start", s.uptime_s),
         ):
             yield GaugeMetricFamily(name, text, value=value)
 
@@ -95,9 +88,9 @@ class _StatsCollector:
 class Metrics:
     """streamer's own registry: the Stats collector, two histograms and detections per class."""
 
-    def __init__(self, stats: Stats, dropped: Callable[[], int], result_age_s: Callable[[], float | None]):
+    def __init__(self, snapshot: Callable[[], Snapshot]):
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_StatsCollector(stats, dropped, result_age_s))
+        self.registry.register(_StatsCollector(snapshot))
         self.result_age = Histogram(
             "streamer_result_age_at_publish_seconds",
             "From capture to publish, of fresh results",
@@ -115,20 +108,16 @@ class Metrics:
         )
         self.class_name = LabelCap()
 
-    def observe(self, message: dict) -> None:
-        """Feed one detections message (as published) to the histograms and the class counts."""
-        try:
-            if not message.get("reused"):
-                self.result_age.observe(max(0.0, float(message["published_at"]) - float(message["captured_at"])))
-                self.request_latency.observe(max(0.0, float(message["received_at"]) - float(message["sent_at"])))
-        except (KeyError, TypeError, ValueError):
-            pass
-        predictions = message.get("predictions")
-        if isinstance(predictions, dict):  # multi-label classification: {class: {...}}
-            predictions = [{"class": name} for name in predictions]
-        for prediction in predictions if isinstance(predictions, list) else ():
-            if isinstance(prediction, dict):
-                self.detections.labels(self.class_name(prediction.get("class", "?"))).inc()
+    def observe(self, delivery: Delivery) -> None:
+        """Feed one published detections message to the histograms and the class counts."""
+        result, message = delivery.result, delivery.message
+        if result is None:
+            return
+        if not result.reused:
+            self.result_age.observe(max(0.0, float(message["published_at"]) - result.captured_at))
+            self.request_latency.observe(max(0.0, result.received_at - result.sent_at))
+        for name in result.class_names():
+            self.detections.labels(self.class_name(name)).inc()
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,21 +18,21 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import cv2
 import paho.mqtt.client as mqtt
 
 from streamer.config import MqttConfig, read_secret_file
 from streamer.errors import ConfigError
-from streamer.live.frames import Frame
+from streamer.imaging import encode_jpeg
 from streamer.outputs import homeassistant as ha
 from streamer.outputs.class_topics import ClassTopics
 from streamer.redact import register_secret
 from streamer.threads import named_thread, set_os_thread_name
+from streamer.types import Delivery, Frame
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def resolve_password(cfg: MqttConfig, env: dict[str, str] | None = None) -> str 
 
 
 class MqttPublisher:
-    """A sink of the pipeline (``send``, ``send_status``, ``close``) that publishes to MQTT.
+    """An output (``deliver``, ``close``) that publishes to MQTT.
 
     ``snapshot``: returns the newest annotated frame (``Pipeline.annotated``); it is asked at
     most every mqtt.snapshot_s seconds, from this publisher's own thread."""
@@ -107,6 +107,7 @@ class MqttPublisher:
         self.user = parts.username
         self.where = f"{parts.scheme}://{self.host}:{self.port}"
         self.mqtt_dropped = 0
+        self.output_name = "mqtt"
         self._classes = ClassTopics(classes, cfg.max_classes, cfg.off_delay_s)
         self._lock = threading.Lock()  # the class state and the counters
         self._connected = threading.Event()
@@ -248,14 +249,21 @@ class MqttPublisher:
         """True while the broker has accepted the connection."""
         return self._connected.is_set()
 
-    def send(self, payload: bytes) -> bool:
+    @property
+    def dropped(self) -> int:
+        return self.mqtt_dropped
+
+    def deliver(self, delivery: Delivery) -> None:
+        if delivery.kind == "status":
+            self.send_status(delivery.payload)
+        elif delivery.result is not None:
+            result = delivery.result
+            self.send(delivery.payload, () if result.multi_label else result.class_names())
+
+    def send(self, payload: bytes, class_names: Iterable[str] = ()) -> bool:
         """Queue one detections message (and the class state it changes); False if dropped."""
-        try:
-            predictions = json.loads(payload).get("predictions")
-        except (ValueError, AttributeError):
-            predictions = None
         with self._lock:
-            added, changes = self._classes.update(predictions, time.monotonic())
+            added, changes = self._classes.update(class_names, time.monotonic())
             ignored = self._classes.ignored_count
         self._warn_ignored(ignored)
         if not self._connected.is_set():
@@ -280,10 +288,11 @@ class MqttPublisher:
         self._publish_changes(changes)
         return self._publish(self.topics.status, payload, qos=1)
 
-    def close(self, timeout_s: float = 2.0) -> None:
-        """Say ``offline`` (retained), disconnect and stop the threads; safe to call again."""
+    def close(self, timeout_s: float = 2.0) -> bool:
+        """Say ``offline`` (retained), disconnect and stop the threads; safe to call again.
+        False if paho's thread did not stop in time."""
         if self._closing.is_set():
-            return
+            return True
         self._closing.set()
         deadline = time.monotonic() + timeout_s
         if self._snapshot_thread is not None:
@@ -299,9 +308,9 @@ class MqttPublisher:
         if thread is not None:
             thread.join(max(0.1, deadline - time.monotonic()))
             if thread.is_alive():
-                log.warning("the MQTT thread did not stop within %.1f s", timeout_s)
-                return
+                return False
         self._client.loop_stop()
+        return True
 
     # --- helpers ---
 
@@ -343,6 +352,6 @@ class MqttPublisher:
             frame = self._snapshot()
             if frame is None or frame.frame_id == last_id:
                 continue
-            ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_QUALITY])
-            if ok and self._publish(self.topics.snapshot, jpeg.tobytes(), qos=0, retain=True):
+            jpeg = encode_jpeg(frame.image, SNAPSHOT_QUALITY)
+            if self._publish(self.topics.snapshot, jpeg, qos=0, retain=True):
                 last_id, last_sent = frame.frame_id, time.monotonic()

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import heapq
 import zlib
-from typing import Any
+from collections.abc import Sequence
+from typing import TypeVar
 
 import cv2
 import numpy as np
+
+from streamer.types import Detection, Label, Result
+
+T = TypeVar("T", Detection, Label)
 
 # A palette with distinct, bright colours (BGR); a class always maps to the same one.
 PALETTE = (
@@ -61,47 +66,51 @@ def _label(
     cv2.putText(image, text, (x + 3, y_top + th + 2), FONT, scale, ink, thickness, cv2.LINE_AA)
 
 
-def _confidence(pred: dict) -> float:
-    value = pred.get("confidence")
-    return float(value) if isinstance(value, (int, float)) else 0.0
+def most_confident(items: Sequence[T], limit: int = MAX_DRAWN_BOXES) -> list[T]:
+    """At most ``limit`` detections or labels, the most confident, in their original order."""
+    if len(items) <= limit:
+        return list(items)
+    keep = heapq.nlargest(limit, range(len(items)), key=lambda i: items[i].confidence)
+    return [items[i] for i in sorted(keep)]
 
 
-def most_confident(predictions: list, limit: int = MAX_DRAWN_BOXES) -> list:
-    """At most ``limit`` predictions, the most confident, in their original order."""
-    if len(predictions) <= limit:
-        return predictions
-    keep = heapq.nlargest(limit, range(len(predictions)), key=lambda i: _confidence(predictions[i]))
-    return [predictions[i] for i in sorted(keep)]
+def _text(name: str, confidence: float) -> str:
+    if len(name) > MAX_LABEL_CHARS:
+        name = name[: MAX_LABEL_CHARS - 3] + "..."
+    return f"{name} {confidence:.2f}"
 
 
-def draw_predictions(image: np.ndarray, predictions: Any, min_y: int = 0) -> np.ndarray:
-    """Draw boxes (centre xywh, in this image's pixels), polygons and keypoints in place.
+def draw_detections(
+    image: np.ndarray, detections: Sequence[Detection], labels: Sequence[Label] = (), min_y: int = 0
+) -> np.ndarray:
+    """Draw boxes (centre xywh, in this image's pixels), polygons and keypoints in place, and a
+    classifier's labels at the top left.
 
     Labels stay below ``min_y`` (the status band) so that they are never hidden.  Only the
-    ``MAX_DRAWN_BOXES`` most confident predictions are drawn."""
+    ``MAX_DRAWN_BOXES`` most confident are drawn."""
     scale = max(0.4, min(image.shape[:2]) / 900)
     thickness = max(2, round(scale * 3))
-    if isinstance(predictions, dict):  # multi-label classification: {class: {confidence, ...}}
-        predictions = [{"class": k, "confidence": v.get("confidence")} for k, v in predictions.items()]
-    for i, pred in enumerate(most_confident(predictions)):
-        name = str(pred.get("class", "?"))
-        colour = class_colour(name)
-        if len(name) > MAX_LABEL_CHARS:
-            name = name[: MAX_LABEL_CHARS - 3] + "..."
-        text = f"{name} {_confidence(pred):.2f}"
-        if "x" not in pred:  # classification: a list of labels at the top left
-            _label(image, text, 8, min_y + int((i + 1) * 34 * scale), colour, scale, min_y)
-            continue
-        x0, y0 = _px(pred["x"] - pred["width"] / 2), _px(pred["y"] - pred["height"] / 2)
-        x1, y1 = _px(pred["x"] + pred["width"] / 2), _px(pred["y"] + pred["height"] / 2)
-        if pred.get("points"):
-            polygon = np.array([[_px(p["x"]), _px(p["y"])] for p in pred["points"]], dtype=np.int32)
+    for i, label in enumerate(most_confident(labels)):
+        colour = class_colour(label.class_name)
+        _label(
+            image, _text(label.class_name, label.confidence), 8, min_y + int((i + 1) * 34 * scale), colour, scale, min_y
+        )
+    for det in most_confident(detections):
+        colour = class_colour(det.class_name)
+        x0, y0, x1, y1 = (_px(v) for v in det.xyxy)
+        if det.points:
+            polygon = np.array([[_px(x), _px(y)] for x, y in det.points], dtype=np.int32)
             cv2.polylines(image, [polygon], True, colour, thickness, cv2.LINE_AA)
         cv2.rectangle(image, (x0, y0), (x1, y1), colour, thickness)
-        for point in pred.get("keypoints") or ():
-            cv2.circle(image, (_px(point["x"]), _px(point["y"])), thickness + 2, colour, -1, cv2.LINE_AA)
-        _label(image, text, max(0, x0), max(0, y0), colour, scale, min_y)
+        for point in det.keypoints or ():
+            cv2.circle(image, (_px(point.x), _px(point.y)), thickness + 2, colour, -1, cv2.LINE_AA)
+        _label(image, _text(det.class_name, det.confidence), max(0, x0), max(0, y0), colour, scale, min_y)
     return image
+
+
+def draw_result(image: np.ndarray, result: Result, min_y: int = 0) -> np.ndarray:
+    """Draw one result (in this image's pixels) in place."""
+    return draw_detections(image, result.detections, result.labels, min_y)
 
 
 def _status_metrics(image: np.ndarray) -> tuple[float, int, int, int]:

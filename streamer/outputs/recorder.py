@@ -178,5 +178,6 @@ class Recorder:
             log.info("%s: %.0f MB free again; recording resumes in a new file", self._what, free / 2**20)
         return not self.paused
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 0.0) -> None:
+        """Finish the file (quick: the frames are written as they come); the timeout is not needed."""
         self._close_file()

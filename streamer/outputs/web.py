@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import secrets
 import threading
@@ -23,13 +22,13 @@ from aiohttp import web
 
 from streamer.config import Config, host_is_local, resolve_http_token, split_bind
 from streamer.errors import ConfigError
-from streamer.outputs.message import encode_message
+from streamer.message import encode_message
 from streamer.outputs.metrics import CONTENT_TYPE, Metrics
-from streamer.outputs.web_health import health_reasons
 from streamer.outputs.web_page import PAGE
 from streamer.outputs.web_video import NewestSlot, VideoFeed
 from streamer.redact import register_secret
 from streamer.threads import named_thread, set_os_thread_name
+from streamer.types import Delivery, LiveView
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +95,19 @@ def sse_event(kind: str, payload: bytes) -> bytes:
 
 
 class WebServer:
-    """Serves the pipeline on settings.host:port from the ``http`` thread; a pipeline sink."""
+    """Serves a view of the live run on settings.host:port from the ``http`` thread; an output."""
 
-    def __init__(self, pipeline, settings: WebSettings):
-        self.pipeline = pipeline
+    output_name = "web"
+    dropped = 0  # every viewer keeps only the newest message: nothing is queued to drop
+
+    def __init__(self, view: LiveView, settings: WebSettings):
+        self.view = view
         self.settings = settings
         register_secret(settings.token)
-        self.metrics = Metrics(pipeline.stats, lambda: pipeline.queue.dropped, self._result_age_s)
+        self.metrics = Metrics(view.snapshot)
         self._stop = threading.Event()
         self.feed = VideoFeed(
-            pipeline.annotated,
+            view.annotated,
             self._frame_ready,
             self._stop,
             fps=settings.fps,
@@ -149,11 +151,12 @@ class WebServer:
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 4.0) -> bool:
         """Stop serving and end every stream; safe to call twice and before start."""
         if self._closed:
-            return
+            return True
         self._closed = True
+        deadline = time.monotonic() + timeout_s
         self._stop.set()
         loop = self._loop
         if loop is not None and self._closing is not None:
@@ -162,9 +165,10 @@ class WebServer:
             except RuntimeError:  # the loop has already ended
                 pass
         if self._thread.is_alive():
-            self._thread.join(STOP_TIMEOUT_S)
-        self.feed.join(STOP_TIMEOUT_S)
+            self._thread.join(max(0.0, min(STOP_TIMEOUT_S, deadline - time.monotonic())))
+        ended = self.feed.join(max(0.0, min(STOP_TIMEOUT_S, deadline - time.monotonic())))
         self._snapshots.shutdown(wait=False, cancel_futures=True)
+        return ended and not self._thread.is_alive()
 
     def _serve(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
@@ -212,13 +216,13 @@ class WebServer:
 
     # --- the sink side: called from the pipeline's threads, never blocking ---
 
-    def send(self, payload: bytes) -> None:
-        self.latest_detections = payload
-        self._call(self._on_detections, payload)
-
-    def send_status(self, payload: bytes) -> None:
-        self.latest_status = payload
-        self._call(self._fan_out, "status", payload)
+    def deliver(self, delivery: Delivery) -> None:
+        if delivery.kind == "status":
+            self.latest_status = delivery.payload
+        else:
+            self.latest_detections = delivery.payload
+            self.metrics.observe(delivery)
+        self._call(self._fan_out, delivery.kind, delivery.payload)
 
     def _frame_ready(self, jpeg: bytes) -> None:
         self._call(self._deliver_frame, jpeg)
@@ -232,13 +236,6 @@ class WebServer:
         except RuntimeError:  # the loop closed meanwhile
             pass
 
-    def _on_detections(self, payload: bytes) -> None:
-        try:
-            self.metrics.observe(json.loads(payload))
-        except (ValueError, AttributeError):
-            log.debug("a detections message the metrics could not read", exc_info=True)
-        self._fan_out("detections", payload)
-
     def _fan_out(self, kind: str, payload: bytes) -> None:
         event = sse_event(kind, payload)
         for queue in self._listeners:
@@ -248,10 +245,6 @@ class WebServer:
         part = mjpeg_part(jpeg)
         for slot in self._viewers:
             slot.put(part)
-
-    def _result_age_s(self) -> float | None:
-        result = self.pipeline.results.latest()
-        return None if result is None else time.monotonic() - result.captured_mono
 
     # --- HTTP ---
 
@@ -313,7 +306,7 @@ class WebServer:
         return web.Response(body=jpeg, content_type="image/jpeg")
 
     async def _status(self, request: web.Request) -> web.Response:
-        return web.Response(body=encode_message(self.pipeline.status()), content_type="application/json")
+        return web.Response(body=encode_message(self.view.status_message()), content_type="application/json")
 
     async def _detections(self, request: web.Request) -> web.Response:
         payload = self.latest_detections
@@ -349,17 +342,15 @@ class WebServer:
         return response
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        now = time.monotonic()
-        stats = self.pipeline.stats
-        result = self.pipeline.results.latest()
-        reasons = health_reasons(
-            stats, None if result is None else result.captured_mono, now, self.settings.health_max_age_s
-        )
-        status = self.pipeline.status(now=now)
+        s = self.view.snapshot()
+        reasons = s.problems(self.settings.health_max_age_s)
         body = {
             "ok": not reasons,
             "reasons": reasons,
-            **{key: status[key] for key in ("source_state", "api_state", "last_frame_age_s", "last_result_age_s")},
+            "source_state": s.source_state,
+            "api_state": s.api_state,
+            "last_frame_age_s": None if s.last_frame_age_s is None else round(s.last_frame_age_s, 3),
+            "last_result_age_s": None if s.last_result_age_s is None else round(s.last_result_age_s, 3),
         }
         return _json(body, 503 if reasons else 200)
 

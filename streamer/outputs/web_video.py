@@ -14,28 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 
-import cv2
-import numpy as np
-
+from streamer.imaging import encode_jpeg
 from streamer.threads import named_thread
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 1.0  # how often an idle encoder looks for a stop
-
-
-def encode_jpeg(image: np.ndarray, max_side_px: int, quality: int) -> bytes:
-    """``image`` (BGR) shrunk so its longest side is at most ``max_side_px``, as JPEG bytes."""
-    height, width = image.shape[:2]
-    longest = max(height, width)
-    if longest > max_side_px:
-        scale = max_side_px / longest
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("cv2.imencode could not encode the frame as JPEG")
-    return data.tobytes()
 
 
 class NewestSlot:
@@ -113,7 +97,7 @@ class VideoFeed:
     def snapshot(self, raw: bool = False) -> bytes | None:
         """The newest frame as JPEG (drawn on unless ``raw``), or None before the first frame."""
         frame = self._annotated(raw=raw)
-        return None if frame is None else encode_jpeg(frame.image, self.max_side_px, self.quality)
+        return None if frame is None else encode_jpeg(frame.image, self.quality, self.max_side_px)
 
     def _run(self) -> None:
         next_due = 0.0

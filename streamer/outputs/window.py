@@ -94,7 +94,8 @@ class Window:
             return False
         return True
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 0.0) -> None:
+        """Close the window (the main thread's own call, at once)."""
         if self._opened:
             self._opened = False
             try:

@@ -13,6 +13,7 @@ from streamer.config import zmq_endpoint_is_local
 from streamer.errors import ConfigError, UsageError
 from streamer.outputs import curve
 from streamer.threads import set_os_thread_name
+from streamer.types import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class ZmqPublisher:
         self.topic = _topic_bytes(topic)
         self.status_topic = _topic_bytes(status_topic)
         self.dropped = 0
+        self.output_name = "zmq"
         self._lock = threading.Lock()  # a ZeroMQ socket must not be used by two threads at once
         self._auth: ThreadAuthenticator | None = None
         keys, clients = _curve_keys(curve_secret_key_file, curve_clients_dir)
@@ -82,11 +84,14 @@ class ZmqPublisher:
                 self.dropped += 1
                 return False
 
+    def deliver(self, delivery: Delivery) -> None:
+        self.send(delivery.payload, self.status_topic if delivery.kind == "status" else None)
+
     def send_status(self, payload: bytes) -> bool:
         """Queue one heartbeat, under the status topic."""
         return self.send(payload, topic=self.status_topic)
 
-    def close(self, timeout_s: float = 1.0) -> None:
+    def close(self, timeout_s: float = 1.0) -> bool:
         """Close the socket, stop the authenticator and the context; safe to call again."""
         with self._lock:
             sock, self._sock = self._sock, None
@@ -100,13 +105,13 @@ class ZmqPublisher:
             auth.pipe.send(b"TERMINATE")
             auth.thread.join(timeout_s)
             if auth.thread.is_alive():
-                log.warning("the ZeroMQ authenticator thread did not stop within %.1f s", timeout_s)
-                return  # its context stays: term() would wait for its sockets
+                return False  # its context stays: term() would wait for its sockets
             auth.pipe.close(linger=0)
             auth.pipe = None
             Authenticator.stop(auth)  # closes its ZAP socket, as ThreadAuthenticator.stop() does last
         if ctx is not None:
             ctx.term()
+        return True
 
 
 def _curve_keys(secret_key_file: str | None, clients_dir: str | None) -> tuple[tuple[bytes, bytes] | None, int]:

@@ -6,11 +6,12 @@ import logging
 import threading
 import time
 
-from streamer.api.backoff import Backoff, FaultLog
 from streamer.errors import SourceError, StreamerError, UsageError
-from streamer.live.frames import DropOldestQueue, Frame, Latest
-from streamer.live.stats import Stats
+from streamer.queues import DropOldestQueue, Latest
+from streamer.retry import Backoff, FaultLog
+from streamer.stats import Stats
 from streamer.threads import join_all, named_thread
+from streamer.types import Frame
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamer import cvlog
+from streamer import cvlog, gstspec
 from streamer.config import Config
 from streamer.errors import ConfigError, SourceError, UsageError
 from streamer.redact import scrub, url_for_display
@@ -147,7 +147,7 @@ class CvSource:
             )
         elif self.kind == "gst":
             # No open or read timeout in this backend: a blocked call is the stall watchdog's.
-            cap = cv2.VideoCapture(gstreamer.pipeline_of(self.uri), cv2.CAP_GSTREAMER)
+            cap = cv2.VideoCapture(gstspec.pipeline_of(self.uri), cv2.CAP_GSTREAMER)
         elif self.kind == "webcam":
             cap = cv2.VideoCapture(int(self.uri) if self.uri.isdigit() else self.uri)
             if cap.isOpened():
@@ -200,7 +200,7 @@ def source_kind(uri: str) -> str:
     lowered = uri.lower()
     if lowered == "synthetic":
         return "synthetic"
-    if gstreamer.is_pipeline(uri):
+    if gstspec.is_pipeline(uri):
         return "gst"
     if uri.isdigit() or re.fullmatch(r"/dev/video[0-9]+", uri):
         return "webcam"

@@ -27,8 +27,9 @@ import cv2
 import httpx
 import numpy as np
 
+from streamer.api.responses import parse_response
 from streamer.config import MODEL_ID
-from streamer.outputs.overlay import draw_predictions
+from streamer.outputs.overlay import draw_detections
 from streamer.standin.detector import detect
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ class ApiServer:
         }
         if fmt == "json":
             return 200, "application/json", json.dumps(response).encode(), {}
-        drawn = draw_predictions(image.copy(), predictions)
+        drawn = draw_detections(image.copy(), parse_response({"predictions": predictions}).detections)
         ok, jpeg = cv2.imencode(".jpg", drawn)
         if fmt == "image":
             return 200, "image/jpeg", jpeg.tobytes(), {}

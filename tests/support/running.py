@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
-from streamer.api.backoff import Backoff
 from streamer.api.client import DetectionClient
 from streamer.live.dispatch import InferenceSettings
 from streamer.live.pipeline import Outputs, Pipeline, Supervision
+from streamer.retry import Backoff
 from streamer.sources.open import SyntheticSource
 
 
@@ -23,7 +23,7 @@ def wait_until(condition, timeout_s: float, step_s: float = 0.02) -> bool:
 
 def streamer_threads() -> list[str]:
     """Names of streamer's own threads still alive (the stand-in server's excepted)."""
-    ours = ("capture", "dispatch", "jsonl", "zmq-auth")
+    ours = ("capture", "dispatch", "publish", "jsonl", "zmq-auth")
     return [t.name for t in threading.enumerate() if t.name in ours or t.name.startswith("request-")]
 
 

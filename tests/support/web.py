@@ -37,7 +37,7 @@ class Served:
         self.running = Running(api_url, source=source)
         self.pipeline = self.running.pipeline
         self.web = WebServer(self.pipeline, WebSettings("127.0.0.1", 0, **settings)).start()
-        self.pipeline.outputs.sinks = (*self.pipeline.outputs.sinks, self.web)
+        self.pipeline.add_output(self.web)
         self.url = self.web.url.rstrip("/")
         self.client = httpx.Client(base_url=self.url, timeout=10)
 

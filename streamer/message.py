@@ -1,6 +1,7 @@
 """The messages streamer sends: one result as JSON, and the status heartbeat.
 
-See docs/messages.md for the format.  Every output (ZeroMQ, JSONL) sends these bytes.
+See docs/messages.md for the format.  The publisher encodes each message once; every output
+(ZeroMQ, JSONL, MQTT, the web page) sends those bytes.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import math
 import time
 from typing import Any
 
-from streamer.live.frames import Result
-from streamer.live.stats import Stats
 from streamer.names import source_name
+from streamer.stats import Snapshot
+from streamer.types import Result
 
 MESSAGE_TYPE = "detections"
 STATUS_TYPE = "status"
@@ -49,7 +50,7 @@ def result_message(result: Result, published_at: float | None = None, name: str 
         "inference_id": result.inference_id,
         "server_time": result.server_time_s,
         "reused": result.reused,
-        "predictions": result.predictions,
+        "predictions": result.predictions(),
     }
     for key, value in result.extra.items():
         message.setdefault(key, value)
@@ -67,36 +68,35 @@ def encode_message(message: dict[str, Any]) -> bytes:
 
 
 def status_message(
-    source: str,
-    state: str,
-    stats: Stats,
-    dropped: int,
-    now_mono: float,
-    last_result: Result | None,
-    now_wall: float | None = None,
-    name: str | None = None,
+    source: str, state: str, snapshot: Snapshot, now_wall: float | None = None, name: str | None = None
 ) -> dict[str, Any]:
     """A heartbeat: what streamer is doing, so that silence on the detections topic can be
     told apart from "nothing detected" (results keep coming, empty) and from "dead"
     (no heartbeat)."""
 
-    def age_s(mono: float | None) -> float | None:
-        return None if mono is None else round(now_mono - mono, 3)
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
 
+    s = snapshot
+    counters = dict(s.counters)
+    counters["jsonl_dropped"] = s.outputs_dropped.get("jsonl", 0)
+    counters["mqtt_dropped"] = s.outputs_dropped.get("mqtt", 0)
+    counters["cpu_s"] = dict(s.cpu_s)
+    counters["api_failures"] = dict(s.api_failures)
     return {
         "type": STATUS_TYPE,
         "source": source,
         "name": source_name(source) if name is None else name,
         "time": round(time.time() if now_wall is None else now_wall, 6),
         "state": state,
-        "uptime_s": round(now_mono - stats.started_mono, 3),
-        "source_state": stats.source_state,
-        "api_state": stats.api_state,
-        "api_down_s": age_s(stats.api_down_since),
-        "last_frame_age_s": age_s(stats.last_frame_mono),
-        "last_result_age_s": age_s(last_result.captured_mono if last_result else None),
-        "last_result_frame_id": last_result.frame_id if last_result else None,
-        "capture_fps": round(stats.capture_rate.rate(now_mono), 2),
-        "inference_fps": round(stats.inference_rate.rate(now_mono), 2),
-        "counters": stats.snapshot(dropped),
+        "uptime_s": round(s.uptime_s, 3),
+        "source_state": s.source_state,
+        "api_state": s.api_state,
+        "api_down_s": rounded(s.api_down_s),
+        "last_frame_age_s": rounded(s.last_frame_age_s),
+        "last_result_age_s": rounded(s.last_result_age_s),
+        "last_result_frame_id": s.last_result_frame_id,
+        "capture_fps": round(s.capture_fps, 2),
+        "inference_fps": round(s.inference_fps, 2),
+        "counters": counters,
     }

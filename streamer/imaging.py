@@ -1,11 +1,10 @@
-"""Pure image work for upload: resize (never upscale), JPEG-encode, and map boxes back."""
+"""Image work every stage shares: resize (never upscale) and JPEG-encode, for upload and for viewing."""
 
 from __future__ import annotations
 
 import base64
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
@@ -51,7 +50,10 @@ def resize_for_upload(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
 
 
-def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+def encode_jpeg(image: np.ndarray, quality: int, max_side: int | None = None) -> bytes:
+    """``image`` (BGR) as JPEG bytes, first shrunk to ``max_side`` pixels on its longest side if given."""
+    if max_side is not None:
+        image = resize_for_upload(image, max_side)
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError("cv2.imencode could not encode the frame as JPEG")
@@ -71,45 +73,3 @@ def prepare_upload(image: np.ndarray, max_side: int, quality: int) -> Upload:
         original_width=int(width),
         original_height=int(height),
     )
-
-
-def _scale_xy(point: dict[str, Any], sx: float, sy: float) -> dict[str, Any]:
-    out = dict(point)
-    if "x" in out:
-        out["x"] = out["x"] * sx
-    if "y" in out:
-        out["y"] = out["y"] * sy
-    return out
-
-
-def scale_predictions(predictions: list[dict[str, Any]], sx: float, sy: float) -> list[dict[str, Any]]:
-    """Map predictions from sent-image pixels to original pixels: boxes (centre xywh),
-    polygon ``points`` and ``keypoints``.  Every other field is kept as the API sent it."""
-    if sx == 1.0 and sy == 1.0:
-        return predictions
-    scaled = []
-    for pred in predictions:
-        out = _scale_xy(pred, sx, sy)
-        if "width" in out:
-            out["width"] = out["width"] * sx
-        if "height" in out:
-            out["height"] = out["height"] * sy
-        for key in ("points", "keypoints"):
-            if isinstance(out.get(key), list):
-                out[key] = [_scale_xy(p, sx, sy) for p in out[key]]
-        scaled.append(out)
-    return scaled
-
-
-def xywh_to_xyxy(pred: dict[str, Any]) -> tuple[float, float, float, float]:
-    """Corner box (x0, y0, x1, y1) from the API's centre box."""
-    half_w, half_h = pred["width"] / 2, pred["height"] / 2
-    return pred["x"] - half_w, pred["y"] - half_h, pred["x"] + half_w, pred["y"] + half_h
-
-
-def iou_xyxy(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
