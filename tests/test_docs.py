@@ -127,6 +127,23 @@ def test_readme_shows_the_preview_and_links_every_doc():
         assert f"docs/{doc.name}" in targets, f"README.md does not link docs/{doc.name}"
 
 
+def test_every_doc_the_code_names_exists():
+    """A comment, docstring or config line that says "see docs/<page>.md" points at a page of the
+    repository, not at one that was renamed or never written."""
+    named = re.compile(r"\bdocs/[\w.-]+\.(?:md|png)\b")
+    places = [ROOT / "config.yaml", ROOT / "pyproject.toml", *sorted((ROOT / "systemd").iterdir())]
+    for folder in ("streamer", "tests", "bench"):
+        places += sorted((ROOT / folder).rglob("*.py"))
+    missing = [
+        f"{_shown(path)}:{number}: {name}"
+        for path in places
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        for name in named.findall(line)
+        if not (ROOT / name).exists()
+    ]
+    assert not missing, "these name a doc that does not exist:\n" + "\n".join(missing)
+
+
 def package_modules(root: Path, package: str = "streamer") -> set[str]:
     """Every module of the package, as its path from root (``streamer/live/frames.py``)."""
     return {
