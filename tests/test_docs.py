@@ -1,8 +1,12 @@
-"""The docs a newcomer reads: README.md stays short, and no link in it or in docs/ is broken.
+"""The docs a newcomer reads: README.md stays short, no link in it or in docs/ is broken, and
+docs/development.md maps every module.
 
 Every relative link and image in README.md and docs/*.md must point to a file or folder that
 exists, and every ``#anchor`` to a heading of the target page, slugged as GitHub does.  Links
-with a scheme (https:, mailto: ...) are not fetched.
+with a scheme (https:, mailto: ...) are not fetched.  The map is the "## Layout" section of
+docs/development.md: each module appears there, outside code blocks, as its path from the
+repository root in backticks (`streamer/live/frames.py`); the packages' __init__.py files are
+not listed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ INLINE_LINK = re.compile(r"!?\[((?:[^\[\]]|\[[^\]]*\])*)\]\(\s*(<[^>]*>|[^)\s]+)
 REFERENCE_DEF = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*(<[^>]*>|\S+)")
 HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+MAPPED_MODULE = re.compile(r"`(streamer/[\w/]+\.py)`")
+MAP_HEADING = "Layout"
 
 
 def doc_files() -> list[Path]:
@@ -119,6 +125,75 @@ def test_readme_shows_the_preview_and_links_every_doc():
     assert "docs/preview.png" in targets
     for doc in sorted((ROOT / "docs").glob("*.md")):
         assert f"docs/{doc.name}" in targets, f"README.md does not link docs/{doc.name}"
+
+
+def test_every_doc_the_code_names_exists():
+    """A comment, docstring or config line that says "see docs/<page>.md" points at a page of the
+    repository, not at one that was renamed or never written."""
+    named = re.compile(r"\bdocs/[\w.-]+\.(?:md|png)\b")
+    places = [ROOT / "config.yaml", ROOT / "pyproject.toml", *sorted((ROOT / "systemd").iterdir())]
+    for folder in ("streamer", "tests", "bench"):
+        places += sorted((ROOT / folder).rglob("*.py"))
+    missing = [
+        f"{_shown(path)}:{number}: {name}"
+        for path in places
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        for name in named.findall(line)
+        if not (ROOT / name).exists()
+    ]
+    assert not missing, "these name a doc that does not exist:\n" + "\n".join(missing)
+
+
+def package_modules(root: Path, package: str = "streamer") -> set[str]:
+    """Every module of the package, as its path from root (``streamer/live/frames.py``)."""
+    return {
+        path.relative_to(root).as_posix()
+        for path in (root / package).rglob("*.py")
+        if path.name != "__init__.py" and "__pycache__" not in path.parts
+    }
+
+
+def mapped_modules(doc: Path, heading: str = MAP_HEADING) -> set[str]:
+    """The module paths in backticks in the doc's "## heading" section, outside code blocks."""
+    found, inside = set(), False
+    for _, line in prose_lines(doc.read_text(encoding="utf-8")):
+        match = HEADING.match(line)
+        if match and len(match.group(1)) <= 2:
+            inside = match.group(2) == heading
+        elif inside:
+            found.update(MAPPED_MODULE.findall(line))
+    return found
+
+
+def map_problems(root: Path, doc: Path) -> list[str]:
+    """One line for each module missing from the doc's map, and each entry naming no module."""
+    modules, mapped = package_modules(root), mapped_modules(doc)
+    where = f"{_shown(doc)} (## {MAP_HEADING})"
+    return [f"{name}: missing from the map in {where}" for name in sorted(modules - mapped)] + [
+        f"{name}: in the map in {where}, but there is no such module" for name in sorted(mapped - modules)
+    ]
+
+
+def test_the_module_map_names_every_module():
+    problems = map_problems(ROOT, ROOT / "docs" / "development.md")
+    assert not problems, "the map of the modules is out of date:\n" + "\n".join(problems)
+
+
+def test_the_map_check_catches_missing_and_stale_entries(tmp_path):
+    """Control: a module that is not in the map, one named only in a code block or in another
+    section, and an entry for a module that is gone are each reported; __init__.py is not."""
+    for name in ("__init__.py", "a.py", "b.py", "sub/__init__.py", "sub/c.py", "sub/d.py"):
+        (tmp_path / "streamer" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "streamer" / name).write_text("")
+    doc = tmp_path / "development.md"
+    doc.write_text(
+        "# Development\n\n## Layout\n\n- `streamer/a.py`: a\n- `streamer/sub/c.py`: c\n"
+        "- `streamer/gone.py`: moved away\n\n```text\n`streamer/b.py`\n```\n\n"
+        "### Detail\n\n`streamer/sub/c.py` again\n\n## Tests\n\n`streamer/sub/d.py`\n"
+    )
+    problems = map_problems(tmp_path, doc)
+    assert [p.split(":")[0] for p in problems] == ["streamer/b.py", "streamer/sub/d.py", "streamer/gone.py"], problems
+    assert "missing from the map" in problems[0] and "no such module" in problems[2]
 
 
 def test_the_checker_catches_broken_links(tmp_path):

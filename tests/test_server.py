@@ -1,4 +1,4 @@
-"""The stand-in API speaks the contract of roboflow-api.md strictly (real HTTP on 127.0.0.1)."""
+"""The stand-in API speaks the contract in docs/api.md strictly (real HTTP on 127.0.0.1)."""
 
 import base64
 

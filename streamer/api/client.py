@@ -1,4 +1,4 @@
-"""The HTTP client for a Roboflow-compatible detection API (see roboflow-api.md).
+"""The HTTP client for a Roboflow-compatible detection API (see docs/api.md).
 
 One httpx.Client: a pool of keep-alive connections (HTTP/1.1, or HTTP/2 when asked for) with
 separate connect, read, write and pool timeouts.  Proxies (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY,

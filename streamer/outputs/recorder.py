@@ -27,7 +27,7 @@ from streamer.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}  # the wheels carry no H.264 encoder (field notes)
+FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}  # the wheels carry no H.264 encoder (docs/facts.md)
 MIN_FREE_BYTES = 64 * 2**20  # a few seconds of 1080p MJPG: time to close the file properly
 SPACE_CHECK_S = 1.0
 

@@ -107,7 +107,7 @@ class Window:
 
 def _point_qt_at_system_fonts() -> None:
     """opencv-python points Qt at a font folder its wheel does not ship (cv2/qt/fonts), and Qt
-    then warns on every window; point it at the system's fonts instead (field notes)."""
+    then warns on every window; point it at the system's fonts instead (docs/facts.md)."""
     current = os.environ.get("QT_QPA_FONTDIR")
     if sys.platform.startswith("linux") and current and not os.path.isdir(current):
         for folder in ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/TTF", "/usr/share/fonts"):

@@ -199,7 +199,7 @@ class CaptureWorker:
             self.stats.source_state = "ended"
             self.finished.set()
             return False
-        # A live source that stopped delivering: release, back off, reopen (field notes).
+        # A live source that stopped delivering: release, back off, reopen (docs/facts.md).
         self.stats.source_state = "reconnecting"
         self._faults.fault("read failed; reopening")
         self.stop.wait(self.backoff.next_delay())

@@ -132,7 +132,7 @@ class CvSource:
         self.close()
         quiet_ffmpeg()
         if self.kind == "stream":
-            # Must be in the environment before the first open (field notes; opencv#21558).
+            # Must be in the environment before the first open (docs/facts.md; opencv#21558).
             os.environ.setdefault(FFMPEG_OPTIONS_ENV, f"rtsp_transport;{self._rtsp_transport}")
             # Timeouts only take effect when passed at open time (opencv#23207).
             cap = cv2.VideoCapture(

@@ -1,6 +1,6 @@
 """``streamer serve``: a local stand-in for the detection API, for offline work and tests.
 
-It speaks the route in roboflow-api.md strictly (Content-Type required, raw base64
+It speaks the route of docs/api.md strictly (Content-Type required, raw base64
 body or ``image=`` URL, the percent rule for confidence and overlap, ``{"message"}``
 errors), but its detector only finds the shapes of the ``synthetic`` scene: it is
 not a general object detector.  Tests can make it misbehave with ``set_fault``.
