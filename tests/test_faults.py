@@ -63,7 +63,10 @@ def test_api_fault_walk_recovers_every_time_and_counts_match_the_server(tmp_path
             server.set_fault(None)
             # Back within one backoff interval (or the Retry-After) plus a request.
             limit_s = max(BACKOFF_MAX_S, 1.0) * 1.3 + CLIENT_TIMEOUT_S + 1.0
-            assert wait_until(lambda b=before: run.stats.results > b, limit_s), (fault.label, run.stats.line(0, None))
+            assert wait_until(lambda b=before: run.stats.results > b, limit_s), (
+                fault.label,
+                run.pipeline.snapshot().line(),
+            )
             assert run.stats.api_state == "ok"
         # Refused connections: the server goes away, then comes back on the same port.
         server.stop()

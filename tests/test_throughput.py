@@ -139,7 +139,8 @@ def test_motion_gate_republishes_the_last_result_for_a_still_scene_and_calls_for
     # The republished boxes are those of the answered frame: the same server inference id.
     assert fresh and {m["inference_id"] for m in reused} == {fresh[-1]["inference_id"]}
     assert all(m["frame_id"] > fresh[0]["frame_id"] for m in reused)  # a new frame id, the old boxes
-    assert "skipped" in run.pipeline.status_line(None, 0.0) and "no change" in run.pipeline.status_line(None, 0.0)
+    line = run.pipeline.snapshot().line()
+    assert "skipped" in line and "no change" in line
 
     with ApiServer("127.0.0.1", 0) as server:
         run = Running(server.url, settings=settings, source=SyntheticSource(640, 360, 30.0, moving=True))
@@ -162,7 +163,7 @@ def test_call_budget_stops_calls_warns_once_and_keeps_the_preview_running(caplog
     assert sum(server.counts.values()) == 5 and run.stats.requests == 5
     warnings = [r for r in caplog.records if "call budget spent" in r.getMessage()]
     assert len(warnings) == 1
-    assert "budget" in run.stats.calls_text()
+    assert "budget" in run.pipeline.snapshot().calls_text()
 
 
 @pytest.mark.parametrize(

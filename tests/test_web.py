@@ -16,10 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.config import load
 from streamer.errors import ConfigError
+from streamer.imaging import encode_jpeg
 from streamer.outputs.metrics import MAX_LABELS, Metrics
 from streamer.outputs.web import WebServer, WebSettings, web_settings
-from streamer.outputs.web_video import encode_jpeg
 from streamer.stats import Stats
+from streamer.types import Delivery, Detection, Result
 from support.running import wait_until
 from support.web import Served, SwitchableSource
 
@@ -213,10 +214,11 @@ def test_metrics_read_back_by_the_prometheus_parser(served):
 
 
 def test_class_labels_are_escaped_and_capped():
-    metrics = Metrics(Stats(), lambda: 0, lambda: None)
+    metrics = Metrics(Stats().snapshot)
     hostile = 'a"b\\c\nd</script>'
     names = [hostile] + [f"class-{i}" for i in range(MAX_LABELS + 20)]
-    metrics.observe({"predictions": [{"class": name} for name in names]})
+    result = Result("cam", 1, 0.0, 0.0, 64, 64, detections=tuple(Detection(1, 1, 1, 1, 0.5, n) for n in names))
+    metrics.observe(Delivery("detections", b"{}", {"published_at": 1.0}, result=result))
     families = {f.name: f for f in text_string_to_metric_families(metrics.text().decode())}
     labels = {
         s.labels["class_name"]: s.value for s in families["streamer_detections"].samples if s.name.endswith("_total")
@@ -336,9 +338,9 @@ def test_the_api_key_never_appears(api_server):
 
 def test_encode_jpeg_shrinks_to_the_longest_side():
     image = np.zeros((720, 1280, 3), np.uint8)
-    small = cv2.imdecode(np.frombuffer(encode_jpeg(image, 960, 80), np.uint8), cv2.IMREAD_COLOR)
+    small = cv2.imdecode(np.frombuffer(encode_jpeg(image, 80, 960), np.uint8), cv2.IMREAD_COLOR)
     assert small.shape == (540, 960, 3)
-    same = cv2.imdecode(np.frombuffer(encode_jpeg(image, 2000, 80), np.uint8), cv2.IMREAD_COLOR)
+    same = cv2.imdecode(np.frombuffer(encode_jpeg(image, 80, 2000), np.uint8), cv2.IMREAD_COLOR)
     assert same.shape == (720, 1280, 3)
 
 

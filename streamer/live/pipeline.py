@@ -135,26 +135,13 @@ class Pipeline:
             outputs=outputs.outputs,
         )
         self.capture = CaptureWorker(
-            source,
-            self.queue,
-            self.latest_frame,
-            self.stats,
-            stop,
-            loop=loop,
-            backoff=source_backoff,
-            stall_timeout_s=sup.stall_timeout_s,
-            open_timeout_s=sup.open_timeout_s,
-        )
+            source, self.queue, self.latest_frame, self.stats, stop, loop=loop, backoff=source_backoff,
+            stall_timeout_s=sup.stall_timeout_s, open_timeout_s=sup.open_timeout_s,
+        )  # fmt: skip
         self.inference = InferenceWorker(
-            self.queue,
-            client,
-            self.publisher,
-            self.stats,
-            stop,
-            settings,
-            backoff=api_backoff,
+            self.queue, client, self.publisher, self.stats, stop, settings, backoff=api_backoff,
             failures_to_open=sup.probe_after_failures,
-        )
+        )  # fmt: skip
         self.user_quit = False
         self._last_watchdog = float("-inf")
 
