@@ -123,9 +123,9 @@ class Stats:
         self.last_frame_mono: float | None = None
         self.requests = 0
         self.results = 0
-        self.skipped_bad_request = 0
-        self.malformed = 0
-        self.transient_errors = 0
+        self.api_skipped_bad_request = 0
+        self.api_malformed = 0
+        self.api_transient_errors = 0
         self.api_failures: dict[str, int] = {}  # what failed: "http 503", "timeout", "malformed" ...
         self.api_state = "starting"  # starting, ok, failing (retrying), down (breaker open)
         self.api_down_since: float | None = None  # monotonic time the breaker opened
@@ -160,23 +160,7 @@ class Stats:
         def age(mono: float | None) -> float | None:
             return None if mono is None else now - mono
 
-        counters = {
-            "frames_read": self.frames_read,
-            "frames_dropped": frames_dropped,
-            "source_reconnects": self.source_reconnects,
-            "source_stalls": self.source_stalls,
-            "requests": self.requests,
-            "results": self.results,
-            "published": self.published,
-            "late_results": self.late_results,
-            "skipped_no_change": self.skipped_no_change,
-            "skipped_budget": self.skipped_budget,
-            "bytes_sent": self.bytes_sent,
-            "hung_requests": self.hung_requests,
-            "api_transient_errors": self.transient_errors,
-            "api_skipped_bad_request": self.skipped_bad_request,
-            "api_malformed": self.malformed,
-        }
+        counters = {key: frames_dropped if key == "frames_dropped" else getattr(self, key) for key, _, _ in COUNTERS}
         return Snapshot(
             uptime_s=now - self.started_mono,
             source_state=self.source_state,

@@ -95,7 +95,7 @@ def test_results_resume_within_seconds_after_an_api_answering_html():
         )
         try:
             recovered_s = _recovery_s(run, server, Fault(status=200, raw_body=HTML, label="html"), 8)
-            malformed = run.stats.malformed
+            malformed = run.stats.api_malformed
         finally:
             run.finish()
     print(f"results resumed {recovered_s:.2f} s after 8 s of HTML ({malformed} answers refused)")

@@ -367,7 +367,7 @@ class InferenceWorker:
     def _transient(self, exc: ApiTransientError, probe: bool = True) -> float:
         """429, 5xx, a timeout, no connection or a hung request: count it and ask the breaker
         how long to wait (the lock is held)."""
-        self.stats.transient_errors += 1
+        self.stats.api_transient_errors += 1
         self.stats.count_failure(exc.kind)
         self._faults.fault(str(exc))
         was_open = self.breaker.is_open
@@ -398,10 +398,10 @@ class InferenceWorker:
         """A 400 or an answer that is not a valid response: skip this frame (the lock is held)."""
         self.stats.last_api_answer_mono = time.monotonic()
         if isinstance(exc, ApiMalformedResponse):
-            self.stats.malformed += 1
+            self.stats.api_malformed += 1
             self.stats.count_failure("malformed")
         else:
-            self.stats.skipped_bad_request += 1
+            self.stats.api_skipped_bad_request += 1
             self.stats.count_failure(f"http {exc.status}" if exc.status else "bad request")
         self._skips.fault(str(exc))
         self._refused_in_row += 1
