@@ -15,6 +15,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from streamer.stats import quantile
+
 log = logging.getLogger(__name__)
 
 
@@ -46,9 +48,7 @@ class Pacing:
         four times the recent p95 latency, and at least HANG_MIN_S."""
         if not self._latencies:
             return self.HANG_MIN_S
-        ordered = sorted(self._latencies)
-        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
-        return max(self.HANG_MIN_S, 4 * p95)
+        return max(self.HANG_MIN_S, 4 * quantile(self._latencies, 0.95))
 
     def interval_s(self) -> float:
         latency = self.latency_s

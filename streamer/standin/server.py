@@ -29,6 +29,7 @@ import numpy as np
 
 from streamer.api.responses import parse_response
 from streamer.config import MODEL_ID
+from streamer.imaging import encode_jpeg
 from streamer.outputs.overlay import draw_detections
 from streamer.standin.detector import detect
 
@@ -215,10 +216,10 @@ class ApiServer:
         if fmt == "json":
             return 200, "application/json", json.dumps(response).encode(), {}
         drawn = draw_detections(image.copy(), parse_response({"predictions": predictions}).detections)
-        ok, jpeg = cv2.imencode(".jpg", drawn)
+        jpeg = encode_jpeg(drawn, 95)
         if fmt == "image":
-            return 200, "image/jpeg", jpeg.tobytes(), {}
-        response["visualization"] = base64.b64encode(jpeg.tobytes()).decode()
+            return 200, "image/jpeg", jpeg, {}
+        response["visualization"] = base64.b64encode(jpeg).decode()
         return 200, "application/json", json.dumps(response).encode(), {}
 
     def _delay(self) -> None:
