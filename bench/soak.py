@@ -8,18 +8,18 @@ A ZeroMQ subscriber in this process times every recovery from the outside: from 
 moment the camera or API is back to the first detections message for a frame captured
 (camera) or answered (API) after it.
 
-Then the recovery scenarios of issue 12 item 3, against a second `streamer run` with the
-default API settings (timeout 10 s) and the synthetic source: the API hangs for 5 s, hangs
-for 60 s (requests that arrive meanwhile are held 120 s), and answers an HTML page with 200
-for 60 s.  Each is timed from the end of the fault to the first detections message for a
-frame captured after it.
+Then the recovery scenarios, against a second `streamer run` with the default API settings
+(timeout 10 s, backoff 0.5 to 30 s) and the synthetic source: the API hangs for 5 s, hangs
+for 60 s (requests that arrive meanwhile are held 120 s), answers an HTML page with 200 for
+60 s, and refuses connections for 60 s (its port closed).  Each is timed from the end of the
+fault to the first detections message for a frame captured after it.
 
 Printed, and written as JSON: restarts survived, recovery times (p50 and max), RSS and
 thread count of the streamer process at start and end, messages published, how it
 stopped, and the recovery time of each scenario.
 
     .venv/bin/python bench/soak.py [--minutes 10] [--json bench/results/soak.json]
-    .venv/bin/python bench/soak.py --hangs-only [--rounds 3]   # the scenarios alone, 3-4 min a round
+    .venv/bin/python bench/soak.py --hangs-only [--rounds 3]   # the scenarios alone, 4-5 min a round
 """
 
 from __future__ import annotations
@@ -75,9 +75,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument(
-        "--hangs-only", action="store_true", help="only the recovery scenarios (hang 5 s, hang 60 s, HTML 60 s)"
+        "--hangs-only",
+        action="store_true",
+        help="only the recovery scenarios (hang 5 s, hang 60 s, HTML 60 s, refused 60 s)",
     )
-    parser.add_argument("--rounds", type=int, default=1, help="of the recovery scenarios (1), about 3 minutes each")
+    parser.add_argument("--rounds", type=int, default=1, help="of the recovery scenarios (1), about 4 minutes each")
     parser.add_argument("--json", help="(bench/results/soak.json, or soak-hangs.json with --hangs-only)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
@@ -245,6 +247,7 @@ SCENARIOS = [
     ("hang 5 s", 5.0, lambda: Fault(504, "held", hang_s=HOLD_S, label="hang")),
     ("hang 60 s", 60.0, lambda: Fault(504, "held", hang_s=HOLD_S, label="hang")),
     ("HTML page (200) 60 s", 60.0, lambda: Fault(200, raw_body=HTML_PAGE, label="html")),
+    ("refused 60 s", 60.0, None),  # the API's port closed: connections refused
 ]
 STEADY_S = 5.0  # results flowing before a fault starts
 RECOVERY_LIMIT_S = 120.0  # a recovery slower than this counts as failed
@@ -269,7 +272,7 @@ def recovery_scenarios(tmp_path: Path, repeat: int) -> dict:
             for name, spell_s, make in SCENARIOS:
                 if run.poll() is not None:
                     break
-                outcome = scenario(api, feed, spell_s, make)
+                outcome, api = scenario(api, feed, spell_s, make)
                 results[name]["runs"].append(outcome)
                 results[name]["recovery_s"].append(outcome["recovery_s"])
     finally:
@@ -288,16 +291,23 @@ def recovery_scenarios(tmp_path: Path, repeat: int) -> dict:
     }
 
 
-def scenario(api: ApiServer, feed: Feed, spell_s: float, make) -> dict:
+def scenario(api: ApiServer, feed: Feed, spell_s: float, make) -> tuple[dict, ApiServer]:
     """Results flowing, then the fault for spell_s, then the time from its end to the first
-    detections message for a frame captured after it (published_at - end)."""
+    detections message for a frame captured after it (published_at - end); and the API server,
+    a new one on the same port after a spell of refused connections (``make`` None)."""
     if feed.wait_for("captured_at", time.time(), 60) is None:
-        return {"recovery_s": None, "note": "no detections before the fault in 60 s"}
+        return {"recovery_s": None, "note": "no detections before the fault in 60 s"}, api
     time.sleep(STEADY_S)
     before = feed.heartbeats[-1]["counters"]["api_failures"]
-    api.set_fault(make())
-    time.sleep(spell_s)
-    api.set_fault(None)
+    if make is None:
+        port = int(api.url.rsplit(":", 1)[1])
+        api.stop()
+        time.sleep(spell_s)
+        api = ApiServer("127.0.0.1", port, latency_ms=50, jitter=0.1).start()
+    else:
+        api.set_fault(make())
+        time.sleep(spell_s)
+        api.set_fault(None)
     ended = time.time()
     state = feed.heartbeats[-1]["api_state"]  # as of the last heartbeat, at most 2 s before the end
     message = feed.wait_for("captured_at", ended, RECOVERY_LIMIT_S)
@@ -313,8 +323,8 @@ def scenario(api: ApiServer, feed: Feed, spell_s: float, make) -> dict:
         "api_failures": {kind: n - before.get(kind, 0) for kind, n in after.items() if n > before.get(kind, 0)},
     }
     if message is None:
-        return {**out, "recovery_s": None, "note": f"no fresh detections in {RECOVERY_LIMIT_S:.0f} s"}
-    return {**out, "recovery_s": round(message["published_at"] - ended, 2)}
+        return {**out, "recovery_s": None, "note": f"no fresh detections in {RECOVERY_LIMIT_S:.0f} s"}, api
+    return {**out, "recovery_s": round(message["published_at"] - ended, 2)}, api
 
 
 def summary(values: list[float]) -> dict:

@@ -75,12 +75,20 @@ class ApiTransientError(ApiError):
     """A failure worth retrying later: 429, 5xx, timeout, connection refused."""
 
     def __init__(
-        self, message: str, status: int | None = None, retry_after_s: float | None = None, kind: str | None = None
+        self,
+        message: str,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        kind: str | None = None,
+        unsent: bool = False,
     ):
         super().__init__(message, status)
         self.retry_after_s = retry_after_s
         # What failed, for the counters: "http 503", "timeout", "unreachable" ...
         self.kind = kind or (f"http {status}" if status else "unreachable")
+        # No connection was made (refused, reset while connecting, no route): the request never
+        # reached the API, so trying again costs nothing, and is billed nothing.
+        self.unsent = unsent
 
 
 class ApiMalformedResponse(ApiError):

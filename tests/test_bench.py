@@ -118,8 +118,10 @@ def test_per_second(times, expected):
 
 def test_every_soak_scenario_holds_hung_requests_past_the_default_api_timeout():
     for name, spell_s, make in soak.SCENARIOS:
-        fault = make()
         assert spell_s > 0
+        if make is None:  # connections refused: the server is stopped, nothing is held
+            continue
+        fault = make()
         if fault.hang_s:
             assert fault.hang_s > 10.0, name  # api.timeout_s's default
         else:

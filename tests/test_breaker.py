@@ -76,3 +76,15 @@ def test_requests_already_in_flight_when_it_opens_do_not_double_the_backoff():
     # Five more that were sent before it opened come back failed: the wait stays at its first step.
     assert [breaker.failure(probe=False) for _ in range(5)] == [0.0] * 5
     assert breaker.failure(probe=True) == 1.0  # the first failed probe moves it on
+
+
+def test_probes_that_cannot_connect_go_every_second_however_long_the_outage():
+    """A refused connection never reached the API: after an hour of them the next probe is still
+    at most UNSENT_PROBE_S away, while answers (503) and timeouts keep the full backoff."""
+    from streamer.api.breaker import UNSENT_PROBE_S
+
+    breaker = CircuitBreaker(Backoff(0.5, 30.0, jitter=0.0), 3)
+    delays = [breaker.failure(unsent=True) for _ in range(3600)]
+    assert breaker.is_open and max(delays) == UNSENT_PROBE_S == 1.0
+    assert breaker.failure() == 30.0  # the API answers 503 now: the billable backoff stands
+    assert breaker.failure(retry_after_s=120.0, unsent=False) == 120.0  # and Retry-After is honoured

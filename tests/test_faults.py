@@ -239,3 +239,30 @@ def test_a_full_disk_pauses_the_jsonl_file_and_the_recording_never_the_pipeline(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and str(disk) in r.getMessage()]
     assert len(warnings) == 2, warnings  # one each
     assert all(json.loads(line) for line in (disk / "det.jsonl").read_text().splitlines())  # whole lines only
+
+
+def test_an_api_back_after_a_long_refused_outage_is_used_again_within_3_s():
+    """Issue 21: connections refused for 20 s, with the default backoff (0.5 s doubling to 30 s,
+    which by then would wait 8 to 16 s between probes): probes that cannot connect cost nothing,
+    so they go every second, and results resume within 3 s of the API's return."""
+    from streamer.live.dispatch import InferenceSettings
+
+    server = ApiServer("127.0.0.1", 0).start()
+    port = int(server.url.rsplit(":", 1)[1])
+    run = Running(server.url, settings=InferenceSettings(max_fps=10.0), backoff_max_s=30.0, backoff_initial_s=0.5)
+    try:
+        assert wait_until(lambda: run.stats.results > 3, 10)
+        server.stop()
+        assert wait_until(lambda: run.stats.api_state == "down", 10)
+        time.sleep(20)  # the outage itself (what is checked comes after it)
+        before = run.stats.results
+        server = ApiServer("127.0.0.1", port).start()
+        back_at = time.monotonic()
+        assert wait_until(lambda: run.stats.results > before, 10)
+        recovery_s = time.monotonic() - back_at
+        print(f"results resumed {recovery_s:.2f} s after the API came back from 20 s of refused connections")
+        assert recovery_s < 3, recovery_s
+        assert run.stats.api_failures.get("unreachable", 0) <= 3 + 20 + 5  # about one probe a second
+    finally:
+        run.finish()
+        server.stop()

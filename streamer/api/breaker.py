@@ -8,6 +8,11 @@ one request (a probe, on the newest frame) is sent per backoff interval, the int
 doubling up to its cap, until one succeeds.  So an API that heals is used again within one
 backoff interval, and an API that stays down costs one request per interval, not one per
 frame.
+
+A probe that could not even connect (refused, no route) never reached the API: it costs
+nothing, so those probes go at least every ``UNSENT_PROBE_S``, whatever the backoff has grown
+to, and an API that comes back after a long outage is used again within a few seconds.  Answers
+(429, 5xx) and timeouts keep the full backoff, and Retry-After is always honoured.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Callable
 from streamer.retry import Backoff
 
 CLOSED, OPEN = "closed", "open"
+UNSENT_PROBE_S = 1.0  # the longest wait between probes that cannot connect
 
 
 class CircuitBreaker:
@@ -43,21 +49,26 @@ class CircuitBreaker:
         if self.state == OPEN:
             self.probes += 1
 
-    def failure(self, retry_after_s: float | None = None, probe: bool = True) -> float:
+    def failure(self, retry_after_s: float | None = None, probe: bool = True, unsent: bool = False) -> float:
         """Record a failed request; the seconds to wait before the next one.
 
         ``probe`` says whether the request was sent while the breaker was open.  Requests
         that were already in flight when it opened fail too, but only a failed probe moves
-        the backoff on: eight requests in flight must not double it eight times."""
+        the backoff on: eight requests in flight must not double it eight times.  ``unsent``:
+        no connection was made (see the module's docstring)."""
         self.failures_in_row += 1
         if self.state == CLOSED and self.failures_in_row >= self.failures_to_open:
             self.state = OPEN
             self.opened_at = self._clock()
             self.times_opened += 1
-            return self.backoff.next_delay(retry_after_s)
+            return self._wait(retry_after_s, unsent)
         if self.state == OPEN and probe:
-            return self.backoff.next_delay(retry_after_s)
+            return self._wait(retry_after_s, unsent)
         return min(retry_after_s or 0.0, Backoff.RETRY_AFTER_LIMIT_S)
+
+    def _wait(self, retry_after_s: float | None, unsent: bool) -> float:
+        delay = self.backoff.next_delay(retry_after_s)
+        return min(delay, UNSENT_PROBE_S) if unsent else delay
 
     def success(self) -> float | None:
         """Record a success; if it closed an open breaker, how long it had been open (s)."""

@@ -229,7 +229,9 @@ class DetectionClient:
         except httpx.TimeoutException as exc:
             phase = TIMEOUT_PHASES.get(type(exc), "timeout")
             raise ApiTransientError(f"{where} did not answer within its timeout ({phase})", kind="timeout") from None
-        except httpx.HTTPError as exc:  # refused, reset, TLS, proxy and protocol errors
+        except httpx.ConnectError as exc:  # refused, reset or no route while connecting; TLS handshakes
+            raise ApiTransientError(f"cannot reach {where}: {_unreachable(exc)}", unsent=True) from None
+        except httpx.HTTPError as exc:  # reset after sending, proxy and protocol errors
             raise ApiTransientError(f"cannot reach {where}: {_unreachable(exc)}") from None
         except RuntimeError:  # httpx's word for a client closed by another thread meanwhile
             if not self._closed:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from streamer.api.breaker import CircuitBreaker
+from streamer.api.breaker import UNSENT_PROBE_S, CircuitBreaker
 from streamer.api.client import DetectionClient
 from streamer.errors import ApiBadRequest, ApiMalformedResponse, ApiTransientError, StreamerError
 from streamer.imaging import prepare_upload
@@ -371,7 +371,7 @@ class InferenceWorker:
         self.stats.count_failure(exc.kind)
         self._faults.fault(str(exc))
         was_open = self.breaker.is_open
-        delay = self.breaker.failure(exc.retry_after_s, probe=probe)
+        delay = self.breaker.failure(exc.retry_after_s, probe=probe, unsent=exc.unsent)
         if exc.status is not None:  # it answered, if only with an error
             now = time.monotonic()
             self.stats.last_api_answer_mono = now
@@ -382,11 +382,12 @@ class InferenceWorker:
             if not was_open:
                 self._log.warning(
                     "API %s: %d requests in a row failed; sending one probe every %.1f-%.0f s "
-                    "(doubling) until it answers",
+                    "(doubling) until it answers, or every %.0f s while no connection can be made",
                     self.client.endpoint,
                     self.breaker.failures_in_row,
                     self.backoff.initial_s,
                     self.backoff.max_s,
+                    UNSENT_PROBE_S,
                 )
         else:
             self.stats.api_state = "failing"

@@ -39,6 +39,7 @@ class Running:
         source=None,
         client_timeout_s: float = 0.8,
         backoff_max_s: float = 1.0,
+        backoff_initial_s: float = 0.2,
         **supervision,
     ):
         self.stop = threading.Event()
@@ -53,7 +54,7 @@ class Running:
             settings or InferenceSettings(),
             self.stop,
             supervision=Supervision(heartbeat_s=0.5, **supervision),
-            api_backoff=Backoff(0.2, backoff_max_s),
+            api_backoff=Backoff(backoff_initial_s, backoff_max_s),
         )
         self.stats = self.pipeline.stats
         self.codes: list[int] = []
