@@ -40,7 +40,7 @@ SCALED_MAIN = (
     "from streamer.commands.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 KINDS = [  # (kind, pattern), first match wins
-    ("status", re.compile(r"\| dropped \d+")),
+    ("status", re.compile(r"\| newest result ")),
     ("latency", re.compile(r" latency: ")),
     ("source outage", re.compile(r"streamer\.sources\.capture: source .*: (?!.*recovered)")),
     ("source recovered", re.compile(r"recovered after")),

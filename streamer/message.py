@@ -97,6 +97,7 @@ def status_message(
         "last_result_age_s": rounded(s.last_result_age_s),
         "last_result_frame_id": s.last_result_frame_id,
         "capture_fps": round(s.capture_fps, 2),
+        "sent_per_s": round(s.send_per_s, 2),
         "inference_fps": round(s.inference_fps, 2),
         "counters": counters,
     }

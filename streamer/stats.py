@@ -44,12 +44,15 @@ def quantile(samples: Sequence[float], q: float) -> float:
 
 
 class RateMeter:
-    """Events per second over the last ``window_s`` seconds."""
+    """Events per second over the last ``window_s`` seconds: the events in the window divided by
+    its length (by the time since the start, at least a second, while the window is not full), so
+    that it agrees with the counters it stands beside."""
 
-    def __init__(self, window_s: float = 2.0):
+    def __init__(self, window_s: float = 5.0, clock=time.monotonic):
         self._window_s = window_s
         self._times: deque[float] = deque()
         self._lock = threading.Lock()
+        self._started = clock()
 
     def tick(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -65,10 +68,7 @@ class RateMeter:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._trim(now)
-            if len(self._times) < 2:
-                return 0.0
-            span = max(now - self._times[0], self._times[-1] - self._times[0])
-            return (len(self._times) - 1) / span if span > 0 else 0.0
+            return len(self._times) / min(self._window_s, max(1.0, now - self._started))
 
 
 class Percentiles:
@@ -92,8 +92,13 @@ class Percentiles:
         return (quantile(samples, 0.5), quantile(samples, 0.95)) if samples else None
 
 
+def duration(seconds: float) -> str:
+    """A duration a person reads at a glance: milliseconds below 10 s, whole seconds above."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.0f} s"
+
+
 def _ms(pair: tuple[float, float] | None) -> str:
-    return "-" if pair is None else f"p50 {pair[0] * 1000:.0f} ms, p95 {pair[1] * 1000:.0f} ms"
+    return "-" if pair is None else f"p50 {duration(pair[0])}, p95 {duration(pair[1])}"
 
 
 def thread_cpu_s() -> dict[str, float]:
@@ -115,7 +120,8 @@ class Stats:
     def __init__(self) -> None:
         self.started_mono = time.monotonic()
         self.capture_rate = RateMeter()
-        self.inference_rate = RateMeter()
+        self.send_rate = RateMeter()  # requests sent a second
+        self.inference_rate = RateMeter()  # results received a second
         self.frames_read = 0
         self.source_reconnects = 0
         self.source_stalls = 0  # reads or opens the watchdog gave up on
@@ -173,6 +179,7 @@ class Stats:
             last_skip_age_s=age(self.last_skip_mono),
             api_quiet_s=max(0.0, self.api_quiet_until - now),
             capture_fps=self.capture_rate.rate(now),
+            send_per_s=self.send_rate.rate(now),
             inference_fps=self.inference_rate.rate(now),
             result_age=self.result_age.quantiles(),
             request_latency=self.request_latency.quantiles(),
@@ -198,7 +205,8 @@ class Snapshot:
     last_skip_age_s: float | None
     api_quiet_s: float  # what is left of a wait the API asked for (Retry-After)
     capture_fps: float
-    inference_fps: float
+    send_per_s: float  # requests sent a second
+    inference_fps: float  # results received a second
     result_age: tuple[float, float] | None  # p50, p95 at publish, of fresh results
     request_latency: tuple[float, float] | None  # p50, p95
     counters: Mapping[str, int]  # the keys of COUNTERS
@@ -229,16 +237,17 @@ class Snapshot:
         return text
 
     def latency_text(self) -> str:
-        return f"result age {_ms(self.result_age)} | request latency {_ms(self.request_latency)}"
+        return f"capture to publish {_ms(self.result_age)} | request {_ms(self.request_latency)}"
 
     def line(self) -> str:
-        """The status line."""
+        """The status line: what goes in (frames), out (requests) and back (results) a second,
+        how old the newest result's frame is, and what was called and what failed."""
         c = self.counters
-        age = "-" if self.last_result_age_s is None else f"{self.last_result_age_s * 1000:.0f} ms"
+        age = "none yet" if self.last_result_age_s is None else f"{duration(self.last_result_age_s)} old"
         failed = c["api_transient_errors"] + c["api_skipped_bad_request"] + c["api_malformed"]
         text = (
-            f"capture {self.capture_fps:.1f} fps | inference {self.inference_fps:.1f} fps"
-            f" | result age {age} | {self.calls_text()} | dropped {c['frames_dropped']} | failed {failed}"
+            f"capture {self.capture_fps:.1f} fps | sent {self.send_per_s:.1f}/s | results {self.inference_fps:.1f}/s"
+            f" | newest result {age} | {self.calls_text()} | failed {failed}"
         )
         if self.source_state not in ("open", "ended"):
             text += f" | source {self.source_state}"

@@ -266,6 +266,9 @@ def test_streamer_run_tells_systemd_ready_pings_only_while_healthy_and_says_stop
     try:
         collect(3)  # frames flow, but the API is not there yet: not ready, no pings
         assert not any(m.startswith(("READY=1", "WATCHDOG=1")) for _, m in seen), seen
+        # but `systemctl status` already shows the truth: frames read, nothing back yet
+        statuses = [m for _, m in seen if m.startswith("STATUS=capture")]
+        assert statuses and "newest result none yet" in statuses[-1], seen
         assert run.popen.poll() is None, run.stderr
         api = ApiServer("127.0.0.1", port).start()
         seen.clear()

@@ -120,6 +120,7 @@ NOW = dict(
     last_skip_age_s=None,
     api_quiet_s=0.0,
     capture_fps=30.0,
+    send_per_s=5.0,
     inference_fps=5.0,
     result_age=None,
     request_latency=None,
@@ -156,3 +157,30 @@ def test_the_stop_summary_names_every_counter():
     for _, words, _ in COUNTERS:
         assert words in summary
     assert "3 dropped" in summary and "dropped by outputs: jsonl 2" in summary and "mqtt" not in summary
+
+
+def test_rates_agree_with_the_counters():
+    """Two results a second for ten seconds read 2.0/s (the old meter said 1.8), and the first
+    second after the start is not read as a burst."""
+    from streamer.stats import RateMeter
+
+    clock = [100.0]
+    meter = RateMeter(5.0, clock=lambda: clock[0])
+    for i in range(20):
+        meter.tick(100.0 + 0.5 * i)
+    assert meter.rate(now=109.75) == 2.0
+    fresh = RateMeter(5.0, clock=lambda: 200.0)
+    for i in range(5):  # five frames in the first 0.2 s
+        fresh.tick(200.0 + 0.05 * i)
+    assert fresh.rate(now=200.2) == 5.0  # not 25 fps
+
+
+@pytest.mark.parametrize(
+    "age_s, shown",
+    [(None, "newest result none yet"), (0.4671, "newest result 467 ms old"), (30.414, "newest result 30 s old")],
+)
+def test_the_status_line_says_one_age_in_units_a_person_reads(age_s, shown):
+    from streamer.stats import Snapshot
+
+    line = Snapshot(**{**NOW, "last_result_age_s": age_s}).line()
+    assert shown in line and "dropped" not in line and line.count("age") == 0

@@ -301,6 +301,7 @@ class InferenceWorker:
         sent_at = time.time()
         with self._lock:
             self.stats.requests += 1
+            self.stats.send_rate.tick()
             self.stats.bytes_sent += len(upload.body)
             self.breaker.before_request()
         pause_s = 0.0

@@ -40,6 +40,7 @@ STALE_AFTER_S = 3.0  # a result older than this is marked stale on the preview
 # stalled source and the systemd watchdog ...
 IDLE_WAKE_S = 1.0
 FILE_WAKE_S = 0.25  # ... or this often while a file plays, to see its end soon after
+SYSTEMD_STATUS_S = 2.0  # how often STATUS= is sent to systemd (a datagram on a local socket)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class Pipeline:
             failures_to_open=sup.probe_after_failures,
         )  # fmt: skip
         self.user_quit = False
-        self._last_watchdog = float("-inf")
+        self._last_watchdog = self._last_systemd_status = float("-inf")
 
     def add_output(self, output: Output) -> None:
         """One more output for the publisher (it takes the next message)."""
@@ -220,8 +221,6 @@ class Pipeline:
                 log.info("%s", snapshot.line())
                 if snapshot.request_latency is not None:
                     log.info("latency: %s", snapshot.latency_text())
-                if self.notifier is not None:
-                    self.notifier.status(snapshot.line())
 
     def _idle_timeout(self, started: float) -> float:
         """How long a headless loop may sleep: until the next watchdog ping or the end of
@@ -245,6 +244,9 @@ class Pipeline:
         if notifier is None or not notifier.enabled:
             return
         s = self.stats
+        if now - self._last_systemd_status >= SYSTEMD_STATUS_S:  # `systemctl status` is true from the start
+            self._last_systemd_status = now
+            notifier.status(self.snapshot(now).line())
         if not notifier.is_ready and s.last_frame_mono is not None and s.last_api_answer_mono is not None:
             notifier.ready(self.snapshot(now).line())
         window = notifier.watchdog_interval_s

@@ -39,7 +39,8 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 <tr><td>source</td><td id="source-state">-</td></tr>
 <tr><td>API</td><td id="api-state">-</td></tr>
 <tr><td>capture</td><td id="capture-fps" class="n">-</td></tr>
-<tr><td>inference</td><td id="inference-fps" class="n">-</td></tr>
+<tr><td>sent</td><td id="sent-per-s" class="n">-</td></tr>
+<tr><td>results</td><td id="inference-fps" class="n">-</td></tr>
 <tr><td>result age</td><td id="result-age" class="n">-</td></tr>
 <tr><td>uptime</td><td id="uptime" class="n">-</td></tr>
 </tbody></table>
@@ -90,7 +91,8 @@ function onStatus(s) {
   $("api-state").textContent = api + (s.api_down_s !== null ? " for " + fmt(s.api_down_s, 0, " s") : "");
   $("api-state").className = api === "ok" ? "ok" : (api === "starting" ? "" : "bad");
   $("capture-fps").textContent = fmt(s.capture_fps, 1, " fps");
-  $("inference-fps").textContent = fmt(s.inference_fps, 1, " fps");
+  $("sent-per-s").textContent = fmt(s.sent_per_s, 1, "/s");
+  $("inference-fps").textContent = fmt(s.inference_fps, 1, "/s");
   $("result-age").textContent = fmt(s.last_result_age_s, 2, " s");
   $("uptime").textContent = fmt(s.uptime_s, 0, " s");
   const c = s.counters || {};
