@@ -197,6 +197,23 @@ def test_healthz_names_the_fault(api_server):
         s.close()
 
 
+def test_healthz_answers_a_probe_without_the_token_with_its_status_only(api_server):
+    """Issue 21: a container's HEALTHCHECK has no token.  Without it /healthz still says healthy
+    (200) or not (503), and nothing more; with it, the reasons and the states too."""
+    s = Served(api_server.url, token="s3cret-token", health_max_age_s=30)
+    try:
+        assert wait_until(lambda: s.client.get("/healthz").status_code == 200, 10)
+        assert s.client.get("/healthz").json() == {"ok": True}
+        full = s.client.get("/healthz", headers={"Authorization": "Bearer s3cret-token"}).json()
+        assert full["ok"] is True and full["reasons"] == [] and full["source_state"] == "open"
+        assert s.client.get("/api/status").status_code == 401  # everything else keeps the token
+        icon = s.client.get("/favicon.ico")
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/png"
+        assert icon.content.startswith(b"\x89PNG")
+    finally:
+        s.close()
+
+
 def test_metrics_read_back_by_the_prometheus_parser(served):
     families = {f.name: f for f in text_string_to_metric_families(served.client.get("/metrics").text)}
     frames = families["streamer_frames_read"].samples
@@ -241,11 +258,9 @@ def test_class_labels_are_escaped_and_capped():
 def test_token(api_server, headers, params, status):
     s = Served(api_server.url, token="s3cret-token")
     try:
-        for path in ("/", "/api/status", "/healthz", "/metrics", "/nothing"):
+        for path in ("/", "/api/status", "/metrics", "/nothing"):
             response = s.client.get(path, headers=headers, params=params)
             expected = 404 if path == "/nothing" and status == 200 else status
-            if path == "/healthz" and status == 200:
-                expected = response.status_code  # 200 or 503, depending on the start
             assert response.status_code == expected, path
             assert "s3cret-token" not in response.text
             assert response.headers["x-content-type-options"] == "nosniff"

@@ -116,11 +116,17 @@ def test_page_shows_live_video_boxes_detections_status_and_a_stopped_source(api_
         assert float(text(browser, "capture-fps").split()[0]) > 10
         assert wait_until(lambda: text(browser, "uptime") != uptime and text(browser, "frame") != frames, 10)
         assert text(browser, "source-state") == "open" and text(browser, "alert") == ""
+        assert text(browser, "name") == "synthetic" and browser.title == "synthetic - streamer"  # the camera's name
+        assert text(browser, "stale") == ""
+        assert browser.execute_script("return fetch('favicon.ico').then(r => r.status)") == 200
         if os.environ.get("STREAMER_WEB_SCREENSHOT"):
             browser.save_screenshot(str(ROOT / os.environ["STREAMER_WEB_SCREENSHOT"]))
         source.down.set()
         assert wait_until(lambda: text(browser, "source-state") == "reconnecting", 15)
         assert "Source down: reconnecting" in text(browser, "alert")
+        # the detections still listed are the last result's: marked stale, with their age
+        assert text(browser, "stale").startswith("stale: ")
+        assert browser.execute_script("return document.getElementById('detections-table').className") == "stale"
         assert browser.execute_script("return getComputedStyle(document.getElementById('alert')).display") == "block"
         health = s.client.get("/healthz")
         assert health.status_code == 503 and "source reconnecting" in health.json()["reasons"]

@@ -37,6 +37,19 @@ STOP_TIMEOUT_S = 2.0
 EVENTS_QUEUE = 32  # messages held for one slow event-stream client; older ones are dropped
 KEEPALIVE_S = 15.0  # a comment on a quiet event stream, so proxies keep it open
 BOUNDARY = "frame"
+
+
+def _icon() -> bytes:
+    """The page's icon, a detection box on a dark square, as PNG (browsers ask for /favicon.ico)."""
+    import cv2
+    import numpy as np
+
+    image = np.full((32, 32, 3), 34, np.uint8)
+    cv2.rectangle(image, (6, 8), (25, 25), (10, 249, 72), 3)
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+FAVICON_PNG = _icon()
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -200,6 +213,7 @@ class WebServer:
             ("/api/events", self._events),
             ("/healthz", self._healthz),
             ("/metrics", self._metrics),
+            ("/favicon.ico", self._favicon),
         ):
             app.router.add_get(path, handler)  # HEAD too
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -248,19 +262,25 @@ class WebServer:
 
     # --- HTTP ---
 
+    def _authorised(self, request: web.Request) -> bool:
+        token = self.settings.token
+        if token is None:
+            return True
+        given = request.query.get("token", "")
+        auth = request.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8"))
+
     @web.middleware
     async def _guard(self, request: web.Request, handler):
-        token = self.settings.token
-        if token is not None:
-            given = request.query.get("token", "")
-            auth = request.headers.get("Authorization", "")
-            if auth[:7].lower() == "bearer ":
-                given = auth[7:].strip()
-            if not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
-                raise web.HTTPUnauthorized(
-                    text="401: a token is needed: send Authorization: Bearer TOKEN or ?token=TOKEN\n",
-                    headers={"WWW-Authenticate": 'Bearer realm="streamer"'},
-                )
+        # /healthz answers a container's probe without the token (its status only, see _healthz),
+        # and the icon is no secret; everything else needs the token when one is set.
+        if request.path not in ("/healthz", "/favicon.ico") and not self._authorised(request):
+            raise web.HTTPUnauthorized(
+                text="401: a token is needed: send Authorization: Bearer TOKEN or ?token=TOKEN\n",
+                headers={"WWW-Authenticate": 'Bearer realm="streamer"'},
+            )
         return await handler(request)
 
     @staticmethod
@@ -344,6 +364,8 @@ class WebServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         s = self.view.snapshot()
         reasons = s.problems(self.settings.health_max_age_s)
+        if not self._authorised(request):  # a probe without the token: healthy or not, nothing more
+            return _json({"ok": not reasons}, 503 if reasons else 200)
         body = {
             "ok": not reasons,
             "reasons": reasons,
@@ -353,6 +375,9 @@ class WebServer:
             "last_result_age_s": None if s.last_result_age_s is None else round(s.last_result_age_s, 3),
         }
         return _json(body, 503 if reasons else 200)
+
+    async def _favicon(self, request: web.Request) -> web.Response:
+        return web.Response(body=FAVICON_PNG, content_type="image/png", headers={"Cache-Control": "max-age=86400"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.text(), headers={"Content-Type": CONTENT_TYPE})

@@ -11,6 +11,7 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>streamer</title>
+<link rel="icon" href="favicon.ico">
 <style nonce="__NONCE__">
 body { margin: 0; font: 14px system-ui, sans-serif; background: #111; color: #ddd; }
 header { padding: 8px 12px; background: #222; display: flex; gap: 12px; align-items: baseline; }
@@ -26,10 +27,12 @@ td, th { padding: 2px 6px; text-align: left; border-bottom: 1px solid #333; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .bad { color: #f66; font-weight: bold; }
 .ok { color: #6c6; }
+.stale td { color: #888; text-decoration: line-through; }
+#stale { color: #f66; font-weight: bold; text-transform: none; }
 </style>
 </head>
 <body>
-<header><h1>streamer</h1><span id="source"></span><span id="updated"></span></header>
+<header><h1 id="name">streamer</h1><span id="source"></span><span id="updated"></span></header>
 <div id="alert" role="alert"></div>
 <main>
 <div><img id="video" alt="live video"></div>
@@ -41,13 +44,14 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 <tr><td>capture</td><td id="capture-fps" class="n">-</td></tr>
 <tr><td>sent</td><td id="sent-per-s" class="n">-</td></tr>
 <tr><td>results</td><td id="inference-fps" class="n">-</td></tr>
-<tr><td>result age</td><td id="result-age" class="n">-</td></tr>
+<tr><td>newest result</td><td id="result-age" class="n">-</td></tr>
 <tr><td>uptime</td><td id="uptime" class="n">-</td></tr>
 </tbody></table>
 <h2>Counters</h2>
 <table><tbody id="counters"></tbody></table>
-<h2>Detections <span id="frame"></span></h2>
-<table><thead><tr><th>class</th><th>confidence</th></tr></thead><tbody id="detections"></tbody></table>
+<h2>Detections <span id="frame"></span> <span id="stale"></span></h2>
+<table id="detections-table"><thead><tr><th>class</th><th>confidence</th></tr></thead>
+<tbody id="detections"></tbody></table>
 <h2>Per class</h2>
 <table><tbody id="classes"></tbody></table>
 </section>
@@ -58,6 +62,7 @@ const token = new URLSearchParams(location.search).get("token");
 const q = token ? "?token=" + encodeURIComponent(token) : "";
 const $ = (id) => document.getElementById(id);
 let lastStatus = 0, connected = false, problems = [];
+const STALE_AFTER_S = 3;  // as the preview's STALE band
 
 function cell(row, text, cls) {
   const td = document.createElement("td");
@@ -85,6 +90,8 @@ function onStatus(s) {
   lastStatus = Date.now();
   connected = true;
   $("source").textContent = String(s.source);
+  $("name").textContent = String(s.name);  // text, never markup: a name can come from outside
+  document.title = String(s.name) + " - streamer";
   const src = String(s.source_state), api = String(s.api_state);
   $("source-state").textContent = src;
   $("source-state").className = src === "open" ? "ok" : "bad";
@@ -93,7 +100,7 @@ function onStatus(s) {
   $("capture-fps").textContent = fmt(s.capture_fps, 1, " fps");
   $("sent-per-s").textContent = fmt(s.sent_per_s, 1, "/s");
   $("inference-fps").textContent = fmt(s.inference_fps, 1, "/s");
-  $("result-age").textContent = fmt(s.last_result_age_s, 2, " s");
+  $("result-age").textContent = fmt(s.last_result_age_s, 2, " s old");
   $("uptime").textContent = fmt(s.uptime_s, 0, " s");
   const c = s.counters || {};
   rows($("counters"), ["frames_read", "frames_dropped", "requests", "results", "published",
@@ -103,6 +110,11 @@ function onStatus(s) {
   if (src !== "open" && src !== "starting") problems.push("Source down: " + src);
   if (api === "down" || api === "failing") problems.push("API " + api);
   if (s.state !== "running") problems.push("streamer " + String(s.state));
+  // The detections shown are the newest result's: in an outage say how old, and grey them out.
+  const age = s.last_result_age_s;
+  const stale = age !== null && age !== undefined && (age > STALE_AFTER_S || problems.length > 0);
+  $("stale").textContent = stale ? "stale: " + fmt(age, age < 10 ? 1 : 0, " s") + " old" : "";
+  $("detections-table").className = stale ? "stale" : "";
   showAlert();
 }
 function onDetections(d) {
