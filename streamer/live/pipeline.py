@@ -166,8 +166,7 @@ class Pipeline:
         for error in errors:
             if isinstance(error, StreamerError):
                 raise error
-        if errors:
-            log.error("stopped by an unexpected error", exc_info=errors[0])
+        if errors:  # logged with its traceback by the thread it ended
             return EXIT_FAILURE
         return EXIT_OK
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from streamer.errors import StreamerError
 from streamer.message import encode_message, result_message, status_message
 from streamer.stats import Snapshot, Stats
 from streamer.threads import named_thread
@@ -154,6 +155,8 @@ class Publisher:
                     self._last_heartbeat = now
                     self._heartbeat("running")
         except BaseException as exc:  # a full disk, a bug: recorded, and it ends the run
+            if not isinstance(exc, StreamerError):  # ours: one line at exit
+                log.error("publishing stopped by an unexpected error", exc_info=exc)
             self.error = exc
             if self._stop_all is not None:
                 self._stop_all.set()
