@@ -23,8 +23,8 @@ sysdeps:
 
 # ruff: the lint rules and the formatting configured in pyproject.toml.
 lint: $(STAMP)
-	$(BIN)/ruff check streamer tests bench
-	$(BIN)/ruff format --check streamer tests bench
+	$(BIN)/ruff check streamer tests bench scripts
+	$(BIN)/ruff format --check streamer tests bench scripts
 
 test: sysdeps $(STAMP)
 	$(BIN)/python -m pytest

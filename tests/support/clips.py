@@ -20,7 +20,7 @@ def write_clip(path: Path, scene: SyntheticScene, frames: int) -> Path:
 
 
 def camera_clip(folder: Path, scene: SyntheticScene, frames: int, name: str = "camera.mp4") -> Path:
-    """An H.264 clip of the scene for tests/support/rtsp_server.py (needs Debian's ffmpeg)."""
+    """An H.264 clip of the scene for scripts/rtsp-server.py (needs Debian's ffmpeg)."""
     raw = write_clip(folder / (Path(name).stem + "-raw.avi"), scene, frames)
     return encode_h264(raw, folder / name, fps=round(scene.fps))
 

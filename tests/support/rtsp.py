@@ -1,4 +1,4 @@
-"""Test helpers: a real RTSP server (tests/support/rtsp_server.py) driven from pytest.
+"""Test helpers: a real RTSP server (scripts/rtsp-server.py) driven from pytest.
 
 The server needs GStreamer's RTSP server through Debian's python3-gi, so it always runs under
 Debian's interpreter (RTSP_PYTHON), never the test venv. Stdlib only; every wait is bounded.
@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 RTSP_PYTHON = "/usr/bin/python3"
-SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
-BIND_FAILED = 3  # rtsp_server.py's exit code when the port cannot be bound
+SERVER_SCRIPT = Path(__file__).resolve().parent.parent.parent / "scripts" / "rtsp-server.py"
+BIND_FAILED = 3  # rtsp-server.py's exit code when the port cannot be bound
 
 _PROBE = (
     "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
@@ -70,7 +70,7 @@ def free_port() -> int:
 
 
 class RtspServer:
-    """Run rtsp_server.py as a subprocess; use as a context manager.
+    """Run scripts/rtsp-server.py as a subprocess; use as a context manager.
 
     The server reads the whole clip at start-up, so the file may be deleted while the server
     runs, but it must exist again for restart().

@@ -3,7 +3,7 @@
 
 Run it with Debian's interpreter (python3-gi is not importable from a venv):
 
-    /usr/bin/python3 tests/support/rtsp_server.py --port PORT [--host 127.0.0.1]
+    /usr/bin/python3 scripts/rtsp-server.py --port PORT [--host 127.0.0.1]
         [--mount /cam] (--file CLIP.mp4 | --live) [--fps 30 --width 640 --height 360]
 
 --file CLIP.mp4  serves an H.264 MP4 (e.g. from `ffmpeg -c:v libx264`), looped forever, in real time.
