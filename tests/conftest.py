@@ -18,6 +18,7 @@ import zmq
 from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.server import ApiServer
 from support.clips import write_clip  # noqa: F401  (re-exported for the tests)
+from support.ports import free_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -36,12 +37,6 @@ def need_tool(name: str) -> str:
     path = shutil.which(name)
     need(path is not None, f"{name} is not installed (see scripts/install-system-deps.sh)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rtsp_clip(tmp_path_factory, scene: SyntheticScene, frames: int = 90) -> Path:
