@@ -1,11 +1,13 @@
 """The suite's own bookkeeping: the thread-leak check (support.running.streamer_threads) knows
-every thread streamer names."""
+every thread streamer names, and the opencv marker (tests/conftest.py) every test that uses a
+part of OpenCV that differs from one build to another."""
 
 from __future__ import annotations
 
 import ast
+import re
 
-from conftest import ROOT
+from conftest import ALL, OPENCV_TESTS, ROOT
 
 from support.running import THREAD_NAMES, THREAD_PREFIXES
 
@@ -55,3 +57,44 @@ def test_the_leak_check_knows_every_thread_streamer_names():
         if not (name in THREAD_NAMES if "{}" not in name else name.split("{}")[0].startswith(THREAD_PREFIXES))
     )
     assert unknown == [], f"add them to THREAD_NAMES or THREAD_PREFIXES in tests/support/running.py: {unknown}"
+
+
+# What a test uses that behaves differently from one OpenCV build to another.
+OPENCV_SIGNS = re.compile(
+    r"VideoCapture|VideoWriter|CvSource|write_clip|rtsp_clip|camera_clip|RtspServer|(?<!\.)\bclip\b|outputs\.recorder"
+    r"|--record|draw_predictions|encode_jpeg|imencode|imread|imshow|namedWindow|gst:"
+)
+NOT_OPENCV = {  # uses one of those signs, but not in a way that depends on the build
+    "test_frames.py::test_frames_wake_the_output_loop_only_when_something_draws_them": "which outputs draw, not how",
+    "test_frames.py::test_gstreamer_password_properties_are_masked_and_remembered": "gst: text, masked",
+    "test_frames.py::test_every_way_gstreamer_reads_a_password_is_masked": "gst: text, masked",
+    "test_server.py::test_multipart_file_part": "a JPEG only to have an upload to send",
+}
+
+
+def _tests_using_opencv() -> list[str]:
+    found = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        source = path.read_text()
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                if OPENCV_SIGNS.search(ast.get_source_segment(source, node)):
+                    found.append(f"{path.name}::{node.name}")
+    return found
+
+
+def _marked(test: str) -> bool:
+    module, name = test.split("::")
+    listed = OPENCV_TESTS.get(module, frozenset())
+    return listed is ALL or name in listed
+
+
+def test_the_opencv_marker_names_real_tests_and_every_test_using_an_opencv_part():
+    stale = []
+    for module, names in OPENCV_TESTS.items():
+        path = ROOT / "tests" / module
+        tests = {getattr(n, "name", "") for n in ast.parse(path.read_text()).body} if path.exists() else set()
+        stale += [module] if not path.exists() else [f"{module}::{n}" for n in names - tests if names is not ALL]
+    assert stale == [], f"OPENCV_TESTS in tests/conftest.py names tests that do not exist: {stale}"
+    unmarked = [test for test in _tests_using_opencv() if test not in NOT_OPENCV and not _marked(test)]
+    assert unmarked == [], f"add them to OPENCV_TESTS in tests/conftest.py (or to NOT_OPENCV, saying why): {unmarked}"
