@@ -93,8 +93,11 @@ def test_the_opencv_marker_names_real_tests_and_every_test_using_an_opencv_part(
     stale = []
     for module, names in OPENCV_TESTS.items():
         path = ROOT / "tests" / module
-        tests = {getattr(n, "name", "") for n in ast.parse(path.read_text()).body} if path.exists() else set()
-        stale += [module] if not path.exists() else [f"{module}::{n}" for n in names - tests if names is not ALL]
+        if not path.exists():
+            stale.append(module)
+        elif names is not ALL:
+            defined = {getattr(node, "name", "") for node in ast.parse(path.read_text()).body}
+            stale += [f"{module}::{name}" for name in sorted(names - defined)]
     assert stale == [], f"OPENCV_TESTS in tests/conftest.py names tests that do not exist: {stale}"
     unmarked = [test for test in _tests_using_opencv() if test not in NOT_OPENCV and not _marked(test)]
     assert unmarked == [], f"add them to OPENCV_TESTS in tests/conftest.py (or to NOT_OPENCV, saying why): {unmarked}"

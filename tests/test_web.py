@@ -128,7 +128,7 @@ def test_status_detections_and_snapshots(served):
     assert drawn[:10].mean() < raw[:10].mean() - 5
 
 
-def frames_go_by(served, count: int = 15) -> None:
+def frames_go_by(served, count: int = 30) -> None:
     """Wait until the pipeline has read ``count`` more frames (each one a JPEG a viewer would get)."""
     stats = served.running.stats
     read = stats.frames_read
