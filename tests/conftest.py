@@ -18,9 +18,73 @@ import zmq
 from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.server import ApiServer
 from support.clips import write_clip  # noqa: F401  (re-exported for the tests)
+from support.ports import free_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# The tests whose outcome depends on which OpenCV build is installed (marker opencv): capture,
+# cameras, video files, RTSP and GStreamer, drawing and encoding, the recorder, the window, and
+# the installed wheel.  make test runs every test; make test-opencv runs these again on Debian's
+# OpenCV 4.6 and the newest 4.x wheel.  A module listed with ALL is marked whole; otherwise the
+# named tests are.  tests/test_suite.py checks that every name here exists and that each module
+# using a camera, a clip or a recording is listed.
+ALL = frozenset({"*"})
+OPENCV_TESTS: dict[str, frozenset[str]] = {
+    "test_camera.py": ALL,
+    "test_capture.py": ALL,
+    "test_commands.py": ALL,  # predict reads images; video reads and writes video files (listen rides along)
+    "test_display.py": ALL,
+    "test_gstreamer.py": ALL,
+    "test_imaging.py": ALL,
+    "test_journal.py": ALL,  # OpenCV's and FFmpeg's own log lines about a camera
+    "test_recorder.py": ALL,
+    "test_rtsp.py": ALL,
+    "test_secrets.py": ALL,  # an RTSP camera's password, in OpenCV's logs too
+    "test_shutdown.py": ALL,  # a camera stuck opening or reading
+    "test_faults.py": frozenset(
+        {
+            "test_a_result_for_a_frame_of_another_size_is_scaled_to_the_shown_frame",
+            "test_a_full_disk_pauses_the_jsonl_file_and_the_recording_never_the_pipeline",
+        }
+    ),
+    "test_hostile.py": frozenset(
+        {
+            "test_ten_thousand_boxes_parse_publish_and_draw_capped",
+            "test_boxes_at_the_size_limit_are_scaled_drawn_and_published_as_numbers",
+            "test_the_overlay_clips_absurd_boxes_instead_of_crashing",
+            "test_multi_label_classification_with_odd_fields_is_drawn_as_labels",
+            "test_long_class_names_are_cut_when_drawn",
+            "test_an_unreadable_video_file_is_one_error_line_naming_it",
+            "test_run_and_video_agree_that_an_unreadable_file_is_a_usage_error",
+            "test_video_refuses_a_file_with_no_decodable_frame",
+            "test_run_refuses_a_file_with_no_decodable_frame",
+            "test_looping_a_file_with_no_decodable_frame_does_not_spin",
+            "test_video_annotates_the_frames_a_truncated_file_still_has",
+            "test_run_plays_what_a_truncated_file_still_has_and_exits_0",
+        }
+    ),
+    # The venv without cv2 is the same whichever OpenCV runs the tests: built once, in make test.
+    "test_install.py": frozenset(
+        {"test_both_wheels_with_a_working_cv2_is_a_warning_only", "test_this_venv_has_one_working_opencv"}
+    ),
+    "test_run.py": frozenset(
+        {
+            "test_video_file_source_plays_and_ends_by_itself",
+            "test_a_file_ends_cleanly_even_during_a_long_retry_after",
+            "test_no_webcam_is_a_clear_error",
+        }
+    ),
+    "test_server.py": frozenset({"test_detects_the_synthetic_shapes", "test_format_image_returns_a_drawn_jpeg"}),
+    "test_web.py": frozenset({"test_encode_jpeg_shrinks_to_the_longest_side"}),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        listed = OPENCV_TESTS.get(item.path.name, frozenset())
+        if listed is ALL or item.originalname in listed:
+            item.add_marker(pytest.mark.opencv)
 
 
 def need(condition: bool, reason: str) -> None:
@@ -36,12 +100,6 @@ def need_tool(name: str) -> str:
     path = shutil.which(name)
     need(path is not None, f"{name} is not installed (see scripts/install-system-deps.sh)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rtsp_clip(tmp_path_factory, scene: SyntheticScene, frames: int = 90) -> Path:

@@ -11,6 +11,7 @@ from streamer.retry import Backoff
 from streamer.sources.capture import CaptureWorker
 from streamer.sources.open import CvSource, SyntheticSource, source_kind
 from streamer.stats import Stats
+from support.waiting import wait_until
 
 
 class FakeWebcam:
@@ -73,11 +74,13 @@ def test_synthetic_source_is_paced_and_ids_follow_the_scene():
     stop = threading.Event()
     queue, latest, stats = DropOldestQueue(1), Latest(), Stats()
     worker = CaptureWorker(SyntheticSource(320, 180, 50.0, stop), queue, latest, stats, stop)
+    started = time.monotonic()
     worker.start()
-    time.sleep(1.0)
+    wait_until(lambda: stats.frames_read >= 50, 10, lambda: f"50 frames, {stats.frames_read} read")
+    took_s = time.monotonic() - started
     stop.set()
     assert worker.join(2.0)
-    assert 25 <= stats.frames_read <= 60  # about 50 in a second: paced, not as fast as possible
+    assert took_s >= 0.8, took_s  # about a second for 50: paced, not as fast as possible
     frame = latest.get()[1]
     assert frame.source == "synthetic" and frame.frame_id == stats.frames_read - 1
     assert frame.captured_mono <= time.monotonic() and abs(frame.captured_at - time.time()) < 2

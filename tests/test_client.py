@@ -28,7 +28,9 @@ from support.proxy import ForwardProxy
 from support.relay import TcpRelay
 
 UPLOAD = prepare_upload(SyntheticScene(1280, 720).render(0), 640, 80)
-KEY = f"canary-{uuid.uuid4().hex}"  # sent with every request by client_for; never in an error or a log line
+# Sent with every request by client_for; never in an error or a log line.  Not random: it is in
+# test ids, which every pytest-xdist worker must collect alike.
+KEY = "canary-4f0d2c9e7b3a41e8a6d5c2b1f0e9d8c7"
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 # A body the kernel cannot take whole: on Linux a TCP send buffer grows to 4 MiB at most
 # (net.ipv4.tcp_wmem), so writing it to a server that does not read stalls for real.

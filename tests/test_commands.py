@@ -121,9 +121,9 @@ def test_predict_refuses_a_bad_save_path_before_asking_the_api(api_server, spawn
 @pytest.mark.parametrize("command", ["predict", "video"])
 def test_ctrl_c_ends_a_one_shot_command_at_once(spawn, scene_jpg, tmp_path, command):
     import signal
-    import time
 
     from streamer.standin.server import ApiServer
+    from support.waiting import wait_until
 
     with ApiServer("127.0.0.1", 0, latency_ms=20000) as slow:
         if command == "predict":
@@ -132,7 +132,7 @@ def test_ctrl_c_ends_a_one_shot_command_at_once(spawn, scene_jpg, tmp_path, comm
             src = write_clip(tmp_path / "in.avi", SyntheticScene(640, 360, 25.0), 10)
             args = ["video", str(src), "-o", "out.avi"]
         proc = spawn([*args, "--model", "synthetic/1", "--api-url", slow.url])
-        time.sleep(2.0)
+        wait_until(lambda: slow.in_flight >= 1, 15, lambda: f"a request in flight\n{proc.stderr}")
         code, seconds = proc.terminate(signal.SIGINT)
     assert code == 130 and seconds < 2, proc.stderr
     assert "error: interrupted" in proc.stderr

@@ -249,10 +249,10 @@ def test_window_shows_overlay_and_quits_on_key(xvfb, spawn, tmp_path, key):
     )
     assert "running headless" not in proc.stderr
 
-    time.sleep(2.5)  # let results arrive and the status line fill in
     shot_path = tmp_path / "shot.png"
-    # A window can be mapped before Qt has painted it: look again, for a bounded time, before judging.
-    deadline = time.monotonic() + 10
+    # A window can be mapped before Qt has painted it, and results and the status line take a
+    # moment to arrive: look again, for a bounded time, before judging.
+    deadline = time.monotonic() + 12.5
     while True:
         assert proc.popen.poll() is None, f"demo exited early with {proc.popen.poll()}:\n{proc.stderr}"
         taken = _x(xvfb, "import", "-window", window, str(shot_path), timeout=15)

@@ -71,11 +71,12 @@ def test_api_fault_walk_recovers_every_time_and_counts_match_the_server(tmp_path
         # Refused connections: the server goes away, then comes back on the same port.
         server.stop()
         assert wait_until(lambda: run.stats.api_state == "down", 10)
-        refused_since = time.monotonic()
-        time.sleep(3)
-        unreachable = run.stats.api_failures.get("unreachable", 0)
-        # Probes, not a request per frame: 3 to open, then about one per backoff interval.
-        assert 3 <= unreachable <= 3 + (time.monotonic() - refused_since) / 0.2 * 0.5 + 2, unreachable
+        refused_since, opened = time.monotonic(), run.stats.api_failures.get("unreachable", 0)
+        assert opened >= 3
+        wait_until(lambda: run.stats.api_failures.get("unreachable", 0) >= opened + 4, 10, "probes to the server")
+        # Probes, not a request per frame: one per backoff interval (0.2, 0.4, 0.8, 1 s, give or
+        # take a fifth), so four take over 1 s (one may be a request in flight as it opened).
+        assert time.monotonic() - refused_since >= 1.0, run.stats.api_failures
         before = run.stats.results
         server = ApiServer("127.0.0.1", port).start()
         assert wait_until(lambda: run.stats.results > before, BACKOFF_MAX_S * 1.3 + 1.0)
@@ -83,7 +84,7 @@ def test_api_fault_walk_recovers_every_time_and_counts_match_the_server(tmp_path
     finally:
         run.finish()
         status.close()
-        time.sleep(0.5)  # hung requests the server is still sitting on are counted when answered
+        wait_until(lambda: server.in_flight == 0, 5)  # hung requests the server still sits on end first
         server.stop()
     stats = run.stats
     for _fault, kind, _ in PHASES:
@@ -103,10 +104,10 @@ def test_counters_match_what_the_server_served():
                 server.set_fault(Fault(**{**fault.__dict__, "remaining": 4}))
                 assert wait_until(lambda f=fault: server.fault_counts.get(f.label, 0) >= 4, 20), fault.label
                 assert wait_until(lambda: run.stats.api_state == "ok" and server._fault is None, 10)
-            time.sleep(0.5)
         finally:
             run.finish()
-        time.sleep(3.0)  # the last hung request is counted by the server once it answers
+        # The last hung request is counted by the server once it answers.
+        wait_until(lambda: server.in_flight == 0, 5, lambda: f"the server to answer its {server.in_flight} requests")
         served = dict(server.fault_counts)
         good = server.counts.get(200, 0) - served["html"] - served["badjson"]
     stats = run.stats
@@ -221,10 +222,13 @@ def test_a_full_disk_pauses_the_jsonl_file_and_the_recording_never_the_pipeline(
             read, published = run.stats.frames_read, run.stats.published
             while feed.recv(0) is not None:
                 pass
-            time.sleep(2)
-            assert run.stats.frames_read > read + 20 and run.stats.published > published + 3
+            wait_until(
+                lambda: run.stats.frames_read > read + 20 and run.stats.published > published + 3,
+                10,
+                lambda: f"frames read and results published with the disk full: {run.stats.line(0, None)}",
+            )
             assert feed.recv(5) is not None  # the feed goes on
-            assert writer.dropped > 3 and recorder.skipped > 20
+            wait_until(lambda: writer.dropped > 3 and recorder.skipped > 20, 10, "lines and frames dropped, not queued")
             os.unlink(filler)
             lines = len((disk / "det.jsonl").read_text().splitlines())
             assert wait_until(lambda: not writer.paused and not recorder.paused, 10)

@@ -24,6 +24,7 @@ from streamer.sources.gstreamer import has_gstreamer
 from streamer.sources.synthetic import SyntheticScene
 from support.boxes import iou_xyxy, xywh_to_xyxy
 from support.rtsp import RtspServer
+from support.waiting import wait_until
 
 HAS_GSTREAMER = has_gstreamer(cv2.getBuildInformation())
 EXPECTED = os.environ.get("STREAMER_TEST_GSTREAMER") == "1"
@@ -95,16 +96,23 @@ def test_videotestsrc_pipeline_gives_frames_and_detections_messages(api_server, 
     assert code == 0 and seconds < 5, (code, seconds, run.stderr)
 
 
-def test_a_pipeline_that_cannot_open_stops_with_one_line_and_a_url_one_keeps_trying(api_server, spawn):
+def test_a_pipeline_that_cannot_open_stops_with_one_line_and_a_url_one_keeps_trying(api_server, spawn, subscriber):
     need_gstreamer()
     bad = spawn(_run_args("gst:nosuchelement ! appsink", api_server.url, f"tcp://127.0.0.1:{free_port()}"), name="bad")
     assert bad.wait(20) == 1  # as a missing webcam: a service manager may restart it
     assert "error: cannot open GStreamer pipeline gst:nosuchelement ! appsink; run it with gst-launch-1.0" in bad.stderr
     # A camera on the network that is down when streamer starts is retried, as an rtsp:// source is.
     down = f"gst:rtspsrc location=rtsp://127.0.0.1:{free_port()}/cam protocols=tcp ! decodebin ! " + TO_APPSINK
-    run = spawn(_run_args(down, api_server.url, f"tcp://127.0.0.1:{free_port()}"), name="down")
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    heartbeats = subscriber(endpoint, b"status")
+    run = spawn(_run_args(down, api_server.url, endpoint), name="down")
     assert run.wait_for_log("cannot open GStreamer pipeline", 15), run.stderr
-    time.sleep(2.0)
+
+    def tried_again() -> bool:
+        status = _next(heartbeats, b"status", 0, 0.5)
+        return status is not None and status["counters"]["source_reconnects"] >= 1
+
+    wait_until(tried_again, 15, lambda: f"a heartbeat after a second try to open\n{run.stderr[-2000:]}")
     assert run.popen.poll() is None, run.stderr
     code, seconds = run.terminate()
     assert code == 0 and seconds < 5, (code, seconds, run.stderr[-2000:])

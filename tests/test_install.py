@@ -19,6 +19,8 @@ from conftest import ROOT, clean_env
 from streamer.commands import entry
 
 COMMANDS = [["--version"], ["--help"], ["run", "--source", "synthetic"], ["demo", "--help"], ["listen"]]
+# The first test here builds a venv with pip: 12 s with a warm cache, minutes on a cold one.
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")

@@ -254,25 +254,34 @@ def test_streamer_run_tells_systemd_ready_pings_only_while_healthy_and_says_stop
     )
     seen: list[tuple[float, str]] = []
 
-    def collect(seconds: float) -> None:
+    def collect(seconds: float, until=lambda: False) -> None:
+        """What the service manager is told, for ``seconds`` or until ``until()``."""
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not until():
             try:
-                seen.append((time.monotonic(), receiver.recv(max(0.01, deadline - time.monotonic()))))
+                seen.append((time.monotonic(), receiver.recv(min(0.1, max(0.01, deadline - time.monotonic())))))
             except TimeoutError:
                 pass
 
+    def pings_after_ready() -> int:
+        told = [m for _, m in seen]
+        return told[told.index("READY=1") :].count("WATCHDOG=1") if "READY=1" in told else 0
+
     api = None
     try:
-        collect(3)  # frames flow, but the API is not there yet: not ready, no pings
+        # Frames flow, but the API is not there yet: not ready, no pings, though requests fail.
+        def told_status() -> bool:
+            return any(m.startswith("STATUS=capture") for _, m in seen)
+
+        collect(10, until=lambda: "requests in a row failed" in run.stderr and told_status())
         assert not any(m.startswith(("READY=1", "WATCHDOG=1")) for _, m in seen), seen
+        assert run.popen.poll() is None and "requests in a row failed" in run.stderr, run.stderr
         # but `systemctl status` already shows the truth: frames read, nothing back yet
         statuses = [m for _, m in seen if m.startswith("STATUS=capture")]
         assert statuses and "newest result none yet" in statuses[-1], seen
-        assert run.popen.poll() is None, run.stderr
         api = ApiServer("127.0.0.1", port).start()
         seen.clear()
-        collect(6)
+        collect(10, until=lambda: pings_after_ready() >= 4)
         ready = [m for _, m in seen if m.startswith("READY=1")]
         assert len(ready) == 1, (seen, run.stderr)
         first_ready = next(i for i, (_, m) in enumerate(seen) if m.startswith("READY=1"))
@@ -283,12 +292,12 @@ def test_streamer_run_tells_systemd_ready_pings_only_while_healthy_and_says_stop
         api.stop()  # the API is gone: connections refused, nothing answers
         gone = time.monotonic()
         seen.clear()
-        collect(5)
+        collect(4)  # the window is 2 s: pings must stop within it, and not come back
         late_pings = [t - gone for t, m in seen if m == "WATCHDOG=1"]
         assert late_pings and max(late_pings) < 2.5, late_pings  # pings stop once the window passes
         api = ApiServer("127.0.0.1", port).start()
         seen.clear()
-        collect(5)
+        collect(5, until=lambda: any(m == "WATCHDOG=1" for _, m in seen))
         assert any(m == "WATCHDOG=1" for _, m in seen), seen  # and resume with the API
         code, _ = run.terminate()
         collect(0.3)
@@ -312,6 +321,7 @@ def test_the_output_loop_does_not_spin_while_it_may_not_ping(receiver):
     from streamer.live.dispatch import InferenceSettings
     from streamer.live.pipeline import Outputs, Pipeline
     from streamer.sources.open import SyntheticSource
+    from support.waiting import wait_until
 
     stop = threading.Event()
     notifier = SystemdNotifier(receiver.env_value, watchdog_interval_s=4.0)
@@ -323,10 +333,13 @@ def test_the_output_loop_does_not_spin_while_it_may_not_ping(receiver):
         check_stall = pipeline.capture.check_stall
         pipeline.capture.check_stall = lambda now=None: passes.append(now) or check_stall(now)
         runner = threading.Thread(target=pipeline.run, name="test.pipeline")
+        started = time.monotonic()
         runner.start()
-        time.sleep(1.5)
+        wait_until(lambda: len(passes) >= 3, 10, lambda: f"three passes of the output loop, {len(passes)} made")
+        took_s = time.monotonic() - started
         stop.set()
         runner.join(5)
     assert not runner.is_alive()
     assert not notifier.is_ready
-    assert 1 <= len(passes) < 30, f"{len(passes)} passes of the output loop in 1.5 s"
+    # Two waits between three passes: up to IDLE_WAKE_S (1 s) each; a spinning loop makes them at once.
+    assert took_s >= 0.1, f"three passes of the output loop in {took_s:.3f} s"

@@ -12,6 +12,7 @@ from conftest import clean_env, free_port, write_clip
 from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.server import ApiServer, Fault
 from support.boxes import iou_xyxy, xywh_to_xyxy
+from support.waiting import wait_until
 
 SCENE = SyntheticScene(1280, 720, 30.0)
 
@@ -68,8 +69,7 @@ def test_synthetic_to_served_api_to_zmq_subscriber(spawn, subscriber):
 
 def test_sigint_also_exits_cleanly(api_server, spawn):
     run = spawn(run_args(api_server.url))
-    assert run.wait_for_log("source synthetic open", 15), run.stderr
-    time.sleep(1)
+    wait_until(lambda: api_server.counts.get(200, 0) >= 3, 15, lambda: f"three answers\n{run.stderr}")
     code, seconds = run.terminate(signal.SIGINT)
     assert code == 0 and seconds < 3
 
@@ -77,8 +77,7 @@ def test_sigint_also_exits_cleanly(api_server, spawn):
 def test_sigterm_with_a_request_in_flight_exits_within_3_s(spawn):
     with ApiServer("127.0.0.1", 0, latency_ms=20000) as never_answers:
         run = spawn(run_args(never_answers.url))
-        assert run.wait_for_log("source synthetic open", 15), run.stderr
-        time.sleep(1.5)  # the first request is now waiting for its answer
+        wait_until(lambda: never_answers.in_flight >= 1, 15, lambda: f"a request in flight\n{run.stderr}")
         code, seconds = run.terminate(signal.SIGTERM)
     assert code == 0 and seconds < 3, (code, seconds, run.stderr)
 
@@ -122,11 +121,14 @@ def test_frames_refused_with_400_are_skipped_without_hammering_the_api(spawn):
         server.set_fault(Fault(status=400, message="Could not decode the image"))
         run = spawn(run_args(server.url))
         assert run.wait_for_log("frame skipped", 15), run.stderr
-        time.sleep(3)
+        first = time.monotonic()
+        wait_until(lambda: server.counts.get(400, 0) >= 6, 15, lambda: f"six refused frames\n{run.stderr}")
+        took_s = time.monotonic() - first
         code, _ = run.terminate()
         refused = server.counts.get(400, 0)
     assert code == 0
-    assert 3 <= refused <= 12, refused  # at 30 fps unpaced it would be near 100
+    # Three at once, then paced by the backoff (0.5, 1, 2 s): at 30 fps unpaced, six take 0.2 s.
+    assert took_s >= 1.5 and refused <= 8, (took_s, refused)
     assert "Could not decode the image" in run.stderr
 
 
@@ -136,10 +138,12 @@ def test_a_503_spell_is_survived(api_server, spawn, subscriber):
     api_server.set_fault(Fault(status=503, message="model loading", retry_after="1"))
     run = spawn(run_args(api_server.url, "--zmq", endpoint))
     assert run.wait_for_log("answered 503", 20), run.stderr
-    time.sleep(2.5)
+    first = time.monotonic()
+    wait_until(lambda: api_server.counts.get(503, 0) >= 5, 15, lambda: f"five 503s\n{run.stderr}")
+    took_s = time.monotonic() - first
     assert sub.recv(0.2) is None  # nothing published while the API fails
-    failures = api_server.counts.get(503, 0)
-    assert 2 <= failures <= 6, failures  # backed off (Retry-After 1 s), not hammered
+    # Three to open the breaker, then one probe a Retry-After (1 s): hammered, five take 0.2 s.
+    assert took_s >= 1.5 and api_server.counts.get(503, 0) <= 6, (took_s, api_server.counts)
     api_server.set_fault(None)
     healed = time.monotonic()
     first = sub.recv(10)

@@ -15,6 +15,7 @@ from conftest import free_port, rtsp_clip
 from streamer.sources.synthetic import SyntheticScene
 from streamer.standin.server import ApiServer, Fault
 from support.rtsp import RtspServer
+from support.waiting import wait_until
 
 SCENE = SyntheticScene(640, 360, 30.0, moving=False)
 
@@ -76,7 +77,7 @@ def api_down_503(ctx):
 def api_never_answers(ctx):
     ctx.api.set_fault(Fault(504, hang_s=60))
     ctx.start("synthetic")
-    time.sleep(2.0)  # a request is in flight, with api.timeout_s 30
+    wait_until(lambda: ctx.api.in_flight >= 1, 15, "a request in flight (api.timeout_s is 30 s)")
 
 
 def subscriber_gone(ctx):

@@ -22,6 +22,7 @@ from streamer.outputs.web import WebServer, WebSettings, web_settings
 from streamer.stats import Stats
 from streamer.types import Delivery, Detection, Result
 from support.running import wait_until
+from support.running import streamer_threads
 from support.web import Served, SwitchableSource
 
 SECURITY = {
@@ -129,14 +130,21 @@ def test_status_detections_and_snapshots(served):
     assert drawn[:10].mean() < raw[:10].mean() - 5
 
 
+def frames_go_by(served, count: int = 30) -> None:
+    """Wait until the pipeline has read ``count`` more frames (each one a JPEG a viewer would get)."""
+    stats = served.running.stats
+    read = stats.frames_read
+    wait_until(lambda: stats.frames_read >= read + count, 10, f"{count} more frames read")
+
+
 def test_no_jpeg_is_encoded_until_a_viewer_comes_and_none_after_it_leaves(served):
-    time.sleep(1.0)
+    frames_go_by(served)
     assert served.web.feed.encoded == 0
     frames = mjpeg_frames(served.url + "/stream.mjpg", 3)
     assert len(frames) == 3 and all(f is not None and f.shape == (360, 640, 3) for f in frames)
     assert wait_until(lambda: served.web.feed.viewers == 0, 5)
     after = served.web.feed.encoded
-    time.sleep(1.0)
+    frames_go_by(served)
     assert served.web.feed.encoded == after
 
 
@@ -361,10 +369,17 @@ def test_encode_jpeg_shrinks_to_the_longest_side():
 
 def test_close_is_safe_twice_and_before_start(api_server):
     s = Served(api_server.url)
-    s.close()
-    s.web.close()
+    port = s.web.address[1]
+    assert s.client.get("/healthz").status_code == 200
+    s.close()  # proves the http and web-video threads ended
+    with pytest.raises(ConnectionRefusedError):  # the port is closed: nothing answers there any more
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    started = time.monotonic()
+    s.web.close()  # again: no error, and at once
+    assert time.monotonic() - started < 0.5
     unstarted = WebServer(s.pipeline, WebSettings("127.0.0.1", 0))
-    unstarted.close()
+    unstarted.close()  # never started: no error, and no thread left behind
+    assert unstarted.address is None and streamer_threads() == []
 
 
 def test_sigterm_with_a_viewer_and_a_client_that_never_reads_exits_in_time(spawn):

@@ -101,10 +101,15 @@ def test_page_shows_live_video_boxes_detections_status_and_a_stopped_source(api_
         open_page(browser, s.url + "/")
         assert wait_until(lambda: browser.execute_script("return document.getElementById('video').naturalWidth"), 15)
         assert wait_until(lambda: len(cells(browser, "detections")) == 3, 15)
-        first = video_shot(browser)
-        time.sleep(1.0)
-        shot = video_shot(browser)
-        assert shot.std() > 10 and not np.array_equal(first, shot)  # frames that change
+        first, shots = video_shot(browser), []
+
+        def a_new_frame() -> bool:
+            shots.append(video_shot(browser))
+            return not np.array_equal(first, shots[-1])
+
+        wait_until(a_new_frame, 10, "the video to show another frame")  # frames that change
+        shot = shots[-1]
+        assert shot.std() > 10
         scale = shot.shape[1] / 1280
         for name, box in SyntheticScene(1280, 720, 30.0, moving=False).boxes(0):
             assert edge_hits(shot, box, class_colour(name), scale, 60) >= 0.8, name

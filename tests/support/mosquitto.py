@@ -22,6 +22,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from support.ports import free_port
+
 USER, PASSWORD = "cam", "s3cret-broker-pw"
 
 
@@ -37,17 +39,11 @@ def _which(tool: str) -> str | None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Broker:
     def __init__(self, folder: Path, tls: tuple[Path, Path, Path] | None = None):
         self.folder = folder
-        self.port = _free_port()
-        self.tls_port = _free_port() if tls else None
+        self.port = free_port()
+        self.tls_port = free_port() if tls else None
         self.log_path = folder / "mosquitto.log"
         self._proc: subprocess.Popen | None = None
         passwords = folder / "passwd"

@@ -16,11 +16,12 @@ import collections
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
+
+from support.ports import free_port  # noqa: F401  (bench/soak.py takes it from here)
 
 RTSP_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).resolve().parent.parent.parent / "scripts" / "rtsp-server.py"
@@ -60,13 +61,6 @@ def encode_h264(src_video_path, dst_mp4_path, fps: int | None = None, timeout: f
     cmd += ["-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", gop, str(dst_mp4_path)]
     subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
     return Path(dst_mp4_path)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (another process may still take it later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RtspServer:

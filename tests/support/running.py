@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from streamer.api.client import DetectionClient
 from streamer.live.dispatch import InferenceSettings
 from streamer.live.pipeline import Outputs, Pipeline, Supervision
 from streamer.retry import Backoff
 from streamer.sources.open import SyntheticSource
+from support.waiting import wait_until  # noqa: F401  (re-exported for the tests)
 
-
-def wait_until(condition, timeout_s: float, step_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step_s)
-    return condition()
+# Every thread streamer starts, by name (tests/test_threads.py checks this against streamer/):
+# named_thread(...) and the threads it renames, and paho's name for its network thread, which
+# streamer renames "mqtt" as soon as it runs.  The stand-in server's threads are not streamer's.
+THREAD_NAMES = {
+    "capture", "dispatch", "publish", "request", "jsonl", "zmq-auth", "http", "web-video", "mqtt", "mqtt-snapshot",
+}  # fmt: skip
+THREAD_PREFIXES = ("request-", "close-", "web-snapshot_", "paho-mqtt-client-")
 
 
 def streamer_threads() -> list[str]:
-    """Names of streamer's own threads still alive (the stand-in server's excepted)."""
-    ours = ("capture", "dispatch", "publish", "jsonl", "zmq-auth")
-    return [t.name for t in threading.enumerate() if t.name in ours or t.name.startswith("request-")]
+    """Names of streamer's own threads still alive (close a test's own paho client first)."""
+    return [t.name for t in threading.enumerate() if t.name in THREAD_NAMES or t.name.startswith(THREAD_PREFIXES)]
 
 
 class Running:
