@@ -21,8 +21,7 @@ from streamer.outputs.metrics import MAX_LABELS, Metrics
 from streamer.outputs.web import WebServer, WebSettings, web_settings
 from streamer.stats import Stats
 from streamer.types import Delivery, Detection, Result
-from support.running import wait_until
-from support.running import streamer_threads
+from support.running import streamer_threads, wait_until
 from support.web import Served, SwitchableSource
 
 SECURITY = {
