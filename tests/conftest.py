@@ -42,6 +42,7 @@ OPENCV_TESTS: dict[str, frozenset[str]] = {
     "test_rtsp.py": ALL,
     "test_secrets.py": ALL,  # an RTSP camera's password, in OpenCV's logs too
     "test_shutdown.py": ALL,  # a camera stuck opening or reading
+    "test_try_rtsp.py": ALL,  # an RTSP camera read through OpenCV
     "test_faults.py": frozenset(
         {
             "test_a_result_for_a_frame_of_another_size_is_scaled_to_the_shown_frame",
