@@ -1,6 +1,6 @@
 """Installing without an OpenCV wheel: a real venv with no cv2, and every command says so in one line.
 
-``pip install streamer`` declares no OpenCV (the gui and headless extras pick a wheel, and a plain
+``pip install .`` declares no OpenCV (the gui and headless extras pick a wheel, and a plain
 install uses the OpenCV already importable), so here a fresh venv without system site packages gets
 streamer and its dependencies and nothing provides ``cv2``.
 """
@@ -66,7 +66,7 @@ def test_every_command_without_cv2_is_one_line_naming_the_three_installs_and_exi
     assert len(lines) == 1, res.stderr
     line = lines[0]
     assert line.startswith("error: OpenCV (cv2) cannot be imported (ModuleNotFoundError: No module named 'cv2')")
-    for command in ("pip install 'streamer[gui]'", "pip install 'streamer[headless]'", "pip install streamer"):
+    for command in ("pip install opencv-python ", "pip install opencv-python-headless "):
         assert command in line
     assert "python3-opencv" in line and "--system-site-packages" in line
 
@@ -98,7 +98,7 @@ def test_both_wheels_recorded_and_cv2_gone_names_both_and_the_fix(bare_venv):
     assert res.returncode == 2
     (line,) = res.stderr.strip().splitlines()
     assert "opencv-python and opencv-python-headless are both installed" in line
-    assert "pip uninstall -y opencv-python opencv-python-headless && pip install 'streamer[headless]'" in line
+    assert "pip uninstall -y opencv-python opencv-python-headless && pip install opencv-python-headless" in line
 
 
 def test_one_wheel_recorded_and_cv2_gone_says_to_reinstall_it(bare_venv):
@@ -141,7 +141,7 @@ NUMPY = "raise ImportError('numpy.core.multiarray failed to import')\n"
     ("init", "wheel", "says", "never"),
     [
         (None, "opencv-python", "pip uninstall -y opencv-python && pip install opencv-python", None),
-        (None, None, "pip install 'streamer[headless]'", "although"),
+        (None, None, "pip install opencv-python-headless", "although"),
         (LIBGL, "opencv-python", "apt install libgl1, or the wheel without a window", "removed its files"),
         (LIBGL, None, "apt install libgl1", "pip uninstall"),
         (LIBXCB, "opencv-python-headless", "the system library libxcb.so.1 that OpenCV needs", "reinstall"),

@@ -17,11 +17,12 @@ from streamer.errors import EXIT_USAGE  # the standard library only
 # The pip distributions that each install their own copy of the ``cv2`` package.
 OPENCV_WHEELS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
 
+# What a user can paste into the venv streamer runs in, however streamer itself was installed:
+# the OpenCV wheels are what the install extras name.
 INSTALL_COMMANDS = (
-    "pip install 'streamer[gui]' (the desktop wheel, with the preview window), "
-    "pip install 'streamer[headless]' (no window), or pip install streamer to use the OpenCV already "
-    "there (Debian's or Raspberry Pi OS's python3-opencv in a venv made with --system-site-packages, "
-    "or JetPack's build)"
+    "pip install opencv-python (the desktop wheel, with the preview window), "
+    "pip install opencv-python-headless (no window), or use the OpenCV already there (Debian's or "
+    "Raspberry Pi OS's python3-opencv, in a venv made with --system-site-packages, or JetPack's build)"
 )
 # Shared libraries the OpenCV wheels link to that a minimal system may lack, and their Debian packages.
 SYSTEM_LIBRARIES = {
@@ -34,7 +35,7 @@ SYSTEM_LIBRARIES = {
     "libSM.so.6": "libsm6",
     "libICE.so.6": "libice6",
 }
-BOTH_FIX = "pip uninstall -y {wheels} && pip install 'streamer[headless]' (or 'streamer[gui]')"
+BOTH_FIX = "pip uninstall -y {wheels} && pip install opencv-python-headless (or opencv-python)"
 
 
 def installed_wheels() -> list[str]:
@@ -87,7 +88,9 @@ def opencv_problem() -> str | None:
         package = SYSTEM_LIBRARIES.get(name)
         fix = f"apt install {package}" if package else f"apt-file search {name} names the package"
         if name.startswith("libGL.") and "opencv-python" in wheels:
-            fix += ", or the wheel without a window: pip uninstall -y opencv-python && pip install 'streamer[headless]'"
+            fix += (
+                ", or the wheel without a window: pip uninstall -y opencv-python && pip install opencv-python-headless"
+            )
         return f"{head}: the system library {name} that OpenCV needs is missing; on Debian: {fix}"
     if not missing:  # installed, but it fails inside: a numpy mismatch, a broken build
         fix = (

@@ -13,7 +13,7 @@ import re
 NO_GSTREAMER = (
     "this OpenCV ({version}) was built without GStreamer, which gst: sources need; use Debian's or "
     "Raspberry Pi OS's python3-opencv (apt install python3-opencv, then a venv made with "
-    "--system-site-packages and pip install streamer, with no OpenCV wheel) or JetPack's OpenCV"
+    "--system-site-packages, with no OpenCV wheel in it) or JetPack's OpenCV"
 )
 
 
