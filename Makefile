@@ -4,16 +4,30 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+PIP     = $(BIN)/python -m pip --quiet --disable-pip-version-check
+NEWER_PYTHON = @$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "streamer needs Python 3.10 or newer; set PYTHON=python3.11 (for example)")'
+# The demo needs no test tools, and on a box without a display only the headless OpenCV wheel.
+DEMO_EXTRA := $(if $(DISPLAY)$(WAYLAND_DISPLAY),gui,headless)
 
 .PHONY: demo test lint sysdeps clean test-opencv
 
+# The tests: the desktop wheel (the window tests run under Xvfb) and the test tools.  A headless
+# wheel the demo installed goes first: the two wheels overwrite each other's cv2.
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "streamer needs Python 3.10 or newer; set PYTHON=python3.11 (for example)")'
+	$(NEWER_PYTHON)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[gui,test]'
+	-@$(PIP) uninstall -y opencv-python-headless 2>/dev/null
+	$(PIP) install -e '.[gui,test]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# What the demo needs, unless the tests' install is there already (it has all the demo needs).
+$(DEMO_STAMP): pyproject.toml
+	$(NEWER_PYTHON)
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then touch $@; else \
+	  $(PYTHON) -m venv $(VENV) && $(PIP) install -e '.[$(DEMO_EXTRA)]' && touch $@; fi
+
+demo: $(DEMO_STAMP)
 	$(BIN)/streamer demo
 
 # As root with apt-get, installs the Debian packages the system tests need (and python3-venv,

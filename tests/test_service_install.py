@@ -5,12 +5,13 @@ own command.  A user following the docs must end with a service that starts."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, clean_env, free_port, need
+
+from support.checkout import checkout
 
 # pip builds and downloads here: minutes on a cold cache.
 pytestmark = [pytest.mark.timeout(600), pytest.mark.system]
@@ -27,17 +28,6 @@ def docs_blocks() -> list[str]:
 def venv_line(block: str) -> str:
     (line,) = [line for line in block.splitlines() if "-m venv" in line]
     return line
-
-
-def checkout(tmp_path: Path) -> Path:
-    """A copy of the files git tracks, as a user's clone has them."""
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    copy = tmp_path / "streamer"
-    for name in files:
-        target = copy / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, target)
-    return copy
 
 
 def install(tmp_path: Path, line: str) -> Path:
