@@ -224,6 +224,7 @@ def make_source(config: Config, stop: threading.Event | None = None):
         )
     if kind == "gst":
         gstreamer.check_backend()
+        gstreamer.check_pipeline(gstspec.pipeline_of(uri))  # a missing element: one line, exit 2
     return CvSource(
         uri,
         kind=kind,
