@@ -1,4 +1,4 @@
-"""Why a network source did not open: OpenCV only says that it failed, so ask the host ourselves.
+"""Why a source did not open: OpenCV only says that it failed, so ask the host (or the device) ourselves.
 
 A TCP connect to the URL's host and port (with a timeout) tells a DNS failure, a refused
 connection and a timeout apart; for http(s) sources one GET (headers only, through httpx)
@@ -36,6 +36,20 @@ RTSP_HINTS = {
     503: "the camera is busy (too many clients?)",
 }
 MAX_HEADER_BYTES = 16384
+LIST_CAMERAS = "ls -l /dev/video* lists the cameras and who may open them"
+
+
+def why_webcam_not_open(uri: str) -> str:
+    """The likely cause of a webcam (an index or /dev/videoN) that did not open, with what to check."""
+    device = f"/dev/video{uri}" if uri.isdigit() else uri
+    if not os.path.exists(device):
+        return f"no {device} here (is the camera plugged in? {LIST_CAMERAS}: the user needs the video group)"
+    if not os.access(device, os.R_OK | os.W_OK):
+        return (
+            f"{device} is there but this user may not open it (permissions: add the user to the video group, "
+            "sudo usermod -aG video USER, then log in again)"
+        )
+    return f"{device} is there but did not open (in use by another program? fuser {device} tells; {LIST_CAMERAS})"
 
 
 def why_not_open(uri: str, timeout_s: float = 3.0) -> str | None:
