@@ -5,11 +5,13 @@ Run it with Debian's interpreter (python3-gi is not importable from a venv):
 
     /usr/bin/python3 scripts/rtsp-server.py --port PORT [--host 127.0.0.1]
         [--mount /cam] (--file CLIP.mp4 | --live) [--fps 30 --width 640 --height 360]
+        [--user USER --password PASSWORD]
 
 --file CLIP.mp4  serves an H.264 MP4 (e.g. from `ffmpeg -c:v libx264`), looped forever, in real time.
 --live           serves a moving videotestsrc pattern, encoded with x264enc (--fps/--width/
                  --height apply to --live only; a clip keeps its own size and rate).
 --port 0         lets the OS choose a free port (the READY line shows it).
+--user/--password  ask for them (digest authentication, as IP cameras do): 401 without them.
 
 The media is shared (one pipeline for every client). Prints exactly one line
 `READY rtsp://HOST:PORT/MOUNT` on stdout once listening; everything else goes to stderr.
@@ -31,8 +33,9 @@ import sys
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 
 def log(msg):
@@ -132,6 +135,20 @@ def live_launch(fps, width, height):
     )
 
 
+def require_login(server, factory, user, password):
+    """Let only USER:PASSWORD in, with digest authentication; anyone else gets 401."""
+    auth = GstRtspServer.RTSPAuth()
+    auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+    auth.add_digest(user, password, token)
+    server.set_auth(auth)
+    role = Gst.Structure.new_from_string("viewer")
+    role.set_value(GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
+    role.set_value(GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
+    factory.add_role_from_structure(role)
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--port", type=int, required=True, help="TCP port for RTSP (0 = any free port)")
@@ -143,7 +160,11 @@ def parse_args(argv):
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=360)
+    ap.add_argument("--user", help="with --password: the one user allowed in (digest authentication)")
+    ap.add_argument("--password")
     args = ap.parse_args(argv)
+    if bool(args.user) != bool(args.password):
+        ap.error("--user and --password go together")
     if not args.mount.startswith("/"):
         args.mount = "/" + args.mount
     return args
@@ -179,6 +200,8 @@ def main(argv=None):
     server.set_address(args.host)
     server.set_service(str(args.port))
     server.get_mount_points().add_factory(args.mount, factory)
+    if args.user:
+        require_login(server, factory, args.user, args.password)
     # attach() returns 0 (and logs a GLib warning) when the port cannot be bound.
     if server.attach(None) == 0:
         log(f"cannot bind {args.host}:{args.port}")

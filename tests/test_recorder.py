@@ -12,7 +12,7 @@ import pytest
 import streamer.outputs.recorder as recorder_module
 from streamer.outputs.recorder import Recorder
 from support.clips import readable_frames
-from support.smallfs import fill
+from support.smallfs import fill, read_only
 
 
 def _frame(n: int) -> np.ndarray:
@@ -94,3 +94,37 @@ def test_a_size_cap_without_segments_is_refused_naming_both_keys(spawn, tmp_path
         "error: output.record_max_mb: needs output.record_segment_s (only whole segments are deleted); "
         "set record_segment_s, e.g. 600 for ten-minute files"
     )
+
+
+@pytest.fixture
+def read_only_disk(small_disk):
+    disk = small_disk(1024)
+    assert read_only(disk), "cannot remount the tmpfs read-only"
+    return disk
+
+
+def test_a_folder_that_cannot_be_written_is_refused_at_once_with_the_reason(read_only_disk):
+    from streamer.errors import UsageError
+
+    with pytest.raises(UsageError) as refused:
+        Recorder(str(read_only_disk / "cam.mp4"), 8.0)
+    assert str(refused.value) == (
+        f"output.record: cannot write {read_only_disk / 'cam.mp4'}: Read-only file system "
+        "(record to a folder on a writable disk that this user may write to)"
+    )
+
+
+@pytest.mark.parametrize("where", ["read-only disk", "/sys"])
+def test_run_with_a_recording_that_cannot_be_written_stops_with_one_line_and_exit_2(spawn, request, api_server, where):
+    """Not a recording paused for space (/sys has none free) and an exit 0, nor a line with no reason."""
+    if where == "/sys":
+        path, reason = "/sys/streamer-test.mp4", "Permission denied"
+    else:
+        path, reason = str(request.getfixturevalue("read_only_disk") / "cam.mp4"), "Read-only file system"
+    args = ["run", "--source", "synthetic", "--model", "synthetic/1", "--api-url", api_server.url, "--headless"]
+    run = spawn([*args, "--record", path, "--duration", "3"])
+    assert run.wait(20) == 2, run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"error: output.record: cannot write {path}: {reason} "
+        "(record to a folder on a writable disk that this user may write to)"
+    ], run.stderr

@@ -1,15 +1,16 @@
 """An RTSP camera served by a real GStreamer RTSP server: detections arrive over ZeroMQ."""
 
 import json
+import re
 import signal
 import time
 
 import pytest
-from conftest import rtsp_clip
+from conftest import need, rtsp_clip
 
 from streamer.sources.synthetic import SyntheticScene
 from support.boxes import iou_xyxy, xywh_to_xyxy
-from support.rtsp import RtspServer
+from support.rtsp import RtspServer, rtsp_server_available
 
 # A still scene, so that the truth is the same for every frame the camera sends.
 SCENE = SyntheticScene(1280, 720, 30.0, moving=False)
@@ -240,3 +241,52 @@ def test_the_stall_watchdog_abandons_a_read_that_blocks_and_reopens(
     assert 3 <= detected_s <= 5, detected_s
     assert code == 0 and seconds < 3
     assert "1 stalls" in run.stderr
+
+
+@pytest.fixture(scope="module")
+def camera_with_login():
+    """The real RTSP server asking for a user and password (digest), as IP cameras do."""
+    ok, why = rtsp_server_available()
+    need(ok, why)
+    with RtspServer(live=True, login=("viewer", "canary-login-pw-3")) as camera:
+        yield camera
+
+
+@pytest.mark.parametrize(
+    "login, path, cause",
+    [
+        ("viewer:canary-login-pw-3@", "/typo", "RTSP 404 from {where}: check the path in the URL"),
+        ("viewer:canary-wrong-pw-8@", "/cam", "RTSP 401 from {where}: check the user and password in the URL"),
+    ],
+)
+def test_a_wrong_path_or_password_is_named_once_and_retried(
+    camera_with_login, api_server, spawn, subscriber, login, path, cause
+):
+    from conftest import free_port
+
+    where = f"127.0.0.1:{camera_with_login.port}"
+    url = f"rtsp://{login}{where}{path}"
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    args = ["run", "--source", url, "--model", "synthetic/1", "--api-url", api_server.url, "--headless"]
+    run = spawn([*args, "--zmq", endpoint, "--duration", "4"])
+    assert run.wait(30) == 0, run.stderr[-3000:]  # cameras boot late: retried until stopped
+    shown = url.replace(login.split(":")[1].rstrip("@"), "***")
+    line = f"cannot open stream {shown}: {cause.format(where=where)} (retrying with backoff)"
+    assert run.stderr.count(line) == 1, run.stderr
+    reconnects = re.search(r"stopped: .* (\d+) source reconnects", run.stderr)
+    assert reconnects and int(reconnects[1]) >= 2, run.stderr
+    assert "canary-login-pw-3" not in run.stderr + run.stdout and "canary-wrong-pw-8" not in run.stderr
+
+
+def test_the_right_password_opens_the_camera_that_asks_for_one(camera_with_login, api_server, spawn, subscriber):
+    """The server's login is real: FFmpeg gets in with the right one (so a 401 above is the password's)."""
+    from conftest import free_port
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sub = subscriber(endpoint)
+    url = camera_with_login.url.replace("rtsp://", "rtsp://viewer:canary-login-pw-3@")
+    args = ["run", "--source", url, "--model", "synthetic/1", "--api-url", api_server.url, "--headless"]
+    run = spawn([*args, "--zmq", endpoint])
+    assert first_message_after(sub, 0, 30) is not None, run.stderr[-3000:]
+    code, _ = run.terminate()
+    assert code == 0

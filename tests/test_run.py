@@ -227,10 +227,20 @@ def test_usage_errors_exit_2_with_one_line(spawn, args, words):
     assert lines[-1].startswith("error: ") and words in lines[-1], run.stderr
 
 
-def test_no_webcam_is_a_clear_error(spawn):
-    run = spawn(["run", "--source", "/dev/video57", "--model", "a/1", "--api-url", "http://127.0.0.1:9", "--headless"])
-    assert run.wait(20) == 1
-    assert "error: cannot open webcam /dev/video57" in run.stderr
+@pytest.mark.parametrize("source", ["57", "/dev/video57"])
+def test_a_missing_webcam_is_named_with_a_hint_once_and_retried(spawn, source):
+    """Not an exit that a service manager restarts every 5 s: the camera may be plugged in later."""
+    args = ["run", "--source", source, "--model", "a/1", "--api-url", "http://127.0.0.1:9", "--headless"]
+    run = spawn([*args, "--duration", "3"])
+    assert run.wait(20) == 0, run.stderr
+    hint = (
+        f"cannot open webcam {source}: no /dev/video57 here (is the camera plugged in? "
+        "ls -l /dev/video* lists the cameras and who may open them: the user needs the video group) "
+        "(retrying with backoff)"
+    )
+    assert run.stderr.count(hint) == 1, run.stderr
+    reconnects = re.search(r"stopped: .* (\d+) source reconnects", run.stderr)
+    assert reconnects and int(reconnects[1]) >= 2, run.stderr
 
 
 def test_a_run_whose_results_go_nowhere_says_so(api_server, spawn):

@@ -9,6 +9,10 @@ free space of the folder is looked at once a second, and below ``min_free_bytes`
 recording pauses: the file is closed while it can still be finished, one warning is logged,
 frames are skipped (and counted), and a new file is started when the space is back.  The
 live pipeline never waits for any of this.
+
+VideoWriter does not say why a file did not open either: a folder this user may not write in
+(``/sys``, a read-only disk) is found at start by creating a file there, and refused with the
+system's reason, rather than found at the first frame, or taken for a full disk.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,13 +28,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamer.errors import UsageError
+from streamer.errors import OutputError, UsageError
 
 log = logging.getLogger(__name__)
 
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}  # the wheels carry no H.264 encoder (docs/facts.md)
 MIN_FREE_BYTES = 64 * 2**20  # a few seconds of 1080p MJPG: time to close the file properly
 SPACE_CHECK_S = 1.0
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (the system's reason and what to do), or None."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".streamer-"):
+            return None
+    except OSError as exc:
+        return f"{exc.strerror or exc} (record to a folder on a writable disk that this user may write to)"
 
 
 class Recorder:
@@ -71,6 +85,9 @@ class Recorder:
         self._folder = Path(path).resolve().parent
         if not self._folder.is_dir():
             raise UsageError(f"{what}: folder {self._folder} does not exist")
+        problem = unwritable(self._folder)
+        if problem:
+            raise UsageError(f"{what}: cannot write {path}: {problem}")
         stem = re.escape(Path(path).stem)
         self._segment_name = re.compile(rf"{stem}-(\d{{8}}T\d{{6}}Z)(?:-(\d+))?{re.escape(Path(path).suffix)}")
 
@@ -114,11 +131,15 @@ class Recorder:
         if self.fps is None:
             fps = self._fps() if callable(self._fps) else self._fps
             self.fps = fps if fps and 0 < fps <= 240 else 30.0
+        first = self.current is None
         self.current = self._file_name()
         self._writer = cv2.VideoWriter(self.current, self._fourcc, self.fps, size)
         if not self._writer.isOpened():
             self._writer = None
-            raise UsageError(f"{self._what}: cannot write video {self.current}")
+            why = unwritable(self._folder) or "OpenCV's video writer refused it"
+            # At the first frame, the user's choice; later (a disk gone read-only), a runtime fault.
+            error = UsageError if first else OutputError
+            raise error(f"{self._what}: cannot write video {self.current}: {why}")
         self._size = size
         self._start = captured_mono
         self._written = 0

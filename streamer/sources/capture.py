@@ -154,7 +154,7 @@ class CaptureWorker:
                     "(ffprobe FILE) or convert it (ffmpeg -i FILE out.mp4)"
                 ) from None
             if first and not getattr(source, "retry_first_open", False):
-                raise  # a missing webcam: say so and stop (exit 1, so a service retries)
+                raise  # a local pipeline (libcamerasrc ...) that does not open: say so and stop, exit 1
             self.stats.source_state = "reconnecting"
             self._faults.fault(str(exc))
             self.stop.wait(self.backoff.next_delay())

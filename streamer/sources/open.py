@@ -24,7 +24,7 @@ from streamer.errors import ConfigError, SourceError, UsageError
 from streamer.redact import scrub, url_for_display
 from streamer.sources import gstreamer
 from streamer.sources.camera import CameraMode, actual_mode, apply_mode, report
-from streamer.sources.probe import why_not_open
+from streamer.sources.probe import why_not_open, why_webcam_not_open
 from streamer.sources.synthetic import SyntheticScene
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,9 @@ class CvSource:
         self._pacer: Pacer | None = None
         self._mode = mode or CameraMode()
         self._reported = [] if reported is None else reported  # the last mode logged, shared with fresh() copies
-        # A camera on the network may be down when streamer starts: keep trying, as after a drop.
-        self.retry_first_open = kind == "stream" or (kind == "gst" and "://" in uri)
+        # A camera on the network may be down when streamer starts, a webcam not plugged in yet:
+        # keep trying, as after a drop, rather than exit for a service manager to restart us.
+        self.retry_first_open = kind in ("stream", "webcam") or (kind == "gst" and "://" in uri)
 
     def fresh(self) -> CvSource:
         """An unopened copy with its own capture, for when this one is stuck in a call."""
@@ -161,7 +162,13 @@ class CvSource:
                     f"cannot open GStreamer pipeline {self.name}; run it with gst-launch-1.0 "
                     "(fakesink in place of appsink) to see why"
                 )
-            why = why_not_open(self.uri, min(3.0, self._open_timeout_ms / 1000)) if self.kind == "stream" else None
+            why = (
+                why_not_open(self.uri, min(3.0, self._open_timeout_ms / 1000))
+                if self.kind == "stream"
+                else why_webcam_not_open(self.uri)
+                if self.kind == "webcam"
+                else None
+            )
             raise SourceError(f"cannot open {self.kind} {self.name}" + (f": {why}" if why else ""))
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps <= 240 else None
@@ -224,6 +231,7 @@ def make_source(config: Config, stop: threading.Event | None = None):
         )
     if kind == "gst":
         gstreamer.check_backend()
+        gstreamer.check_pipeline(gstspec.pipeline_of(uri))  # a missing element: one line, exit 2
     return CvSource(
         uri,
         kind=kind,

@@ -5,7 +5,7 @@ Debian's interpreter (RTSP_PYTHON), never the test venv. Stdlib only; every wait
 
     ok, why = rtsp_server_available()
     encode_h264("in.avi", "clip.mp4")
-    with RtspServer(clip="clip.mp4") as srv:      # or RtspServer(live=True)
+    with RtspServer(clip="clip.mp4") as srv:      # or RtspServer(live=True), login=(USER, PASSWORD)
         cap = cv2.VideoCapture(srv.url, cv2.CAP_FFMPEG, [...])
         srv.freeze(); srv.thaw(); srv.kill(); srv.restart(); srv.stop()
 """
@@ -81,6 +81,7 @@ class RtspServer:
         width=640,
         height=360,
         ready_timeout=15.0,
+        login=None,
     ):
         if bool(clip) == bool(live):
             raise ValueError("give exactly one of clip=PATH or live=True")
@@ -91,6 +92,7 @@ class RtspServer:
         # restart() then reuses that port.
         self.port = port
         self.ready_timeout = ready_timeout
+        self.login = login  # (user, password): the server then answers 401 to anyone else
         self.url = None
         self.proc = None
         self._stderr = collections.deque(maxlen=200)
@@ -126,6 +128,8 @@ class RtspServer:
             cmd += ["--file", self.clip]
         else:
             cmd += ["--live", "--fps", str(self.fps), "--width", str(self.width), "--height", str(self.height)]
+        if self.login:
+            cmd += ["--user", self.login[0], "--password", self.login[1]]
         self.proc = proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )

@@ -62,3 +62,10 @@ def fill(path: Path, leave_bytes: int = 0) -> Path:
             except OSError:
                 break
     return path
+
+
+def read_only(where: Path) -> bool:
+    """Remount the tmpfs at where (from small_fs) read-only, as a disk with errors=remount-ro ends up."""
+    prefix = _mount_command()
+    command = [*(prefix or []), "mount", "-o", "remount,ro", str(where)]
+    return prefix is not None and subprocess.run(command, capture_output=True, timeout=30).returncode == 0
