@@ -73,7 +73,7 @@ OPENCV_TESTS: dict[str, frozenset[str]] = {
         {
             "test_video_file_source_plays_and_ends_by_itself",
             "test_a_file_ends_cleanly_even_during_a_long_retry_after",
-            "test_no_webcam_is_a_clear_error",
+            "test_a_missing_webcam_is_named_with_a_hint_once_and_retried",
         }
     ),
     "test_server.py": frozenset({"test_detects_the_synthetic_shapes", "test_format_image_returns_a_drawn_jpeg"}),

@@ -48,7 +48,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 PREDICT_ATTEMPTS = 3
 
 
-STOP_WORKERS_S = 1.5  # a stopped `streamer video` waits this long for requests in flight
+STOP_WORKERS_S = 0.5  # a stopped `streamer video` waits this long for requests in flight
 
 
 def add_commands(sub) -> None:
