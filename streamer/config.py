@@ -2,7 +2,8 @@
 
 Precedence is flags > environment > file > defaults.  Every refusal is one
 ``ConfigError`` line that names the key path and the bad value and says what
-would be accepted.  ``config.yaml`` at the repository root documents every key.
+would be accepted.  ``credentials.py`` finds the secrets the keys name.  ``config.yaml``
+at the repository root documents every key.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from streamer.redact import register_secret, register_url_secrets, url_for_displ
 from streamer.sources import gstreamer
 
 API_KEY_ENV = "ROBOFLOW_API_KEY"
-CREDENTIAL_NAME = "roboflow_api_key"  # systemd LoadCredential= name
-HTTP_TOKEN_CREDENTIAL = "http_token"  # the web page's token, as a systemd credential
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[0-9]+$")
 
 
@@ -598,47 +597,3 @@ def _check_zmq(out: OutputConfig, origin: dict[str, str]) -> None:
             f"own .key_secret){origin_note(origin, 'output.zmq_curve_clients_dir')}; "
             "'streamer keygen DIR' writes one"
         )
-
-
-def resolve_api_key(config: Config, env: dict[str, str] | None = None) -> str | None:
-    """The API key from (in order) config/env/flag, api.api_key_file or a systemd credential."""
-    env = os.environ if env is None else env
-    key = config.api.api_key
-    if not key and config.api.api_key_file:
-        key = read_secret_file(Path(config.api.api_key_file), "api.api_key_file")
-    if not key and env.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        if candidate.is_file():
-            key = read_secret_file(candidate, "systemd credential " + CREDENTIAL_NAME)
-    key = key.strip() if key else None
-    register_secret(key)
-    return key or None
-
-
-def resolve_http_token(config: Config, env: dict[str, str] | None = None) -> str | None:
-    """The web page's token from output.http_token, output.http_token_file or the systemd
-    credential ``http_token``; None if none is set."""
-    env = os.environ if env is None else env
-    out = config.output
-    token = out.http_token
-    if not token and out.http_token_file:
-        token = read_secret_file(Path(out.http_token_file), "output.http_token_file", "the token")
-    if not token and env.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / HTTP_TOKEN_CREDENTIAL
-        if candidate.is_file():
-            token = read_secret_file(candidate, "systemd credential " + HTTP_TOKEN_CREDENTIAL, "the token")
-    token = token.strip() if token else None
-    register_secret(token)
-    return token or None
-
-
-def read_secret_file(path: Path, what: str, secret: str = "the API key") -> str:
-    """The secret a file holds (stripped), registered; ``what`` names the key or credential."""
-    try:
-        key = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
-    if not key:
-        raise ConfigError(f"{what}: {path} is empty; put {secret} in it")
-    register_secret(key)
-    return key

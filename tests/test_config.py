@@ -7,7 +7,9 @@ import pytest
 import yaml
 
 from streamer import config
-from streamer.config import Config, ConfigError, load, resolve_api_key
+from streamer.config import Config, ConfigError, load
+from streamer.credentials import API_KEY, HTTP_TOKEN, MQTT_PASSWORD, resolve_secret
+from streamer.redact import scrub
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,11 +48,11 @@ def test_precedence_flags_over_env_over_file_over_defaults(tmp_path):
 def test_key_file_and_systemd_credential(tmp_path):
     (tmp_path / "key").write_text("secret-from-file\n")
     cfg = load(None, {"api.api_key_file": str(tmp_path / "key")}, env={})
-    assert resolve_api_key(cfg, env={}) == "secret-from-file"
+    assert resolve_secret(cfg, API_KEY, env={}) == "secret-from-file"
     (tmp_path / "roboflow_api_key").write_text("secret-from-credential")
-    assert resolve_api_key(Config(), env={"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "secret-from-credential"
+    assert resolve_secret(Config(), API_KEY, env={"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "secret-from-credential"
     with pytest.raises(ConfigError, match="api.api_key_file: cannot read"):
-        resolve_api_key(load(None, {"api.api_key_file": str(tmp_path / "nope")}, env={}), env={})
+        resolve_secret(load(None, {"api.api_key_file": str(tmp_path / "nope")}, env={}), API_KEY, env={})
 
 
 def test_webcam_index_may_be_written_as_a_number(tmp_path):
@@ -160,3 +162,27 @@ def test_every_flag_named_in_config_exists_in_the_cli():
     assert flags <= cli_flags
     assert yaml.safe_load((ROOT / "config.yaml").read_text())  # parses
     assert config.flag_for("inference.max_side") == "--max-side"
+
+
+# --- secrets: one lookup for the API key, the web page's token and the broker password ---
+
+
+@pytest.mark.parametrize("secret", [API_KEY, HTTP_TOKEN, MQTT_PASSWORD], ids=lambda s: s.credential)
+def test_a_secret_comes_from_its_value_then_its_file_then_its_credential(tmp_path, secret):
+    (tmp_path / secret.credential).write_text("from-credential\n")
+    (tmp_path / "file").write_text("from-file\n")
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+    assert resolve_secret(Config(), secret, env) == "from-credential"
+    assert resolve_secret(Config(), secret, {}) is None
+    with_file = load(None, {secret.file: str(tmp_path / "file")}, env={})
+    assert resolve_secret(with_file, secret, env) == "from-file"
+    if secret.value.startswith("$"):
+        env[secret.value[1:]] = " from-value "
+        with_value = with_file
+    else:
+        with_value = load(None, {secret.file: str(tmp_path / "file"), secret.value: " from-value "}, env={})
+    assert resolve_secret(with_value, secret, env) == "from-value"
+    assert scrub("from-value and from-file") == "*** and ***"  # registered, so never logged
+    (tmp_path / "file").write_text("\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(secret.file)}: .* is empty; put {secret.what} in it$"):
+        resolve_secret(with_file, secret, {})

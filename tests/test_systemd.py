@@ -22,7 +22,8 @@ import pytest
 from conftest import ROOT, need, need_tool
 
 from streamer.commands.cli import build_parser
-from streamer.config import CREDENTIAL_NAME, ApiConfig, SourceConfig
+from streamer.config import ApiConfig, SourceConfig
+from streamer.credentials import CREDENTIAL_NAME
 
 pytestmark = pytest.mark.system
 

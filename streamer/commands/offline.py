@@ -24,7 +24,8 @@ from streamer.api.client import DetectionClient
 from streamer.api.responses import Parsed, filter_classes
 from streamer.commands.options import api_options, config_from_args, log_option
 from streamer.commands.run import make_client
-from streamer.config import Config, resolve_api_key
+from streamer.config import Config
+from streamer.credentials import API_KEY, resolve_secret
 from streamer.errors import (
     ApiBadRequest,
     ApiError,
@@ -87,7 +88,7 @@ def _config(args) -> Config:
 
 
 def _client(config: Config, connections: int = 1) -> DetectionClient:
-    return make_client(config, resolve_api_key(config), max_connections=connections)
+    return make_client(config, resolve_secret(config, API_KEY), max_connections=connections)
 
 
 def _backoff(config: Config) -> Backoff:

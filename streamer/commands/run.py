@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 from streamer.api.backoff import Backoff
 from streamer.api.client import DetectionClient
-from streamer.config import Config, resolve_api_key
+from streamer.config import Config
+from streamer.credentials import API_KEY, MQTT_PASSWORD, resolve_secret
 from streamer.errors import ConfigError
 from streamer.live.dispatch import HUNG_PER_SLOT, InferenceSettings
 from streamer.live.imaging import limit_opencv_threads
@@ -92,11 +93,10 @@ def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
 
 def _mqtt(config: Config, name: str, pipeline: Pipeline):
     """The MQTT output; made after the pipeline, whose annotated frames are its snapshots."""
-    from streamer.outputs.mqtt import MqttPublisher, resolve_password
+    from streamer.outputs.mqtt import MqttPublisher
 
-    return MqttPublisher(
-        config.mqtt, name, config.inference.classes, resolve_password(config.mqtt), snapshot=pipeline.annotated
-    )
+    password = resolve_secret(config, MQTT_PASSWORD)
+    return MqttPublisher(config.mqtt, name, config.inference.classes, password, snapshot=pipeline.annotated)
 
 
 def _recorder(out, source) -> Recorder:
@@ -152,7 +152,7 @@ def run_pipeline(config: Config, stop: threading.Event) -> int:
     use, a bad key file) closes what was already open.  The pipeline closes its outputs
     itself on the way out; closing them again here does nothing."""
     limit_opencv_threads()
-    api_key = resolve_api_key(config)
+    api_key = resolve_secret(config, API_KEY)
     if not api_key and (urlsplit(config.api.url).hostname or "").endswith("roboflow.com"):
         log.warning("no API key: set $ROBOFLOW_API_KEY or api.api_key_file (a hosted API answers 401)")
     with ExitStack() as opened:

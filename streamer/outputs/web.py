@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from streamer.config import Config, host_is_local, resolve_http_token, split_bind
+from streamer.config import Config, host_is_local, split_bind
+from streamer.credentials import HTTP_TOKEN, resolve_secret
 from streamer.errors import ConfigError
 from streamer.outputs.message import encode_message
 from streamer.outputs.metrics import CONTENT_TYPE, Metrics
@@ -61,7 +62,7 @@ def web_settings(config: Config) -> WebSettings:
     """The settings output.* asks for; a remote bind without a token (or http_auth: none) is refused."""
     out = config.output
     host, port = split_bind(out.http)
-    token = resolve_http_token(config)
+    token = resolve_secret(config, HTTP_TOKEN)
     if out.http_auth == "none":
         token = None
         log.warning(
