@@ -1,20 +1,29 @@
 """Configuration: defaults, the YAML file, the environment and flags, validated strictly.
 
-Precedence is flags > environment > file > defaults.  Every refusal is one
-``ConfigError`` line that names the key path and the bad value and says what
-would be accepted.  ``credentials.py`` finds the secrets the keys name.  ``config.yaml``
-at the repository root documents every key.
+Precedence is flags > environment > file > defaults.  Loading checks each value, then the keys
+against each other (``_problems``); only a check that needs a live resource (a port, a file's
+contents, the broker, the cv2 build) stays where that resource is used.  Every refusal is one
+``ConfigError`` line that names the key path, what is wrong, where the value came from (the
+file, ``$ROBOFLOW_API_KEY`` or the flag) and how to fix it, with "did you mean" for a mistyped
+key.  ``credentials.py`` finds the secrets the keys name.
+
+The validator is written by hand, not with pydantic or msgspec, because those error lines are the
+feature: a library's errors give the key path but not which of the merged sources the value came
+from, and no "did you mean"; translating them back into these lines would take about as much code
+as the checks, plus a compiled dependency streamer does not otherwise need.
+``config.yaml`` at the repository root documents every key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import ipaddress
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +31,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from streamer.credentials import HTTP_TOKEN, MQTT_PASSWORD, secret_is_set
 from streamer.errors import ConfigError
-from streamer.names import slug
+from streamer.names import slug, source_kind
 from streamer.redact import register_secret, register_url_secrets, url_for_display
 from streamer.sources import gstreamer
 
@@ -504,9 +514,13 @@ def _set_path(data: dict, path: str, value: Any) -> None:
 
 
 def load(
-    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    path: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    need_model: bool = False,
 ) -> Config:
-    """Merge defaults, file, environment and flag overrides (dotted key paths) and validate."""
+    """Merge defaults, file, environment and flag overrides (dotted key paths), validate each
+    value, then the keys against each other.  ``need_model``: refuse a config without api.model."""
     env = os.environ if env is None else env
     data: dict = {}
     origin: dict[str, str] = {}
@@ -530,70 +544,115 @@ def load(
         register_url_secrets(mqtt["url"])  # refused below if it holds a password, never shown
     config = _build(Config, data, "", origin)
     register_secret(config.api.api_key)
+    register_secret(config.output.http_token)
     register_url_secrets(config.source.uri)  # a camera password, wherever it turns up
-    out = config.output
-    if out.zmq_topic.startswith(out.zmq_status_topic) or out.zmq_status_topic.startswith(out.zmq_topic):
-        # ZeroMQ subscriptions match by prefix: one topic inside the other mixes the two feeds.
-        raise ConfigError(
-            f"output.zmq_status_topic: {out.zmq_status_topic!r} and output.zmq_topic "
-            f"{out.zmq_topic!r} must not be prefixes of each other (subscribers match topics "
-            f"by prefix){origin_note(origin, 'output.zmq_status_topic')}; pick distinct names"
+    for key_path, problem, fix in _problems(config, env, need_model):
+        raise ConfigError(f"{key_path}: {problem}{origin_note(origin, key_path)}; {fix}")
+    return config
+
+
+# --- checks of keys against each other: each problem is (key path, what is wrong, how to fix it) ---
+
+WEBCAM_HINT = {
+    "gst": "; put the caps in the pipeline instead (video/x-raw,width=...,height=...,framerate=...)",
+    "synthetic": "; the synthetic scene's size is synthetic.width and synthetic.height",
+}
+
+
+def _problems(c: Config, env: Mapping[str, str], need_model: bool) -> Iterator[tuple[str, str, str]]:
+    """What is wrong with the keys together, the first problem first."""
+    if need_model and not c.api.model:
+        yield (
+            "api.model",
+            "not set",
+            "pass --model PROJECT/VERSION (e.g. hard-hat-sample/2) or set api.model in the config file",
         )
+    if c.api.http2 and importlib.util.find_spec("h2") is None:
+        yield "api.http2", "true needs the h2 package", "pip install 'httpx[http2]' or set api.http2: false"
     for section, low, high in (
         ("source", "reconnect_initial_s", "reconnect_max_s"),
         ("api", "backoff_initial_s", "backoff_max_s"),
     ):
-        part = getattr(config, section)
+        part = getattr(c, section)
         if getattr(part, high) < getattr(part, low):
-            raise ConfigError(
-                f"{section}.{high}: {getattr(part, high):g} is below {section}.{low} "
-                f"({getattr(part, low):g}){origin_note(origin, section + '.' + high)}; "
-                "make it at least as large"
+            yield (
+                f"{section}.{high}",
+                f"{getattr(part, high):g} is below {section}.{low} ({getattr(part, low):g})",
+                "make it at least as large",
             )
-    _check_zmq(config.output, origin)
-    _check_mqtt(config.mqtt, origin)
-    _check_http(config.output, origin)
-    return config
-
-
-def _check_mqtt(mq: MqttConfig, origin: dict[str, str]) -> None:
-    """TLS files only with mqtts://, and a client certificate with its key."""
-    tls = bool(mq.url) and mq.url.startswith("mqtts://")
-    for key in ("ca_file", "cert_file", "key_file"):
-        if getattr(mq, key) and not tls:
-            raise ConfigError(
-                f"mqtt.{key}: set, but mqtt.url is not an mqtts:// URL{origin_note(origin, 'mqtt.' + key)}; "
-                "use mqtts://HOST:8883 for TLS, or remove it"
-            )
-    if bool(mq.cert_file) != bool(mq.key_file):
-        raise ConfigError(
-            f"mqtt.cert_file: a client certificate needs both mqtt.cert_file and mqtt.key_file"
-            f"{origin_note(origin, 'mqtt.cert_file')}; set both, or neither"
+    kind = source_kind(c.source.uri)
+    asked = next((k for k in ("width", "height", "fps", "fourcc") if getattr(c.source, k) is not None), None)
+    if asked and kind != "webcam":
+        yield (
+            f"source.{asked}",
+            f"applies to webcams only, and source.uri names a {kind} source",
+            "remove it" + WEBCAM_HINT.get(kind, ""),
         )
+    yield from _output_problems(c, env)
+    yield from _mqtt_problems(c, env)
 
 
-def _check_http(out: OutputConfig, origin: dict[str, str]) -> None:
-    """A page other machines can reach must be asked for (the token is read when it binds)."""
-    register_secret(out.http_token)
-    if out.http and not out.http_allow_remote and not host_is_local(split_bind(out.http)[0]):
-        raise ConfigError(
-            f"output.http: {out.http} can be reached from other machines{origin_note(origin, 'output.http')}"
-            "; serve on 127.0.0.1:PORT (and reach it with ssh -L), or set output.http_allow_remote: true "
-            "and a token (output.http_token_file)"
+def _output_problems(c: Config, env: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
+    out = c.output
+    if out.zmq_topic.startswith(out.zmq_status_topic) or out.zmq_status_topic.startswith(out.zmq_topic):
+        # ZeroMQ subscriptions match by prefix: one topic inside the other mixes the two feeds.
+        yield (
+            "output.zmq_status_topic",
+            f"{out.zmq_status_topic!r} and output.zmq_topic {out.zmq_topic!r} must not be prefixes of each other "
+            "(subscribers match topics by prefix)",
+            "pick distinct names",
         )
-
-
-def _check_zmq(out: OutputConfig, origin: dict[str, str]) -> None:
-    """A feed other machines can reach must be asked for; the key files are read when it binds."""
+    # A feed or a page other machines can reach must be asked for; key files are read when it binds.
     if out.zmq and not out.zmq_allow_remote and not zmq_endpoint_is_local(out.zmq):
-        raise ConfigError(
-            f"output.zmq: {out.zmq} can be reached from other machines{origin_note(origin, 'output.zmq')}"
-            "; bind tcp://127.0.0.1:PORT, or set output.zmq_allow_remote: true to publish to the "
-            "network (and output.zmq_curve_secret_key_file to encrypt the feed with CURVE)"
+        yield (
+            "output.zmq",
+            f"{out.zmq} can be reached from other machines",
+            "bind tcp://127.0.0.1:PORT, or set output.zmq_allow_remote: true to publish to the network "
+            "(and output.zmq_curve_secret_key_file to encrypt the feed with CURVE)",
         )
     if out.zmq_curve_clients_dir and not out.zmq_curve_secret_key_file:
-        raise ConfigError(
-            "output.zmq_curve_clients_dir: needs output.zmq_curve_secret_key_file (the publisher's "
-            f"own .key_secret){origin_note(origin, 'output.zmq_curve_clients_dir')}; "
-            "'streamer keygen DIR' writes one"
+        yield (
+            "output.zmq_curve_clients_dir",
+            "needs output.zmq_curve_secret_key_file (the publisher's own .key_secret)",
+            "'streamer keygen DIR' writes one",
         )
+    remote = bool(out.http) and not host_is_local(split_bind(out.http)[0])
+    if remote and not out.http_allow_remote:
+        yield (
+            "output.http",
+            f"{out.http} can be reached from other machines",
+            "serve on 127.0.0.1:PORT (and reach it with ssh -L), or set output.http_allow_remote: true "
+            "and a token (output.http_token_file)",
+        )
+    if remote and out.http_auth == "token" and not secret_is_set(c, HTTP_TOKEN, env):
+        yield (
+            "output.http",
+            f"{out.http} can be reached from other machines and needs a token",
+            "set output.http_token_file (or the systemd credential http_token), or output.http_auth: none",
+        )
+    if out.record and out.record_max_mb and not out.record_segment_s:
+        yield (
+            "output.record_max_mb",
+            "needs output.record_segment_s (only whole segments are deleted)",
+            "set record_segment_s, e.g. 600 for ten-minute files",
+        )
+
+
+def _mqtt_problems(c: Config, env: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
+    """TLS files only with mqtts://, a client certificate with its key, a password with a user."""
+    mq = c.mqtt
+    for key in ("ca_file", "cert_file", "key_file"):
+        if getattr(mq, key) and not (mq.url or "").startswith("mqtts://"):
+            yield (
+                f"mqtt.{key}",
+                "set, but mqtt.url is not an mqtts:// URL",
+                "use mqtts://HOST:8883 for TLS, or remove it",
+            )
+    if bool(mq.cert_file) != bool(mq.key_file):
+        yield (
+            "mqtt.cert_file",
+            "a client certificate needs both mqtt.cert_file and mqtt.key_file",
+            "set both, or neither",
+        )
+    if mq.url and not urlsplit(mq.url).username and secret_is_set(c, MQTT_PASSWORD, env):
+        yield "mqtt.url", "a broker password is set but the URL names no user", "write mqtt://USER@HOST"

@@ -45,6 +45,13 @@ def _credential(name: str, env: Mapping[str, str]) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
+def secret_is_set(config: Config, secret: Secret, env: Mapping[str, str]) -> bool:
+    """Whether the secret is set anywhere (its file is not read)."""
+    return bool(
+        _value(config, secret.value, env) or _value(config, secret.file, env) or _credential(secret.credential, env)
+    )
+
+
 def resolve_secret(config: Config, secret: Secret, env: Mapping[str, str] | None = None) -> str | None:
     """The secret from (in order) its value, its file or its systemd credential, stripped and
     registered with ``redact``; None if none is set.  A file that is unreadable or empty is refused."""

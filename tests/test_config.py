@@ -1,6 +1,7 @@
 """Configuration: precedence, the reference file, and a table of refused inputs."""
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,67 @@ def test_every_flag_named_in_config_exists_in_the_cli():
     assert flags <= cli_flags
     assert yaml.safe_load((ROOT / "config.yaml").read_text())  # parses
     assert config.flag_for("inference.max_side") == "--max-side"
+
+
+# --- the keys checked against each other, after each value is ---
+
+CROSS = [
+    # (flags as key paths, environment, the key path the one-line error names, where from, a word from the
+    # reason and the fix; None: accepted)
+    ({"api.http2": True}, {}, None, None, None),  # h2 is installed here
+    ({"source.uri": "rtsp://cam/x", "source.width": 640}, {}, "source.width", None, "names a stream source"),
+    ({"source.uri": "synthetic", "source.fps": 30}, {}, "source.fps", None, "synthetic.width"),
+    ({"source.uri": "gst:videotestsrc ! appsink", "source.fourcc": "MJPG"}, {}, "source.fourcc", None, "caps"),
+    ({"source.uri": "/dev/video2", "source.fps": 30}, {}, None, None, None),
+    ({"output.record": "r.avi", "output.record_max_mb": 100}, {}, "output.record_max_mb", None, "record_segment_s"),
+    ({"output.record_max_mb": 100}, {}, None, None, None),  # nothing recorded: nothing to cap
+    ({"output.record": "r.avi", "output.record_max_mb": 1, "output.record_segment_s": 60}, {}, None, None, None),
+    ({"output.http": "0.0.0.0:80"}, {}, "output.http", "--http", "output.http_allow_remote: true"),
+    ({"output.http": "0.0.0.0:80", "output.http_allow_remote": True}, {}, "output.http", "--http", "needs a token"),
+    ({"output.http": "0.0.0.0:80", "output.http_allow_remote": True, "output.http_token": "t"}, {}, None, None, None),
+    ({"output.http": "0.0.0.0:80", "output.http_allow_remote": True, "output.http_auth": "none"}, {}, None, None, None),
+    ({"output.http": "8080"}, {}, None, None, None),  # this machine only: no token needed
+    ({"output.zmq_curve_clients_dir": "c"}, {}, "output.zmq_curve_clients_dir", None, "keygen"),
+    ({"mqtt.url": "mqtt://broker"}, {"STREAMER_MQTT_PASSWORD": "pw"}, "mqtt.url", "--mqtt", "mqtt://USER@HOST"),
+    ({"mqtt.url": "mqtt://cam@broker"}, {"STREAMER_MQTT_PASSWORD": "pw"}, None, None, None),
+    ({"mqtt.url": "mqtt://broker"}, {}, None, None, None),
+    ({"mqtt.url": "mqtt://broker", "mqtt.ca_file": "ca.pem"}, {}, "mqtt.ca_file", None, "mqtts://HOST:8883"),
+    ({"mqtt.url": "mqtts://broker", "mqtt.cert_file": "c.pem"}, {}, "mqtt.cert_file", None, "set both"),
+    ({"api.backoff_initial_s": 10, "api.backoff_max_s": 5}, {}, "api.backoff_max_s", None, "below api.backoff_"),
+]
+
+
+@pytest.mark.parametrize("overrides, env, key, origin, words", CROSS, ids=[str(row[2]) for row in CROSS])
+def test_keys_checked_against_each_other(overrides, env, key, origin, words):
+    if key is None:
+        load(None, overrides, env=env)
+        return
+    with pytest.raises(ConfigError) as info:
+        load(None, overrides, env=env)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(key + ": ") and words in message
+    assert f"(from {origin or key}); " in message  # where the value came from, then the fix
+
+
+def test_a_systemd_credential_is_a_token(tmp_path):
+    remote = {"output.http": "0.0.0.0:80", "output.http_allow_remote": True}
+    with pytest.raises(ConfigError, match="needs a token"):
+        load(None, remote, env={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    (tmp_path / "http_token").write_text("t0ken")
+    assert load(None, remote, env={"CREDENTIALS_DIRECTORY": str(tmp_path)}).output.http_allow_remote
+
+
+def test_a_missing_h2_is_named_when_http2_is_asked(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "h2", None)  # find_spec then finds no h2
+    with pytest.raises(ConfigError, match=r"^api\.http2: true needs the h2 package \(from .*c\.yaml\); pip install"):
+        load(_write(tmp_path, "api:\n  http2: true\n"), env={})
+
+
+def test_a_command_that_calls_the_api_needs_a_model():
+    with pytest.raises(ConfigError, match=r"^api\.model: not set; pass --model PROJECT/VERSION"):
+        load(None, {"source.uri": "synthetic"}, env={}, need_model=True)
+    assert load(None, {"api.model": "a/1"}, env={}, need_model=True).api.model == "a/1"
+    assert load(None, {}, env={}).api.model is None  # the config alone may leave it to a flag
 
 
 # --- secrets: one lookup for the API key, the web page's token and the broker password ---

@@ -79,7 +79,7 @@ def config_from_args(args: argparse.Namespace, extra: dict | None = None, use_fi
         log.warning("--api-key is visible to other users in ps; prefer $ROBOFLOW_API_KEY or api.api_key_file")
     overrides = {key: getattr(args, dest) for dest, key in OVERRIDES.items() if getattr(args, dest, None) is not None}
     overrides.update(extra or {})
-    config = load(path, overrides)
+    config = load(path, overrides, need_model=True)
     setup_logging(config.log_level)
     if path:
         log.debug("configuration from %s", path)

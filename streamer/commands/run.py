@@ -12,7 +12,6 @@ from streamer.api.backoff import Backoff
 from streamer.api.client import DetectionClient
 from streamer.config import Config
 from streamer.credentials import API_KEY, MQTT_PASSWORD, resolve_secret
-from streamer.errors import ConfigError
 from streamer.live.dispatch import HUNG_PER_SLOT, InferenceSettings
 from streamer.live.imaging import limit_opencv_threads
 from streamer.live.pipeline import Outputs, Pipeline, Supervision
@@ -32,18 +31,7 @@ JOURNAL_STATUS_S = 60.0  # and for a journal that keeps weeks of them
 
 
 def make_client(config: Config, api_key: str | None, max_connections: int = 4) -> DetectionClient:
-    if not config.api.model:
-        raise ConfigError(
-            "api.model: not set; pass --model PROJECT/VERSION (e.g. hard-hat-sample/2) "
-            "or set api.model in the config file"
-        )
-    if config.api.http2:
-        try:
-            import h2  # noqa: F401  (httpx needs it for HTTP/2)
-        except ImportError:
-            raise ConfigError(
-                "api.http2: true needs the h2 package; pip install 'httpx[http2]' or set api.http2: false"
-            ) from None
+    """The API client; config is one that ``load(need_model=True)`` accepted."""
     return DetectionClient(
         config.api.url,
         config.api.model,
@@ -100,11 +88,6 @@ def _mqtt(config: Config, name: str, pipeline: Pipeline):
 
 
 def _recorder(out, source) -> Recorder:
-    if out.record_max_mb and not out.record_segment_s:
-        raise ConfigError(
-            "output.record_max_mb: needs output.record_segment_s (only whole segments are deleted); "
-            "set record_segment_s, e.g. 600 for ten-minute files"
-        )
     return Recorder(
         out.record,
         lambda: getattr(source, "fps", None),

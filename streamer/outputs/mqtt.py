@@ -108,9 +108,7 @@ class MqttPublisher:
     def _make_client(self, password: str | None) -> mqtt.Client:
         protocol = mqtt.MQTTv5 if self.cfg.protocol == "5" else mqtt.MQTTv311
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamer-{self.name}", protocol=protocol)
-        if password is not None and not self.user:
-            raise ConfigError("mqtt.url: a broker password is set but the URL names no user; write mqtt://USER@HOST")
-        if self.user:
+        if self.user:  # load() has refused a password without a user
             client.username_pw_set(self.user, password)
         if self.tls:
             self._set_tls(client)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from streamer.config import Config, host_is_local, split_bind
+from streamer.config import Config, split_bind
 from streamer.credentials import HTTP_TOKEN, resolve_secret
 from streamer.errors import ConfigError
 from streamer.outputs.message import encode_message
@@ -59,7 +59,7 @@ class WebSettings:
 
 
 def web_settings(config: Config) -> WebSettings:
-    """The settings output.* asks for; a remote bind without a token (or http_auth: none) is refused."""
+    """The settings output.* asks for (load() has refused a remote bind without a token)."""
     out = config.output
     host, port = split_bind(out.http)
     token = resolve_secret(config, HTTP_TOKEN)
@@ -67,11 +67,6 @@ def web_settings(config: Config) -> WebSettings:
         token = None
         log.warning(
             "output.http_auth: none: anyone who can reach %s may watch the camera and read the status", out.http
-        )
-    elif token is None and not host_is_local(host):
-        raise ConfigError(
-            f"output.http: {out.http} can be reached from other machines and needs a token; set "
-            "output.http_token_file (or the systemd credential http_token), or output.http_auth: none"
         )
     return WebSettings(
         host, port, token, out.http_fps, out.http_max_side, out.http_jpeg_quality, out.http_health_max_age_s
