@@ -1,11 +1,13 @@
-"""Configuration: defaults, the YAML file, the environment and flags, validated strictly.
+"""Configuration: the schema of every key, the YAML file, the environment and flags, validated strictly.
 
-Precedence is flags > environment > file > defaults.  Loading checks each value, then the keys
-against each other (``_problems``); only a check that needs a live resource (a port, a file's
-contents, the broker, the cv2 build) stays where that resource is used.  Every refusal is one
-``ConfigError`` line that names the key path, what is wrong, where the value came from (the
-file, ``$ROBOFLOW_API_KEY`` or the flag) and how to fix it, with "did you mean" for a mistyped
-key.  ``credentials.py`` finds the secrets the keys name.
+Precedence is flags > environment > file > defaults.  Each key is declared once, in the schema
+below: its default, its check and, where it has one, its command-line flag (name, metavar, help),
+from which ``commands/options.py`` makes the argparse flags and their help, defaults included.
+Loading checks each value, then the keys against each other (``_problems``); only a check that
+needs a live resource (a port, a file's contents, the broker, the cv2 build) stays where that
+resource is used.  Every refusal is one ``ConfigError`` line that names the key path, what is
+wrong, where the value came from (the file, ``$ROBOFLOW_API_KEY`` or the flag) and how to fix it,
+with "did you mean" for a mistyped key.  ``credentials.py`` finds the secrets the keys name.
 
 The validator is written by hand, not with pydantic or msgspec, because those error lines are the
 feature: a library's errors give the key path but not which of the merged sources the value came
@@ -116,6 +118,7 @@ def _choice(*choices: str) -> Callable[[Any], str]:
             raise ValueError("expected one of " + ", ".join(choices))
         return value
 
+    check.choices = choices  # type: ignore[attr-defined]  (the generated flag offers them)
     return check
 
 
@@ -301,7 +304,21 @@ def _camera_name(value: Any) -> str | None:
     return name
 
 
-def opt(default: Any, check: Callable[[Any], Any], flag: str | None = None) -> Any:
+@dataclass(frozen=True)
+class Flag:
+    """The command-line flag that sets a config key.  The CLI is generated from these: the
+    flag's type comes from the key's annotation, and its help ends with the key's default."""
+
+    group: str  # the heading it is listed under in --help
+    name: str
+    metavar: str | None
+    help: str
+
+
+SOURCE, API, RATE, OUTPUT, LOGGING = "source", "detection API", "request rate", "output", "logging"
+
+
+def opt(default: Any, check: Callable[[Any], Any], flag: Flag | None = None) -> Any:
     """A config field: its default, its check and the command-line flag that sets it."""
     factory = (lambda: list(default)) if isinstance(default, list) else None
     meta = {"check": check, "flag": flag}
@@ -312,7 +329,17 @@ def opt(default: Any, check: Callable[[Any], Any], flag: str | None = None) -> A
 
 @dataclass(frozen=True)
 class SourceConfig:
-    uri: str = opt("0", _source_uri, "--source")
+    uri: str = opt(
+        "0",
+        _source_uri,
+        Flag(
+            SOURCE,
+            "--source",
+            "SRC",
+            "webcam index (0), /dev/videoN, rtsp:// or http(s):// URL, video file, 'synthetic', "
+            "or 'gst:PIPELINE', a GStreamer pipeline ending in appsink",
+        ),
+    )
     rtsp_transport: str = opt("tcp", _choice("tcp", "udp"))
     open_timeout_s: float = opt(5.0, _number(0, 120, lo_open=True))
     read_timeout_s: float = opt(2.0, _number(0, 120, lo_open=True))
@@ -337,9 +364,13 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class ApiConfig:
-    url: str = opt("https://detect.roboflow.com", _api_url, "--api-url")
-    model: str | None = opt(None, _model, "--model")
-    api_key: str | None = opt(None, _text(optional=True))
+    url: str = opt("https://detect.roboflow.com", _api_url, Flag(API, "--api-url", "URL", "API base URL"))
+    model: str | None = opt(None, _model, Flag(API, "--model", "PROJECT/VERSION", "model id, e.g. hard-hat-sample/2"))
+    api_key: str | None = opt(
+        None,
+        _text(optional=True),
+        Flag(API, "--api-key", "KEY", "API key; prefer $ROBOFLOW_API_KEY: a flag is visible to every user in ps"),
+    )
     api_key_file: str | None = opt(None, _path())
     connect_timeout_s: float = opt(5.0, _number(0, 120, lo_open=True))
     timeout_s: float = opt(10.0, _number(0, 600, lo_open=True))
@@ -351,29 +382,53 @@ class ApiConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    confidence: float = opt(0.4, _fraction, "--confidence")
-    overlap: float = opt(0.3, _fraction, "--overlap")
-    classes: list = opt([], _string_list, "--classes")
-    max_side: int = opt(640, _number(32, 8192, integer=True), "--max-side")
+    confidence: float = opt(0.4, _fraction, Flag(API, "--confidence", "0-1", "minimum confidence"))
+    overlap: float = opt(0.3, _fraction, Flag(API, "--overlap", "0-1", "NMS overlap threshold"))
+    classes: list = opt([], _string_list, Flag(API, "--classes", "A,B", "keep only these classes (comma separated)"))
+    max_side: int = opt(
+        640, _number(32, 8192, integer=True), Flag(API, "--max-side", "PX", "longest side of the upload")
+    )
     jpeg_quality: int = opt(75, _number(1, 100, integer=True))
-    max_in_flight: int = opt(2, _number(1, 16, integer=True), "--max-in-flight")
-    max_fps: float | None = opt(2.0, _number(0, 1000, optional=True), "--max-fps")
-    min_change: float = opt(0.0, _number(0, 1), "--min-change")
+    max_in_flight: int = opt(
+        2, _number(1, 16, integer=True), Flag(RATE, "--max-in-flight", "N", "requests in flight at once")
+    )
+    max_fps: float | None = opt(
+        2.0,
+        _number(0, 1000, optional=True),
+        Flag(RATE, "--max-fps", "CALLS", "at most this many API calls a second; 0: no cap"),
+    )
+    min_change: float = opt(
+        0.0,
+        _number(0, 1),
+        Flag(RATE, "--min-change", "0-1", "skip the call when the frame changed less than this; 0: off"),
+    )
     budget_calls: int | None = opt(None, _number(1, 10**9, integer=True, optional=True))
     budget_period: str = opt("hour", _choice("hour", "day"))
 
 
 @dataclass(frozen=True)
 class OutputConfig:
-    headless: bool = opt(False, _boolean, "--headless")
+    headless: bool = opt(False, _boolean, Flag(OUTPUT, "--headless", None, "never open a window"))
     window_title: str = opt("streamer", _text())
-    zmq: str | None = opt(None, _zmq_endpoint, "--zmq")
+    zmq: str | None = opt(
+        None,
+        _zmq_endpoint,
+        Flag(
+            OUTPUT,
+            "--zmq",
+            "ENDPOINT",
+            "publish detections on a ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555, or just a port "
+            "(5555: this machine only)",
+        ),
+    )
     zmq_topic: str = opt("detections", _text())
     zmq_allow_remote: bool = opt(False, _boolean)
     zmq_curve_secret_key_file: str | None = opt(None, _path())
     zmq_curve_clients_dir: str | None = opt(None, _path(what="a folder path"))
-    jsonl: str | None = opt(None, _path(), "--jsonl")
-    record: str | None = opt(None, _path((".mp4", ".avi")), "--record")
+    jsonl: str | None = opt(None, _path(), Flag(OUTPUT, "--jsonl", "FILE", "append each message to FILE, one per line"))
+    record: str | None = opt(
+        None, _path((".mp4", ".avi")), Flag(OUTPUT, "--record", "FILE", "write the annotated video (.mp4 or .avi)")
+    )
     status_interval_s: float | None = opt(None, _number(0, 3600, lo_open=True, optional=True))
     heartbeat_s: float = opt(2.0, _number(0, 3600, lo_open=True))
     zmq_status_topic: str = opt("status", _text())
@@ -381,7 +436,16 @@ class OutputConfig:
     jsonl_keep: int = opt(3, _number(0, 1000, integer=True))
     record_segment_s: float = opt(0.0, _number(0, 86400))
     record_max_mb: float = opt(0.0, _number(0, 10**7))
-    http: str | None = opt(None, _http_bind, "--http")
+    http: str | None = opt(
+        None,
+        _http_bind,
+        Flag(
+            OUTPUT,
+            "--http",
+            "[HOST:]PORT",
+            "serve the live page, health and metrics on HOST:PORT; a bare port: 127.0.0.1 only, port 0: any free one",
+        ),
+    )
     http_allow_remote: bool = opt(False, _boolean)
     http_auth: str = opt("token", _choice("token", "none"))
     http_token: str | None = opt(None, _text(optional=True))
@@ -394,7 +458,17 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class MqttConfig:
-    url: str | None = opt(None, _mqtt_url, "--mqtt")
+    url: str | None = opt(
+        None,
+        _mqtt_url,
+        Flag(
+            OUTPUT,
+            "--mqtt",
+            "URL",
+            "publish to an MQTT broker, mqtt://[user@]host[:port] or mqtts://...; the password comes from "
+            "$STREAMER_MQTT_PASSWORD, mqtt.password_file or a systemd credential",
+        ),
+    )
     protocol: str = opt("3.1.1", _mqtt_protocol)
     prefix: str | None = opt(None, _topic_prefix)
     keepalive_s: int = opt(10, _number(5, 3600, integer=True))
@@ -420,9 +494,19 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
-    name: str | None = opt(None, _camera_name, "--name")
-    duration_s: float | None = opt(None, _number(0, lo_open=True, optional=True), "--duration")
-    log_level: str = opt("info", _choice("debug", "info", "warning", "error"))
+    name: str | None = opt(
+        None,
+        _camera_name,
+        Flag(OUTPUT, "--name", "NAME", "camera name in messages and topics (default: from the source)"),
+    )
+    duration_s: float | None = opt(
+        None,
+        _number(0, lo_open=True, optional=True),
+        Flag(OUTPUT, "--duration", "SECONDS", "stop after this many seconds"),
+    )
+    log_level: str = opt(
+        "info", _choice("debug", "info", "warning", "error"), Flag(LOGGING, "--log-level", None, "how much to log")
+    )
 
 
 def _show(value: Any) -> str:
@@ -469,13 +553,22 @@ def origin_note(origin: dict[str, str], path: str) -> str:
     return f" (from {where})" if where else ""
 
 
+def flags() -> Iterator[tuple[str, Any, Flag]]:
+    """(key path, field, flag) of every key a command-line flag sets, in the schema's order."""
+
+    def walk(cls: type, prefix: str) -> Iterator[tuple[str, Any, Flag]]:
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.default_factory):
+                yield from walk(f.default_factory, prefix + f.name + ".")
+            elif f.metadata.get("flag"):
+                yield prefix + f.name, f, f.metadata["flag"]
+
+    return walk(Config, "")
+
+
 def flag_for(path: str) -> str | None:
     """The command-line flag that sets a key path, if there is one."""
-    cls: Any = Config
-    *parents, leaf = path.split(".")
-    for part in parents:
-        cls = {f.name: f for f in dataclasses.fields(cls)}[part].default_factory
-    return {f.name: f for f in dataclasses.fields(cls)}[leaf].metadata.get("flag")
+    return next((flag.name for key, _, flag in flags() if key == path), None)
 
 
 def read_file(path: str | os.PathLike) -> dict:

@@ -22,9 +22,9 @@ import numpy as np
 from streamer.api.backoff import Backoff
 from streamer.api.client import DetectionClient
 from streamer.api.responses import Parsed, filter_classes
-from streamer.commands.options import api_options, config_from_args, log_option
+from streamer.commands.options import add_flags, config_from_args
 from streamer.commands.run import make_client
-from streamer.config import Config
+from streamer.config import API, LOGGING, Config
 from streamer.credentials import API_KEY, resolve_secret
 from streamer.errors import (
     ApiBadRequest,
@@ -53,7 +53,7 @@ PREDICT_ATTEMPTS = 3
 def add_commands(sub) -> None:
     p = sub.add_parser("predict", help="detect objects in one image file or URL and print the JSON")
     p.add_argument("image", metavar="IMAGE_OR_URL")
-    api_options(p)
+    add_flags(p, API, LOGGING)
     p.add_argument(
         "--save",
         metavar="FILE",
@@ -65,7 +65,6 @@ def add_commands(sub) -> None:
         default="json",
         help="json (default) or image: ask the server for its drawn image (needs --save)",
     )
-    log_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("video", help="annotate a whole video file offline: every frame, in order")
@@ -78,8 +77,7 @@ def add_commands(sub) -> None:
         "answered (frames it refused are written to the video without boxes)",
     )
     p.add_argument("--workers", type=int, default=4, metavar="N", help="requests in flight (default 4)")
-    api_options(p)
-    log_option(p)
+    add_flags(p, API, LOGGING)
     p.set_defaults(func=cmd_video)
 
 
