@@ -1,19 +1,31 @@
-"""Configuration: defaults, the YAML file, the environment and flags, validated strictly.
+"""Configuration: the schema of every key, the YAML file, the environment and flags, validated strictly.
 
-Precedence is flags > environment > file > defaults.  Every refusal is one
-``ConfigError`` line that names the key path and the bad value and says what
-would be accepted.  ``config.yaml`` at the repository root documents every key.
+Precedence is flags > environment > file > defaults.  Each key is declared once, in the schema
+below: its default, its check and, where it has one, its command-line flag (name, metavar, help),
+from which ``commands/options.py`` makes the argparse flags and their help, defaults included.
+Loading checks each value, then the keys against each other (``_problems``); only a check that
+needs a live resource (a port, a file's contents, the broker, the cv2 build) stays where that
+resource is used.  Every refusal is one ``ConfigError`` line that names the key path, what is
+wrong, where the value came from (the file, ``$ROBOFLOW_API_KEY`` or the flag) and how to fix it,
+with "did you mean" for a mistyped key.  ``credentials.py`` finds the secrets the keys name.
+
+The validator is written by hand, not with pydantic or msgspec, because those error lines are the
+feature: a library's errors give the key path but not which of the merged sources the value came
+from, and no "did you mean"; translating them back into these lines would take about as much code
+as the checks, plus a compiled dependency streamer does not otherwise need.
+``config.yaml`` at the repository root documents every key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import ipaddress
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +34,12 @@ from urllib.parse import urlsplit
 import yaml
 
 from streamer import gstspec
+from streamer.credentials import HTTP_TOKEN, MQTT_PASSWORD, secret_is_set
 from streamer.errors import ConfigError
-from streamer.names import slug
+from streamer.names import slug, source_kind
 from streamer.redact import register_secret, register_url_secrets, url_for_display
 
 API_KEY_ENV = "ROBOFLOW_API_KEY"
-CREDENTIAL_NAME = "roboflow_api_key"  # systemd LoadCredential= name
-HTTP_TOKEN_CREDENTIAL = "http_token"  # the web page's token, as a systemd credential
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[0-9]+$")
 
 
@@ -107,6 +118,7 @@ def _choice(*choices: str) -> Callable[[Any], str]:
             raise ValueError("expected one of " + ", ".join(choices))
         return value
 
+    check.choices = choices  # type: ignore[attr-defined]  (the generated flag offers them)
     return check
 
 
@@ -292,7 +304,21 @@ def _camera_name(value: Any) -> str | None:
     return name
 
 
-def opt(default: Any, check: Callable[[Any], Any], flag: str | None = None) -> Any:
+@dataclass(frozen=True)
+class Flag:
+    """The command-line flag that sets a config key.  The CLI is generated from these: the
+    flag's type comes from the key's annotation, and its help ends with the key's default."""
+
+    group: str  # the heading it is listed under in --help
+    name: str
+    metavar: str | None
+    help: str
+
+
+SOURCE, API, RATE, OUTPUT, LOGGING = "source", "detection API", "request rate", "output", "logging"
+
+
+def opt(default: Any, check: Callable[[Any], Any], flag: Flag | None = None) -> Any:
     """A config field: its default, its check and the command-line flag that sets it."""
     factory = (lambda: list(default)) if isinstance(default, list) else None
     meta = {"check": check, "flag": flag}
@@ -303,7 +329,17 @@ def opt(default: Any, check: Callable[[Any], Any], flag: str | None = None) -> A
 
 @dataclass(frozen=True)
 class SourceConfig:
-    uri: str = opt("0", _source_uri, "--source")
+    uri: str = opt(
+        "0",
+        _source_uri,
+        Flag(
+            SOURCE,
+            "--source",
+            "SRC",
+            "webcam index (0), /dev/videoN, rtsp:// or http(s):// URL, video file, 'synthetic', "
+            "or 'gst:PIPELINE', a GStreamer pipeline ending in appsink",
+        ),
+    )
     rtsp_transport: str = opt("tcp", _choice("tcp", "udp"))
     open_timeout_s: float = opt(5.0, _number(0, 120, lo_open=True))
     read_timeout_s: float = opt(2.0, _number(0, 120, lo_open=True))
@@ -328,9 +364,13 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class ApiConfig:
-    url: str = opt("https://detect.roboflow.com", _api_url, "--api-url")
-    model: str | None = opt(None, _model, "--model")
-    api_key: str | None = opt(None, _text(optional=True))
+    url: str = opt("https://detect.roboflow.com", _api_url, Flag(API, "--api-url", "URL", "API base URL"))
+    model: str | None = opt(None, _model, Flag(API, "--model", "PROJECT/VERSION", "model id, e.g. hard-hat-sample/2"))
+    api_key: str | None = opt(
+        None,
+        _text(optional=True),
+        Flag(API, "--api-key", "KEY", "API key; prefer $ROBOFLOW_API_KEY: a flag is visible to every user in ps"),
+    )
     api_key_file: str | None = opt(None, _path())
     connect_timeout_s: float = opt(5.0, _number(0, 120, lo_open=True))
     timeout_s: float = opt(10.0, _number(0, 600, lo_open=True))
@@ -342,29 +382,53 @@ class ApiConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    confidence: float = opt(0.4, _fraction, "--confidence")
-    overlap: float = opt(0.3, _fraction, "--overlap")
-    classes: list = opt([], _string_list, "--classes")
-    max_side: int = opt(640, _number(32, 8192, integer=True), "--max-side")
+    confidence: float = opt(0.4, _fraction, Flag(API, "--confidence", "0-1", "minimum confidence"))
+    overlap: float = opt(0.3, _fraction, Flag(API, "--overlap", "0-1", "NMS overlap threshold"))
+    classes: list = opt([], _string_list, Flag(API, "--classes", "A,B", "keep only these classes (comma separated)"))
+    max_side: int = opt(
+        640, _number(32, 8192, integer=True), Flag(API, "--max-side", "PX", "longest side of the upload")
+    )
     jpeg_quality: int = opt(75, _number(1, 100, integer=True))
-    max_in_flight: int = opt(2, _number(1, 16, integer=True), "--max-in-flight")
-    max_fps: float | None = opt(2.0, _number(0, 1000, optional=True), "--max-fps")
-    min_change: float = opt(0.0, _number(0, 1), "--min-change")
+    max_in_flight: int = opt(
+        2, _number(1, 16, integer=True), Flag(RATE, "--max-in-flight", "N", "requests in flight at once")
+    )
+    max_fps: float | None = opt(
+        2.0,
+        _number(0, 1000, optional=True),
+        Flag(RATE, "--max-fps", "CALLS", "at most this many API calls a second; 0: no cap"),
+    )
+    min_change: float = opt(
+        0.0,
+        _number(0, 1),
+        Flag(RATE, "--min-change", "0-1", "skip the call when the frame changed less than this; 0: off"),
+    )
     budget_calls: int | None = opt(None, _number(1, 10**9, integer=True, optional=True))
     budget_period: str = opt("hour", _choice("hour", "day"))
 
 
 @dataclass(frozen=True)
 class OutputConfig:
-    headless: bool = opt(False, _boolean, "--headless")
+    headless: bool = opt(False, _boolean, Flag(OUTPUT, "--headless", None, "never open a window"))
     window_title: str = opt("streamer", _text())
-    zmq: str | None = opt(None, _zmq_endpoint, "--zmq")
+    zmq: str | None = opt(
+        None,
+        _zmq_endpoint,
+        Flag(
+            OUTPUT,
+            "--zmq",
+            "ENDPOINT",
+            "publish detections on a ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555, or just a port "
+            "(5555: this machine only)",
+        ),
+    )
     zmq_topic: str = opt("detections", _text())
     zmq_allow_remote: bool = opt(False, _boolean)
     zmq_curve_secret_key_file: str | None = opt(None, _path())
     zmq_curve_clients_dir: str | None = opt(None, _path(what="a folder path"))
-    jsonl: str | None = opt(None, _path(), "--jsonl")
-    record: str | None = opt(None, _path((".mp4", ".avi")), "--record")
+    jsonl: str | None = opt(None, _path(), Flag(OUTPUT, "--jsonl", "FILE", "append each message to FILE, one per line"))
+    record: str | None = opt(
+        None, _path((".mp4", ".avi")), Flag(OUTPUT, "--record", "FILE", "write the annotated video (.mp4 or .avi)")
+    )
     status_interval_s: float | None = opt(None, _number(0, 3600, lo_open=True, optional=True))
     heartbeat_s: float = opt(2.0, _number(0, 3600, lo_open=True))
     zmq_status_topic: str = opt("status", _text())
@@ -372,7 +436,16 @@ class OutputConfig:
     jsonl_keep: int = opt(3, _number(0, 1000, integer=True))
     record_segment_s: float = opt(0.0, _number(0, 86400))
     record_max_mb: float = opt(0.0, _number(0, 10**7))
-    http: str | None = opt(None, _http_bind, "--http")
+    http: str | None = opt(
+        None,
+        _http_bind,
+        Flag(
+            OUTPUT,
+            "--http",
+            "[HOST:]PORT",
+            "serve the live page, health and metrics on HOST:PORT; a bare port: 127.0.0.1 only, port 0: any free one",
+        ),
+    )
     http_allow_remote: bool = opt(False, _boolean)
     http_auth: str = opt("token", _choice("token", "none"))
     http_token: str | None = opt(None, _text(optional=True))
@@ -385,7 +458,17 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class MqttConfig:
-    url: str | None = opt(None, _mqtt_url, "--mqtt")
+    url: str | None = opt(
+        None,
+        _mqtt_url,
+        Flag(
+            OUTPUT,
+            "--mqtt",
+            "URL",
+            "publish to an MQTT broker, mqtt://[user@]host[:port] or mqtts://...; the password comes from "
+            "$STREAMER_MQTT_PASSWORD, mqtt.password_file or a systemd credential",
+        ),
+    )
     protocol: str = opt("3.1.1", _mqtt_protocol)
     prefix: str | None = opt(None, _topic_prefix)
     keepalive_s: int = opt(10, _number(5, 3600, integer=True))
@@ -411,9 +494,19 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
-    name: str | None = opt(None, _camera_name, "--name")
-    duration_s: float | None = opt(None, _number(0, lo_open=True, optional=True), "--duration")
-    log_level: str = opt("info", _choice("debug", "info", "warning", "error"))
+    name: str | None = opt(
+        None,
+        _camera_name,
+        Flag(OUTPUT, "--name", "NAME", "camera name in messages and topics (default: from the source)"),
+    )
+    duration_s: float | None = opt(
+        None,
+        _number(0, lo_open=True, optional=True),
+        Flag(OUTPUT, "--duration", "SECONDS", "stop after this many seconds"),
+    )
+    log_level: str = opt(
+        "info", _choice("debug", "info", "warning", "error"), Flag(LOGGING, "--log-level", None, "how much to log")
+    )
 
 
 def _show(value: Any) -> str:
@@ -460,13 +553,22 @@ def origin_note(origin: dict[str, str], path: str) -> str:
     return f" (from {where})" if where else ""
 
 
+def flags() -> Iterator[tuple[str, Any, Flag]]:
+    """(key path, field, flag) of every key a command-line flag sets, in the schema's order."""
+
+    def walk(cls: type, prefix: str) -> Iterator[tuple[str, Any, Flag]]:
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.default_factory):
+                yield from walk(f.default_factory, prefix + f.name + ".")
+            elif f.metadata.get("flag"):
+                yield prefix + f.name, f, f.metadata["flag"]
+
+    return walk(Config, "")
+
+
 def flag_for(path: str) -> str | None:
     """The command-line flag that sets a key path, if there is one."""
-    cls: Any = Config
-    *parents, leaf = path.split(".")
-    for part in parents:
-        cls = {f.name: f for f in dataclasses.fields(cls)}[part].default_factory
-    return {f.name: f for f in dataclasses.fields(cls)}[leaf].metadata.get("flag")
+    return next((flag.name for key, _, flag in flags() if key == path), None)
 
 
 def read_file(path: str | os.PathLike) -> dict:
@@ -505,9 +607,13 @@ def _set_path(data: dict, path: str, value: Any) -> None:
 
 
 def load(
-    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    path: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    need_model: bool = False,
 ) -> Config:
-    """Merge defaults, file, environment and flag overrides (dotted key paths) and validate."""
+    """Merge defaults, file, environment and flag overrides (dotted key paths), validate each
+    value, then the keys against each other.  ``need_model``: refuse a config without api.model."""
     env = os.environ if env is None else env
     data: dict = {}
     origin: dict[str, str] = {}
@@ -531,114 +637,115 @@ def load(
         register_url_secrets(mqtt["url"])  # refused below if it holds a password, never shown
     config = _build(Config, data, "", origin)
     register_secret(config.api.api_key)
+    register_secret(config.output.http_token)
     register_url_secrets(config.source.uri)  # a camera password, wherever it turns up
-    out = config.output
-    if out.zmq_topic.startswith(out.zmq_status_topic) or out.zmq_status_topic.startswith(out.zmq_topic):
-        # ZeroMQ subscriptions match by prefix: one topic inside the other mixes the two feeds.
-        raise ConfigError(
-            f"output.zmq_status_topic: {out.zmq_status_topic!r} and output.zmq_topic "
-            f"{out.zmq_topic!r} must not be prefixes of each other (subscribers match topics "
-            f"by prefix){origin_note(origin, 'output.zmq_status_topic')}; pick distinct names"
+    for key_path, problem, fix in _problems(config, env, need_model):
+        raise ConfigError(f"{key_path}: {problem}{origin_note(origin, key_path)}; {fix}")
+    return config
+
+
+# --- checks of keys against each other: each problem is (key path, what is wrong, how to fix it) ---
+
+WEBCAM_HINT = {
+    "gst": "; put the caps in the pipeline instead (video/x-raw,width=...,height=...,framerate=...)",
+    "synthetic": "; the synthetic scene's size is synthetic.width and synthetic.height",
+}
+
+
+def _problems(c: Config, env: Mapping[str, str], need_model: bool) -> Iterator[tuple[str, str, str]]:
+    """What is wrong with the keys together, the first problem first."""
+    if need_model and not c.api.model:
+        yield (
+            "api.model",
+            "not set",
+            "pass --model PROJECT/VERSION (e.g. hard-hat-sample/2) or set api.model in the config file",
         )
+    if c.api.http2 and importlib.util.find_spec("h2") is None:
+        yield "api.http2", "true needs the h2 package", "pip install 'httpx[http2]' or set api.http2: false"
     for section, low, high in (
         ("source", "reconnect_initial_s", "reconnect_max_s"),
         ("api", "backoff_initial_s", "backoff_max_s"),
     ):
-        part = getattr(config, section)
+        part = getattr(c, section)
         if getattr(part, high) < getattr(part, low):
-            raise ConfigError(
-                f"{section}.{high}: {getattr(part, high):g} is below {section}.{low} "
-                f"({getattr(part, low):g}){origin_note(origin, section + '.' + high)}; "
-                "make it at least as large"
+            yield (
+                f"{section}.{high}",
+                f"{getattr(part, high):g} is below {section}.{low} ({getattr(part, low):g})",
+                "make it at least as large",
             )
-    _check_zmq(config.output, origin)
-    _check_mqtt(config.mqtt, origin)
-    _check_http(config.output, origin)
-    return config
-
-
-def _check_mqtt(mq: MqttConfig, origin: dict[str, str]) -> None:
-    """TLS files only with mqtts://, and a client certificate with its key."""
-    tls = bool(mq.url) and mq.url.startswith("mqtts://")
-    for key in ("ca_file", "cert_file", "key_file"):
-        if getattr(mq, key) and not tls:
-            raise ConfigError(
-                f"mqtt.{key}: set, but mqtt.url is not an mqtts:// URL{origin_note(origin, 'mqtt.' + key)}; "
-                "use mqtts://HOST:8883 for TLS, or remove it"
-            )
-    if bool(mq.cert_file) != bool(mq.key_file):
-        raise ConfigError(
-            f"mqtt.cert_file: a client certificate needs both mqtt.cert_file and mqtt.key_file"
-            f"{origin_note(origin, 'mqtt.cert_file')}; set both, or neither"
+    kind = source_kind(c.source.uri)
+    asked = next((k for k in ("width", "height", "fps", "fourcc") if getattr(c.source, k) is not None), None)
+    if asked and kind != "webcam":
+        yield (
+            f"source.{asked}",
+            f"applies to webcams only, and source.uri names a {kind} source",
+            "remove it" + WEBCAM_HINT.get(kind, ""),
         )
+    yield from _output_problems(c, env)
+    yield from _mqtt_problems(c, env)
 
 
-def _check_http(out: OutputConfig, origin: dict[str, str]) -> None:
-    """A page other machines can reach must be asked for (the token is read when it binds)."""
-    register_secret(out.http_token)
-    if out.http and not out.http_allow_remote and not host_is_local(split_bind(out.http)[0]):
-        raise ConfigError(
-            f"output.http: {out.http} can be reached from other machines{origin_note(origin, 'output.http')}"
-            "; serve on 127.0.0.1:PORT (and reach it with ssh -L), or set output.http_allow_remote: true "
-            "and a token (output.http_token_file)"
+def _output_problems(c: Config, env: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
+    out = c.output
+    if out.zmq_topic.startswith(out.zmq_status_topic) or out.zmq_status_topic.startswith(out.zmq_topic):
+        # ZeroMQ subscriptions match by prefix: one topic inside the other mixes the two feeds.
+        yield (
+            "output.zmq_status_topic",
+            f"{out.zmq_status_topic!r} and output.zmq_topic {out.zmq_topic!r} must not be prefixes of each other "
+            "(subscribers match topics by prefix)",
+            "pick distinct names",
         )
-
-
-def _check_zmq(out: OutputConfig, origin: dict[str, str]) -> None:
-    """A feed other machines can reach must be asked for; the key files are read when it binds."""
+    # A feed or a page other machines can reach must be asked for; key files are read when it binds.
     if out.zmq and not out.zmq_allow_remote and not zmq_endpoint_is_local(out.zmq):
-        raise ConfigError(
-            f"output.zmq: {out.zmq} can be reached from other machines{origin_note(origin, 'output.zmq')}"
-            "; bind tcp://127.0.0.1:PORT, or set output.zmq_allow_remote: true to publish to the "
-            "network (and output.zmq_curve_secret_key_file to encrypt the feed with CURVE)"
+        yield (
+            "output.zmq",
+            f"{out.zmq} can be reached from other machines",
+            "bind tcp://127.0.0.1:PORT, or set output.zmq_allow_remote: true to publish to the network "
+            "(and output.zmq_curve_secret_key_file to encrypt the feed with CURVE)",
         )
     if out.zmq_curve_clients_dir and not out.zmq_curve_secret_key_file:
-        raise ConfigError(
-            "output.zmq_curve_clients_dir: needs output.zmq_curve_secret_key_file (the publisher's "
-            f"own .key_secret){origin_note(origin, 'output.zmq_curve_clients_dir')}; "
-            "'streamer keygen DIR' writes one"
+        yield (
+            "output.zmq_curve_clients_dir",
+            "needs output.zmq_curve_secret_key_file (the publisher's own .key_secret)",
+            "'streamer keygen DIR' writes one",
+        )
+    remote = bool(out.http) and not host_is_local(split_bind(out.http)[0])
+    if remote and not out.http_allow_remote:
+        yield (
+            "output.http",
+            f"{out.http} can be reached from other machines",
+            "serve on 127.0.0.1:PORT (and reach it with ssh -L), or set output.http_allow_remote: true "
+            "and a token (output.http_token_file)",
+        )
+    if remote and out.http_auth == "token" and not secret_is_set(c, HTTP_TOKEN, env):
+        yield (
+            "output.http",
+            f"{out.http} can be reached from other machines and needs a token",
+            "set output.http_token_file (or the systemd credential http_token), or output.http_auth: none",
+        )
+    if out.record and out.record_max_mb and not out.record_segment_s:
+        yield (
+            "output.record_max_mb",
+            "needs output.record_segment_s (only whole segments are deleted)",
+            "set record_segment_s, e.g. 600 for ten-minute files",
         )
 
 
-def resolve_api_key(config: Config, env: dict[str, str] | None = None) -> str | None:
-    """The API key from (in order) config/env/flag, api.api_key_file or a systemd credential."""
-    env = os.environ if env is None else env
-    key = config.api.api_key
-    if not key and config.api.api_key_file:
-        key = read_secret_file(Path(config.api.api_key_file), "api.api_key_file")
-    if not key and env.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        if candidate.is_file():
-            key = read_secret_file(candidate, "systemd credential " + CREDENTIAL_NAME)
-    key = key.strip() if key else None
-    register_secret(key)
-    return key or None
-
-
-def resolve_http_token(config: Config, env: dict[str, str] | None = None) -> str | None:
-    """The web page's token from output.http_token, output.http_token_file or the systemd
-    credential ``http_token``; None if none is set."""
-    env = os.environ if env is None else env
-    out = config.output
-    token = out.http_token
-    if not token and out.http_token_file:
-        token = read_secret_file(Path(out.http_token_file), "output.http_token_file", "the token")
-    if not token and env.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / HTTP_TOKEN_CREDENTIAL
-        if candidate.is_file():
-            token = read_secret_file(candidate, "systemd credential " + HTTP_TOKEN_CREDENTIAL, "the token")
-    token = token.strip() if token else None
-    register_secret(token)
-    return token or None
-
-
-def read_secret_file(path: Path, what: str, secret: str = "the API key") -> str:
-    """The secret a file holds (stripped), registered; ``what`` names the key or credential."""
-    try:
-        key = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
-    if not key:
-        raise ConfigError(f"{what}: {path} is empty; put {secret} in it")
-    register_secret(key)
-    return key
+def _mqtt_problems(c: Config, env: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
+    """TLS files only with mqtts://, a client certificate with its key, a password with a user."""
+    mq = c.mqtt
+    for key in ("ca_file", "cert_file", "key_file"):
+        if getattr(mq, key) and not (mq.url or "").startswith("mqtts://"):
+            yield (
+                f"mqtt.{key}",
+                "set, but mqtt.url is not an mqtts:// URL",
+                "use mqtts://HOST:8883 for TLS, or remove it",
+            )
+    if bool(mq.cert_file) != bool(mq.key_file):
+        yield (
+            "mqtt.cert_file",
+            "a client certificate needs both mqtt.cert_file and mqtt.key_file",
+            "set both, or neither",
+        )
+    if mq.url and not urlsplit(mq.url).username and secret_is_set(c, MQTT_PASSWORD, env):
+        yield "mqtt.url", "a broker password is set but the URL names no user", "write mqtt://USER@HOST"

@@ -1,5 +1,5 @@
 """Safe names: a camera's name and class names turned into slugs fit for MQTT topics and
-Home Assistant ids ([a-z0-9_-], bounded, never empty)."""
+Home Assistant ids ([a-z0-9_-], bounded, never empty), and the kind of source a URI names."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import re
 from pathlib import PurePath
 from urllib.parse import urlsplit
 
+from streamer import gstspec
 from streamer.redact import GST_VALUE, gst_value
 
 MAX_NAME = 64  # a camera name or a class slug, in characters
 _UNSAFE = re.compile(r"[^a-z0-9_-]+")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
 def slug(text: str, max_len: int = MAX_NAME, sep: str = "-") -> str:
@@ -63,3 +65,17 @@ def source_name(uri: str) -> str:
             uri = uri.rpartition("@")[2]
         name = slug(PurePath(uri).stem if PurePath(uri).suffix else PurePath(uri).name)
     return name or "camera"
+
+
+def source_kind(uri: str) -> str:
+    """Which kind of source a --source value names: synthetic, webcam, stream, gst or file."""
+    lowered = uri.lower()
+    if lowered == "synthetic":
+        return "synthetic"
+    if gstspec.is_pipeline(uri):
+        return "gst"
+    if uri.isdigit() or re.fullmatch(r"/dev/video[0-9]+", uri):
+        return "webcam"
+    if lowered.startswith(STREAM_SCHEMES):
+        return "stream"
+    return "file"

@@ -170,9 +170,8 @@ def test_bad_camera_settings_name_the_key(key, value, reason):
     [("rtsp://127.0.0.1/cam", "stream"), ("gst:videotestsrc ! appsink", "gst"), ("synthetic", "synthetic")],
 )
 def test_camera_settings_on_another_source_are_refused(uri, kind):
-    config = load(None, {"source.uri": uri, "source.fourcc": "MJPG"}, env={})
     with pytest.raises(ConfigError, match=rf"^source\.fourcc: applies to webcams only, .* names a {kind} source"):
-        make_source(config)
+        load(None, {"source.uri": uri, "source.fourcc": "MJPG"}, env={})
 
 
 def test_camera_mode_knows_when_nothing_is_asked():

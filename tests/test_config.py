@@ -1,13 +1,16 @@
 """Configuration: precedence, the reference file, and a table of refused inputs."""
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from streamer import config
-from streamer.config import Config, ConfigError, load, resolve_api_key
+from streamer.config import Config, ConfigError, load
+from streamer.credentials import API_KEY, HTTP_TOKEN, MQTT_PASSWORD, resolve_secret
+from streamer.redact import scrub
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,11 +49,11 @@ def test_precedence_flags_over_env_over_file_over_defaults(tmp_path):
 def test_key_file_and_systemd_credential(tmp_path):
     (tmp_path / "key").write_text("secret-from-file\n")
     cfg = load(None, {"api.api_key_file": str(tmp_path / "key")}, env={})
-    assert resolve_api_key(cfg, env={}) == "secret-from-file"
+    assert resolve_secret(cfg, API_KEY, env={}) == "secret-from-file"
     (tmp_path / "roboflow_api_key").write_text("secret-from-credential")
-    assert resolve_api_key(Config(), env={"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "secret-from-credential"
+    assert resolve_secret(Config(), API_KEY, env={"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "secret-from-credential"
     with pytest.raises(ConfigError, match="api.api_key_file: cannot read"):
-        resolve_api_key(load(None, {"api.api_key_file": str(tmp_path / "nope")}, env={}), env={})
+        resolve_secret(load(None, {"api.api_key_file": str(tmp_path / "nope")}, env={}), API_KEY, env={})
 
 
 def test_webcam_index_may_be_written_as_a_number(tmp_path):
@@ -146,17 +149,91 @@ def test_key_value_never_shown_in_errors(tmp_path):
     assert "sekrit-value" not in str(info.value)
 
 
-def test_every_flag_named_in_config_exists_in_the_cli():
-    import dataclasses
+def test_the_reference_file_parses_and_each_key_knows_its_flag():
+    assert yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert config.flag_for("inference.max_side") == "--max-side" and config.flag_for("api.timeout_s") is None
 
-    from streamer.commands.options import OVERRIDES
 
-    flags = set()
-    for section in dataclasses.fields(Config):
-        cls = section.default_factory if section.default_factory is not dataclasses.MISSING else None
-        fields = dataclasses.fields(cls) if cls and dataclasses.is_dataclass(cls) else [section]
-        flags |= {f.metadata.get("flag") for f in fields if f.metadata.get("flag")}
-    cli_flags = {"--" + dest.replace("_", "-") for dest in OVERRIDES}
-    assert flags <= cli_flags
-    assert yaml.safe_load((ROOT / "config.yaml").read_text())  # parses
-    assert config.flag_for("inference.max_side") == "--max-side"
+# --- the keys checked against each other, after each value is ---
+
+CROSS = [
+    # (flags as key paths, environment, the key path the one-line error names, where from, a word from the
+    # reason and the fix; None: accepted)
+    ({"api.http2": True}, {}, None, None, None),  # h2 is installed here
+    ({"source.uri": "rtsp://cam/x", "source.width": 640}, {}, "source.width", None, "names a stream source"),
+    ({"source.uri": "synthetic", "source.fps": 30}, {}, "source.fps", None, "synthetic.width"),
+    ({"source.uri": "gst:videotestsrc ! appsink", "source.fourcc": "MJPG"}, {}, "source.fourcc", None, "caps"),
+    ({"source.uri": "/dev/video2", "source.fps": 30}, {}, None, None, None),
+    ({"output.record": "r.avi", "output.record_max_mb": 100}, {}, "output.record_max_mb", None, "record_segment_s"),
+    ({"output.record_max_mb": 100}, {}, None, None, None),  # nothing recorded: nothing to cap
+    ({"output.record": "r.avi", "output.record_max_mb": 1, "output.record_segment_s": 60}, {}, None, None, None),
+    ({"output.http": "0.0.0.0:80"}, {}, "output.http", "--http", "output.http_allow_remote: true"),
+    ({"output.http": "0.0.0.0:80", "output.http_allow_remote": True}, {}, "output.http", "--http", "needs a token"),
+    ({"output.http": "0.0.0.0:80", "output.http_allow_remote": True, "output.http_token": "t"}, {}, None, None, None),
+    ({"output.http": "0.0.0.0:80", "output.http_allow_remote": True, "output.http_auth": "none"}, {}, None, None, None),
+    ({"output.http": "8080"}, {}, None, None, None),  # this machine only: no token needed
+    ({"output.zmq_curve_clients_dir": "c"}, {}, "output.zmq_curve_clients_dir", None, "keygen"),
+    ({"mqtt.url": "mqtt://broker"}, {"STREAMER_MQTT_PASSWORD": "pw"}, "mqtt.url", "--mqtt", "mqtt://USER@HOST"),
+    ({"mqtt.url": "mqtt://cam@broker"}, {"STREAMER_MQTT_PASSWORD": "pw"}, None, None, None),
+    ({"mqtt.url": "mqtt://broker"}, {}, None, None, None),
+    ({"mqtt.url": "mqtt://broker", "mqtt.ca_file": "ca.pem"}, {}, "mqtt.ca_file", None, "mqtts://HOST:8883"),
+    ({"mqtt.url": "mqtts://broker", "mqtt.cert_file": "c.pem"}, {}, "mqtt.cert_file", None, "set both"),
+    ({"api.backoff_initial_s": 10, "api.backoff_max_s": 5}, {}, "api.backoff_max_s", None, "below api.backoff_"),
+]
+
+
+@pytest.mark.parametrize("overrides, env, key, origin, words", CROSS, ids=[str(row[2]) for row in CROSS])
+def test_keys_checked_against_each_other(overrides, env, key, origin, words):
+    if key is None:
+        load(None, overrides, env=env)
+        return
+    with pytest.raises(ConfigError) as info:
+        load(None, overrides, env=env)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(key + ": ") and words in message
+    assert f"(from {origin or key}); " in message  # where the value came from, then the fix
+
+
+def test_a_systemd_credential_is_a_token(tmp_path):
+    remote = {"output.http": "0.0.0.0:80", "output.http_allow_remote": True}
+    with pytest.raises(ConfigError, match="needs a token"):
+        load(None, remote, env={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    (tmp_path / "http_token").write_text("t0ken")
+    assert load(None, remote, env={"CREDENTIALS_DIRECTORY": str(tmp_path)}).output.http_allow_remote
+
+
+def test_a_missing_h2_is_named_when_http2_is_asked(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "h2", None)  # find_spec then finds no h2
+    with pytest.raises(ConfigError, match=r"^api\.http2: true needs the h2 package \(from .*c\.yaml\); pip install"):
+        load(_write(tmp_path, "api:\n  http2: true\n"), env={})
+
+
+def test_a_command_that_calls_the_api_needs_a_model():
+    with pytest.raises(ConfigError, match=r"^api\.model: not set; pass --model PROJECT/VERSION"):
+        load(None, {"source.uri": "synthetic"}, env={}, need_model=True)
+    assert load(None, {"api.model": "a/1"}, env={}, need_model=True).api.model == "a/1"
+    assert load(None, {}, env={}).api.model is None  # the config alone may leave it to a flag
+
+
+# --- secrets: one lookup for the API key, the web page's token and the broker password ---
+
+
+@pytest.mark.parametrize("secret", [API_KEY, HTTP_TOKEN, MQTT_PASSWORD], ids=lambda s: s.credential)
+def test_a_secret_comes_from_its_value_then_its_file_then_its_credential(tmp_path, secret):
+    (tmp_path / secret.credential).write_text("from-credential\n")
+    (tmp_path / "file").write_text("from-file\n")
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+    assert resolve_secret(Config(), secret, env) == "from-credential"
+    assert resolve_secret(Config(), secret, {}) is None
+    with_file = load(None, {secret.file: str(tmp_path / "file")}, env={})
+    assert resolve_secret(with_file, secret, env) == "from-file"
+    if secret.value.startswith("$"):
+        env[secret.value[1:]] = " from-value "
+        with_value = with_file
+    else:
+        with_value = load(None, {secret.file: str(tmp_path / "file"), secret.value: " from-value "}, env={})
+    assert resolve_secret(with_value, secret, env) == "from-value"
+    assert scrub("from-value and from-file") == "*** and ***"  # registered, so never logged
+    (tmp_path / "file").write_text("\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(secret.file)}: .* is empty; put {secret.what} in it$"):
+        resolve_secret(with_file, secret, {})

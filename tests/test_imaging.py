@@ -151,14 +151,16 @@ def test_opencv_runs_on_the_calling_thread_unless_the_environment_says(monkeypat
     assert cv2.getNumThreads() == 1
 
 
-def test_the_live_pipeline_limits_opencv_threads_before_anything_else(monkeypatch, opencv_threads):
+def test_the_live_pipeline_limits_opencv_threads_before_anything_else(monkeypatch, opencv_threads, tmp_path):
     from streamer.commands.run import run_pipeline
     from streamer.config import load
     from streamer.errors import ConfigError
 
     monkeypatch.delenv("OPENCV_FOR_THREADS_NUM", raising=False)
     cv2.setNumThreads(4)
-    config = load(None, {"source.uri": "synthetic"}, env={})  # no model: refused before it starts
-    with pytest.raises(ConfigError, match="api.model"):
+    # A key file that is not there: refused at the first step, before anything opens.
+    settings = {"source.uri": "synthetic", "api.model": "a/1", "api.api_key_file": str(tmp_path / "none")}
+    config = load(None, settings, env={})
+    with pytest.raises(ConfigError, match="api.api_key_file: cannot read"):
         run_pipeline(config, threading.Event())
     assert cv2.getNumThreads() == 1

@@ -15,12 +15,13 @@ import pytest
 from conftest import clean_env, need, need_tool
 
 from streamer.config import load
+from streamer.credentials import MQTT_PASSWORD, resolve_secret
 from streamer.errors import ConfigError
 from streamer.live.dispatch import InferenceSettings
 from streamer.live.pipeline import Outputs
 from streamer.names import class_slug
 from streamer.outputs import homeassistant as ha
-from streamer.outputs.mqtt import MqttPublisher, resolve_password
+from streamer.outputs.mqtt import MqttPublisher
 from streamer.standin.server import ApiServer
 from support import tls
 from support.mosquitto import PASSWORD, USER, Broker, Recorder, tools_available
@@ -279,12 +280,11 @@ def test_publishing_never_waits_for_a_broker_that_is_gone(broker, tmp_path):
 
 def test_password_from_a_file_and_a_systemd_credential(tmp_path):
     (tmp_path / "pw").write_text("from-file-pw\n")
-    cfg = load(None, {"mqtt.password_file": str(tmp_path / "pw")}, env={}).mqtt
-    assert resolve_password(cfg, env={}) == "from-file-pw"
-    assert resolve_password(cfg, env={"STREAMER_MQTT_PASSWORD": "from-env-pw"}) == "from-env-pw"
+    cfg = load(None, {"mqtt.password_file": str(tmp_path / "pw")}, env={})
+    assert resolve_secret(cfg, MQTT_PASSWORD, env={}) == "from-file-pw"
+    assert resolve_secret(cfg, MQTT_PASSWORD, env={"STREAMER_MQTT_PASSWORD": "from-env-pw"}) == "from-env-pw"
     (tmp_path / "mqtt_password").write_text("from-credential-pw")
-    assert resolve_password(load(None, {}, env={}).mqtt, env={"CREDENTIALS_DIRECTORY": str(tmp_path)}) == (
-        "from-credential-pw"
-    )
+    credential = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+    assert resolve_secret(load(None, {}, env={}), MQTT_PASSWORD, env=credential) == "from-credential-pw"
     with pytest.raises(ConfigError, match="mqtt.password_file: cannot read"):
-        resolve_password(load(None, {"mqtt.password_file": str(tmp_path / "nope")}, env={}).mqtt, env={})
+        resolve_secret(load(None, {"mqtt.password_file": str(tmp_path / "nope")}, env={}), MQTT_PASSWORD, env={})

@@ -91,7 +91,8 @@ def test_a_size_cap_without_segments_is_refused_naming_both_keys(spawn, tmp_path
     proc = spawn(["run", "-c", "c.yaml", "--source", "synthetic", "--model", "a/1", "--record", "r.avi", "--headless"])
     assert proc.wait(20) == 2
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: output.record_max_mb: needs output.record_segment_s (only whole segments are deleted); "
+        "error: output.record_max_mb: needs output.record_segment_s (only whole segments are deleted) "
+        "(from c.yaml); "
         "set record_segment_s, e.g. 600 for ten-minute files"
     )
 

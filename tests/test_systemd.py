@@ -22,7 +22,8 @@ import pytest
 from conftest import ROOT, need, need_tool
 
 from streamer.commands.cli import build_parser
-from streamer.config import CREDENTIAL_NAME, ApiConfig, SourceConfig
+from streamer.config import ApiConfig, SourceConfig
+from streamer.credentials import CREDENTIAL_NAME
 
 pytestmark = pytest.mark.system
 
@@ -131,7 +132,7 @@ def test_unit_runs_headless_from_etc_and_restarts_only_when_that_can_help(unit_f
     assert "--headless" in argv
     assert argv[argv.index("-c") + 1] == config
     args = build_parser().parse_args(argv[1:])  # the flags exist in this version of the CLI
-    assert (args.command, args.headless, args.config) == ("run", True, config)
+    assert (args.command, vars(args)["output.headless"], args.config) == ("run", True, config)
 
     assert unit["Restart"] == ["on-failure"]
     assert unit["RestartSec"] == ["5"]

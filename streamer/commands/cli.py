@@ -16,7 +16,8 @@ import time
 
 from streamer import __version__
 from streamer.commands import offline
-from streamer.commands.options import api_options, config_from_args, log_option, setup_logging
+from streamer.commands.options import add_flags, config_from_args, setup_logging
+from streamer.config import API, LOGGING, OUTPUT, RATE, SOURCE
 from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError, UsageError
 from streamer.redact import register_secret, scrub
 from streamer.threads import dump_threads
@@ -40,53 +41,9 @@ def install_signal_handlers(stop: threading.Event) -> None:
         signal.signal(signal.SIGUSR1, lambda _signum, _frame: dump_threads(sys.stderr))
 
 
-def _rate_options(p: argparse.ArgumentParser, demo: bool = False) -> None:
-    g = p.add_argument_group("request rate")
-    g.add_argument(
-        "--max-in-flight",
-        type=int,
-        metavar="N",
-        help="requests in flight at once (default " + ("4 in the demo)" if demo else "2)"),
-    )
-    g.add_argument(
-        "--max-fps",
-        type=float,
-        metavar="CALLS",
-        help="at most this many API calls a second; 0: no cap (default " + ("30 in the demo)" if demo else "2)"),
-    )
-    g.add_argument(
-        "--min-change",
-        type=float,
-        metavar="0-1",
-        help="skip the call when the frame changed less than this (default 0: off)",
-    )
-
-
-def _output_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("output")
-    g.add_argument("--headless", action="store_true", default=None, help="never open a window")
-    g.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
-    g.add_argument(
-        "--zmq",
-        metavar="ENDPOINT",
-        help="publish detections on a ZeroMQ endpoint, e.g. "
-        "tcp://127.0.0.1:5555, or just a port (5555: this machine only)",
-    )
-    g.add_argument("--jsonl", metavar="FILE", help="append each message to FILE, one per line")
-    g.add_argument(
-        "--http",
-        metavar="[HOST:]PORT",
-        help="serve the live page, health and metrics on HOST:PORT (a bare port: 127.0.0.1 only)",
-    )
-    g.add_argument("--record", metavar="FILE", help="write the annotated video (.mp4 or .avi)")
-    g.add_argument(
-        "--mqtt",
-        metavar="URL",
-        help="publish to an MQTT broker, mqtt://[user@]host[:port] or mqtts://...; "
-        "the password comes from $STREAMER_MQTT_PASSWORD, mqtt.password_file or a systemd credential",
-    )
-    g.add_argument("--name", metavar="NAME", help="camera name in messages and topics (default: from the source)")
-    log_option(g)
+# The local API costs nothing: a faster pace than the pay-per-call defaults (unless asked), and
+# the page on a free port of this machine (its URL is logged).
+DEMO_DEFAULTS = {"inference.max_fps": 30.0, "inference.max_in_flight": 4, "output.http": "127.0.0.1:0"}
 
 
 # --- commands ---
@@ -109,14 +66,7 @@ def cmd_demo(args: argparse.Namespace, stop: threading.Event) -> int:
             "api.model": "synthetic/1",
             "output.window_title": "streamer demo",
         }
-        # The local API costs nothing: a faster pace than the pay-per-call defaults, unless asked.
-        if args.max_fps is None:
-            demo["inference.max_fps"] = 30.0
-        if args.max_in_flight is None:
-            demo["inference.max_in_flight"] = 4
-        if args.http is None:  # the page on a free port of this machine; its URL is logged
-            demo["output.http"] = "127.0.0.1:0"
-        config = config_from_args(args, demo, use_file=False)
+        config = config_from_args(args, demo, use_file=False, defaults=DEMO_DEFAULTS)
         log.info(
             "demo: synthetic scene -> local stand-in API at %s (press q or Esc in the window, or Ctrl-C, to quit)",
             server.url,
@@ -275,7 +225,7 @@ def _listen_parser(sub: argparse._SubParsersAction) -> None:
         help="this subscriber's secret certificate (.key_secret), "
         "for a publisher that admits only listed clients (default: a throwaway key pair)",
     )
-    log_option(p)
+    add_flags(p, LOGGING)
     p.set_defaults(func=cmd_listen)
 
 
@@ -293,7 +243,7 @@ def _tool_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jitter", type=float, default=0.0, help="spread of the delay, e.g. 0.1 for +-10%%")
     p.add_argument("--api-key", help="require this key (401 for any other)")
     p.add_argument("--model", action="append", help="serve only this model id (repeatable; default: any)")
-    log_option(p)
+    add_flags(p, LOGGING)
     p.set_defaults(func=cmd_serve)
 
 
@@ -305,20 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="the live pipeline: source -> API -> window and feed")
-    p.add_argument(
-        "--source",
-        metavar="SRC",
-        help="webcam index (0), /dev/videoN, rtsp:// or http(s):// URL, video file, 'synthetic', "
-        "or 'gst:PIPELINE' (a GStreamer pipeline ending in appsink)",
-    )
-    api_options(p)
-    _rate_options(p)
-    _output_options(p)
+    add_flags(p, SOURCE, API, RATE, OUTPUT, LOGGING)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the synthetic scene through an in-process local API (no camera, no key)")
-    _rate_options(p, demo=True)
-    _output_options(p)
+    add_flags(p, RATE, OUTPUT, LOGGING, defaults=DEMO_DEFAULTS)
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay the local API's answers")
     p.set_defaults(func=cmd_demo)
 

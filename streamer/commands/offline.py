@@ -21,9 +21,10 @@ import numpy as np
 
 from streamer.api.client import DetectionClient
 from streamer.api.responses import Parsed
-from streamer.commands.options import api_options, config_from_args, log_option
+from streamer.commands.options import add_flags, config_from_args
 from streamer.commands.run import make_client
-from streamer.config import Config, resolve_api_key
+from streamer.config import API, LOGGING, Config
+from streamer.credentials import API_KEY, resolve_secret
 from streamer.errors import (
     ApiBadRequest,
     ApiError,
@@ -54,7 +55,7 @@ STOP_WORKERS_S = 0.5  # a stopped `streamer video` waits this long for requests 
 def add_commands(sub) -> None:
     p = sub.add_parser("predict", help="detect objects in one image file or URL and print the JSON")
     p.add_argument("image", metavar="IMAGE_OR_URL")
-    api_options(p)
+    add_flags(p, API, LOGGING)
     p.add_argument(
         "--save",
         metavar="FILE",
@@ -66,7 +67,6 @@ def add_commands(sub) -> None:
         default="json",
         help="json (default) or image: ask the server for its drawn image (needs --save)",
     )
-    log_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("video", help="annotate a whole video file offline: every frame, in order")
@@ -79,8 +79,7 @@ def add_commands(sub) -> None:
         "answered (frames it refused are written to the video without boxes)",
     )
     p.add_argument("--workers", type=int, default=4, metavar="N", help="requests in flight (default 4)")
-    api_options(p)
-    log_option(p)
+    add_flags(p, API, LOGGING)
     p.set_defaults(func=cmd_video)
 
 
@@ -89,7 +88,7 @@ def _config(args) -> Config:
 
 
 def _client(config: Config, connections: int = 1) -> DetectionClient:
-    return make_client(config, resolve_api_key(config), max_connections=connections)
+    return make_client(config, resolve_secret(config, API_KEY), max_connections=connections)
 
 
 def _backoff(config: Config) -> Backoff:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
-from streamer.config import Config, load
+from streamer.config import API, Config, flags, load
 from streamer.redact import RedactingFilter, register_secret
 
 log = logging.getLogger("streamer")
@@ -28,58 +30,52 @@ def setup_logging(level: str = "info") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
 
 
-def api_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("detection API")
-    g.add_argument("-c", "--config", metavar="FILE", help=f"config file (default: ./{DEFAULT_CONFIG} if it exists)")
-    g.add_argument("--model", metavar="PROJECT/VERSION", help="model id, e.g. hard-hat-sample/2")
-    g.add_argument("--api-url", metavar="URL", help="API base URL (default https://detect.roboflow.com)")
-    g.add_argument(
-        "--api-key", metavar="KEY", help="API key; prefer $ROBOFLOW_API_KEY: a flag is visible to every user in ps"
-    )
-    g.add_argument("--confidence", type=float, metavar="0-1", help="minimum confidence (default 0.4)")
-    g.add_argument("--overlap", type=float, metavar="0-1", help="NMS overlap threshold (default 0.3)")
-    g.add_argument("--classes", metavar="A,B", help="keep only these classes (comma separated)")
-    g.add_argument("--max-side", type=int, metavar="PX", help="longest side of the upload (default 640)")
+FLAGS = {path: (f, flag) for path, f, flag in flags()}  # key path (the argparse dest) -> schema entry
+TYPES = {"int": int, "float": float}  # of a flag's value, from its key's annotation; others are strings
 
 
-def log_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+def add_flags(p: argparse.ArgumentParser, *groups: str, defaults: dict[str, Any] | None = None) -> None:
+    """The flags of these help groups, made from the config schema: name, metavar, help, the
+    type of the value and, at the end of the help, the default (``defaults`` may replace it).
+    Each flag's dest is its key path, and it is None unless given, so the file still counts."""
+    made = {title: p.add_argument_group(title) for title in groups}
+    if API in made:
+        made[API].add_argument(
+            "-c", "--config", metavar="FILE", help=f"config file (default: ./{DEFAULT_CONFIG} if it exists)"
+        )
+    for path, (f, flag) in FLAGS.items():
+        if flag.group not in made:
+            continue
+        default = (defaults or {}).get(path, f.default_factory() if f.default is dataclasses.MISSING else f.default)
+        value = f"{default:g}" if isinstance(default, float) else default
+        shown = "" if default in (None, [], "") or isinstance(default, bool) else f" (default {value})"
+        kwargs: dict[str, Any] = {"dest": path, "help": (flag.help + shown).replace("%", "%%")}
+        kind = f.type.split("|")[0].strip()  # "float | None" -> float
+        if kind == "bool":
+            made[flag.group].add_argument(flag.name, action="store_true", default=None, **kwargs)
+        else:
+            choices = getattr(f.metadata["check"], "choices", None)
+            made[flag.group].add_argument(
+                flag.name, type=TYPES.get(kind, str), metavar=flag.metavar, choices=choices, **kwargs
+            )
 
 
-OVERRIDES = {  # argparse dest -> config key path
-    "source": "source.uri",
-    "model": "api.model",
-    "api_url": "api.url",
-    "api_key": "api.api_key",
-    "confidence": "inference.confidence",
-    "overlap": "inference.overlap",
-    "classes": "inference.classes",
-    "max_side": "inference.max_side",
-    "headless": "output.headless",
-    "duration": "duration_s",
-    "zmq": "output.zmq",
-    "jsonl": "output.jsonl",
-    "record": "output.record",
-    "log_level": "log_level",
-    "max_in_flight": "inference.max_in_flight",
-    "max_fps": "inference.max_fps",
-    "min_change": "inference.min_change",
-    "mqtt": "mqtt.url",
-    "name": "name",
-    "http": "output.http",
-}
-
-
-def config_from_args(args: argparse.Namespace, extra: dict | None = None, use_file: bool = True) -> Config:
+def config_from_args(
+    args: argparse.Namespace,
+    fixed: dict | None = None,
+    use_file: bool = True,
+    defaults: dict[str, Any] | None = None,
+) -> Config:
+    """The config the flags, the file (-c, or ./config.yaml) and the environment make, with
+    ``defaults`` for flags not given (add_flags shows them) and ``fixed`` keys over all."""
     path = getattr(args, "config", None)
     if path is None and use_file and Path(DEFAULT_CONFIG).is_file():
         path = DEFAULT_CONFIG
-    if getattr(args, "api_key", None):
-        register_secret(args.api_key)
+    given = {key: value for key, value in vars(args).items() if key in FLAGS and value is not None}
+    if given.get("api.api_key"):
+        register_secret(given["api.api_key"])
         log.warning("--api-key is visible to other users in ps; prefer $ROBOFLOW_API_KEY or api.api_key_file")
-    overrides = {key: getattr(args, dest) for dest, key in OVERRIDES.items() if getattr(args, dest, None) is not None}
-    overrides.update(extra or {})
-    config = load(path, overrides)
+    config = load(path, {**(defaults or {}), **given, **(fixed or {})}, need_model=True)
     setup_logging(config.log_level)
     if path:
         log.debug("configuration from %s", path)

@@ -9,8 +9,8 @@ from contextlib import ExitStack, closing
 from urllib.parse import urlsplit
 
 from streamer.api.client import DetectionClient
-from streamer.config import Config, resolve_api_key
-from streamer.errors import ConfigError
+from streamer.config import Config
+from streamer.credentials import API_KEY, MQTT_PASSWORD, resolve_secret
 from streamer.imaging import limit_opencv_threads
 from streamer.live.dispatch import HUNG_PER_SLOT, InferenceSettings
 from streamer.live.pipeline import Outputs, Pipeline, Supervision
@@ -31,18 +31,7 @@ JOURNAL_STATUS_S = 60.0  # and for a journal that keeps weeks of them
 
 
 def make_client(config: Config, api_key: str | None, max_connections: int = 4) -> DetectionClient:
-    if not config.api.model:
-        raise ConfigError(
-            "api.model: not set; pass --model PROJECT/VERSION (e.g. hard-hat-sample/2) "
-            "or set api.model in the config file"
-        )
-    if config.api.http2:
-        try:
-            import h2  # noqa: F401  (httpx needs it for HTTP/2)
-        except ImportError:
-            raise ConfigError(
-                "api.http2: true needs the h2 package; pip install 'httpx[http2]' or set api.http2: false"
-            ) from None
+    """The API client; config is one that ``load(need_model=True)`` accepted."""
     return DetectionClient(
         config.api.url,
         config.api.model,
@@ -92,19 +81,13 @@ def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
 
 def _mqtt(config: Config, name: str, pipeline: Pipeline):
     """The MQTT output; made after the pipeline, whose annotated frames are its snapshots."""
-    from streamer.outputs.mqtt import MqttPublisher, resolve_password
+    from streamer.outputs.mqtt import MqttPublisher
 
-    return MqttPublisher(
-        config.mqtt, name, config.inference.classes, resolve_password(config.mqtt), snapshot=pipeline.annotated
-    )
+    password = resolve_secret(config, MQTT_PASSWORD)
+    return MqttPublisher(config.mqtt, name, config.inference.classes, password, snapshot=pipeline.annotated)
 
 
 def _recorder(out, source) -> Recorder:
-    if out.record_max_mb and not out.record_segment_s:
-        raise ConfigError(
-            "output.record_max_mb: needs output.record_segment_s (only whole segments are deleted); "
-            "set record_segment_s, e.g. 600 for ten-minute files"
-        )
     return Recorder(
         out.record,
         lambda: getattr(source, "fps", None),
@@ -152,7 +135,7 @@ def run_pipeline(config: Config, stop: threading.Event) -> int:
     use, a bad key file) closes what was already open.  The pipeline closes its outputs
     itself on the way out; closing them again here does nothing."""
     limit_opencv_threads()
-    api_key = resolve_api_key(config)
+    api_key = resolve_secret(config, API_KEY)
     if not api_key and (urlsplit(config.api.url).hostname or "").endswith("roboflow.com"):
         log.warning("no API key: set $ROBOFLOW_API_KEY or api.api_key_file (a hosted API answers 401)")
     with ExitStack() as opened:

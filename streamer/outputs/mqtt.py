@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import ssl
 import threading
 import time
@@ -25,20 +24,17 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
-from streamer.config import MqttConfig, read_secret_file
+from streamer.config import MqttConfig
+from streamer.credentials import MQTT_PASSWORD
 from streamer.errors import ConfigError
 from streamer.imaging import encode_jpeg
 from streamer.outputs import homeassistant as ha
 from streamer.outputs.class_topics import ClassTopics
-from streamer.redact import register_secret
 from streamer.threads import named_thread, set_os_thread_name
 from streamer.types import Delivery, Frame
 
 log = logging.getLogger(__name__)
 
-PASSWORD_ENV = "STREAMER_MQTT_PASSWORD"
-CREDENTIAL_NAME = "mqtt_password"  # systemd LoadCredential= name
-SECRET = "the broker password"
 # CONNACK reason codes for refused credentials: MQTT 5 "bad user name or password", "not
 # authorized" and "bad authentication method" (paho maps 3.1.1's codes 4 and 5 to the first two).
 REFUSED = {134, 135, 140}
@@ -65,21 +61,6 @@ class Topics:
     @property
     def snapshot(self) -> str:
         return f"{self.prefix}/snapshot"
-
-
-def resolve_password(cfg: MqttConfig, env: dict[str, str] | None = None) -> str | None:
-    """The broker password from $STREAMER_MQTT_PASSWORD, mqtt.password_file or the systemd
-    credential mqtt_password, in that order; registered as a secret."""
-    env = os.environ if env is None else env
-    password = env.get(PASSWORD_ENV) or None
-    if password is None and cfg.password_file:
-        password = read_secret_file(Path(cfg.password_file), "mqtt.password_file", SECRET)
-    if password is None and env.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        if candidate.is_file():
-            password = read_secret_file(candidate, "systemd credential " + CREDENTIAL_NAME, SECRET)
-    register_secret(password)
-    return password
 
 
 class MqttPublisher:
@@ -128,9 +109,7 @@ class MqttPublisher:
     def _make_client(self, password: str | None) -> mqtt.Client:
         protocol = mqtt.MQTTv5 if self.cfg.protocol == "5" else mqtt.MQTTv311
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamer-{self.name}", protocol=protocol)
-        if password is not None and not self.user:
-            raise ConfigError("mqtt.url: a broker password is set but the URL names no user; write mqtt://USER@HOST")
-        if self.user:
+        if self.user:  # load() has refused a password without a user
             client.username_pw_set(self.user, password)
         if self.tls:
             self._set_tls(client)
@@ -170,7 +149,7 @@ class MqttPublisher:
             raise ConfigError(
                 f"mqtt.url: the broker at {self.where} refused the credentials of user "
                 f"{self.user!r} ({reason}); check the user in mqtt.url and the password in "
-                f"${PASSWORD_ENV}, mqtt.password_file or the {CREDENTIAL_NAME} credential"
+                f"{MQTT_PASSWORD.value}, {MQTT_PASSWORD.file} or the {MQTT_PASSWORD.credential} credential"
             )
         if self._connected.is_set():
             log.info("publishing to MQTT at %s under %s/ (MQTT %s)", self.where, self.topics.prefix, self.cfg.protocol)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from streamer.config import Config, host_is_local, resolve_http_token, split_bind
+from streamer.config import Config, split_bind
+from streamer.credentials import HTTP_TOKEN, resolve_secret
 from streamer.errors import ConfigError
 from streamer.message import encode_message
 from streamer.outputs.metrics import CONTENT_TYPE, Metrics
@@ -70,19 +71,14 @@ class WebSettings:
 
 
 def web_settings(config: Config) -> WebSettings:
-    """The settings output.* asks for; a remote bind without a token (or http_auth: none) is refused."""
+    """The settings output.* asks for (load() has refused a remote bind without a token)."""
     out = config.output
     host, port = split_bind(out.http)
-    token = resolve_http_token(config)
+    token = resolve_secret(config, HTTP_TOKEN)
     if out.http_auth == "none":
         token = None
         log.warning(
             "output.http_auth: none: anyone who can reach %s may watch the camera and read the status", out.http
-        )
-    elif token is None and not host_is_local(host):
-        raise ConfigError(
-            f"output.http: {out.http} can be reached from other machines and needs a token; set "
-            "output.http_token_file (or the systemd credential http_token), or output.http_auth: none"
         )
     return WebSettings(
         host, port, token, out.http_fps, out.http_max_side, out.http_jpeg_quality, out.http_health_max_age_s

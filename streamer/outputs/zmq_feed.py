@@ -124,9 +124,7 @@ def _curve_keys(secret_key_file: str | None, clients_dir: str | None) -> tuple[t
                 "install the pyzmq wheel (it bundles libzmq with CURVE) or set it to null"
             )
         keys = curve.read_secret(secret_key_file, "output.zmq_curve_secret_key_file", ConfigError)
-    if clients_dir:
-        if keys is None:
-            raise ConfigError("output.zmq_curve_clients_dir: needs output.zmq_curve_secret_key_file")
+    if clients_dir:  # load() has refused a clients_dir without a secret key file
         clients = curve.check_clients(clients_dir, "output.zmq_curve_clients_dir", ConfigError)
     return keys, clients
 

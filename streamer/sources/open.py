@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,8 @@ import numpy as np
 
 from streamer import cvlog, gstspec
 from streamer.config import Config
-from streamer.errors import ConfigError, SourceError, UsageError
+from streamer.errors import SourceError, UsageError
+from streamer.names import source_kind
 from streamer.redact import scrub, url_for_display
 from streamer.sources import gstreamer
 from streamer.sources.camera import CameraMode, actual_mode, apply_mode, report
@@ -29,7 +29,6 @@ from streamer.sources.synthetic import SyntheticScene
 
 log = logging.getLogger(__name__)
 
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 
 
@@ -202,25 +201,10 @@ class CvSource:
             cap.release()
 
 
-def source_kind(uri: str) -> str:
-    """Which kind of source a --source value names: synthetic, webcam, stream, gst or file."""
-    lowered = uri.lower()
-    if lowered == "synthetic":
-        return "synthetic"
-    if gstspec.is_pipeline(uri):
-        return "gst"
-    if uri.isdigit() or re.fullmatch(r"/dev/video[0-9]+", uri):
-        return "webcam"
-    if lowered.startswith(STREAM_SCHEMES):
-        return "stream"
-    return "file"
-
-
 def make_source(config: Config, stop: threading.Event | None = None):
     """Build the source that ``config.source.uri`` names; a missing file is a usage error."""
     uri = config.source.uri
     kind = source_kind(uri)
-    mode = camera_mode(config, kind)
     if kind == "synthetic":
         syn = config.synthetic
         return SyntheticSource(syn.width, syn.height, syn.fps, stop)
@@ -239,21 +223,5 @@ def make_source(config: Config, stop: threading.Event | None = None):
         read_timeout_s=config.source.read_timeout_s,
         rtsp_transport=config.source.rtsp_transport,
         stop=stop,
-        mode=mode,
+        mode=CameraMode(config.source.width, config.source.height, config.source.fps, config.source.fourcc),
     )
-
-
-def camera_mode(config: Config, kind: str) -> CameraMode:
-    """The webcam mode asked for in source.width/height/fps/fourcc; refused for other sources."""
-    mode = CameraMode(config.source.width, config.source.height, config.source.fps, config.source.fourcc)
-    if mode.asked and kind != "webcam":
-        key = next(k for k, v in vars(mode).items() if v is not None)
-        where = {
-            "gst": "; put the caps in the pipeline instead (video/x-raw,width=...,height=...,framerate=...)",
-            "synthetic": "; the synthetic scene's size is synthetic.width and synthetic.height",
-        }
-        raise ConfigError(
-            f"source.{key}: applies to webcams only, and source.uri names a {kind} source; "
-            f"remove it{where.get(kind, '')}"
-        )
-    return mode
