@@ -1,6 +1,7 @@
 """The flags the CLI makes from the config schema: each sets its key, and --help shows the
 schema's default (or the demo's own)."""
 
+import argparse
 import functools
 import subprocess
 import sys
@@ -118,3 +119,31 @@ def test_run_help_lists_every_flag_of_the_schema_once():
         assert usage.count(f"[{flag.name}") == 1, flag.name
     for heading in ("source:", "detection API:", "request rate:", "output:", "logging:"):
         assert "\n" + heading + "\n" in proc.stdout
+
+
+def _subcommands():
+    from streamer.commands.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+@pytest.mark.parametrize("name", ["run", "demo", "predict", "video", "listen", "keygen", "serve"])
+def test_every_subcommand_has_a_description_and_every_option_its_help_and_default(name):
+    """Issue 21: `streamer serve --help` listed --host and --port with no help and no default."""
+    parser = _subcommands()[name]
+    assert parser.description and parser.description.endswith("."), name
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction) or not action.option_strings:
+            continue
+        text = action.help or ""
+        has_default = action.default not in (None, False, argparse.SUPPRESS, [])
+        if not text or (has_default and "default" not in text):
+            missing.append(f"{'/'.join(action.option_strings)}: {text!r} (default {action.default!r})")
+    assert missing == [], missing
+
+
+def test_the_config_file_is_a_general_option_not_a_detection_api_one():
+    groups = {group.title: [a.dest for a in group._group_actions] for group in _subcommands()["run"]._action_groups}
+    assert "config" in groups["options"] and "config" not in groups["detection API"], groups

@@ -16,7 +16,7 @@ import time
 
 from streamer import __version__
 from streamer.commands import offline
-from streamer.commands.options import add_flags, config_from_args, setup_logging
+from streamer.commands.options import add_flags, command, config_from_args, setup_logging
 from streamer.config import API, LOGGING, OUTPUT, RATE, SOURCE
 from streamer.errors import EXIT_FAILURE, EXIT_OK, StreamerError, UsageError
 from streamer.redact import register_secret, scrub
@@ -199,14 +199,14 @@ As a subscriber's pair, for a publisher with output.zmq_curve_clients_dir:
 
 
 def _listen_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("listen", help="subscribe to a feed and print each message as a JSON line")
+    p = command(sub, "listen", "subscribe to a feed and print each message as a JSON line")
     p.add_argument(
         "--connect",
         default="tcp://127.0.0.1:5555",
         metavar="ENDPOINT",
-        help="the feed to read: an endpoint, or just a port (5555 means tcp://127.0.0.1:5555)",
+        help="the feed to read: an endpoint, or just a port (5555 means tcp://127.0.0.1:5555; default 5555)",
     )
-    p.add_argument("--topic", default="", help="topic prefix to subscribe to (default: all)")
+    p.add_argument("--topic", default="", help="topic prefix to subscribe to (default: every topic)")
     p.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     p.add_argument(
         "--timeout",
@@ -231,16 +231,16 @@ def _listen_parser(sub: argparse._SubParsersAction) -> None:
 
 def _tool_parsers(sub: argparse._SubParsersAction) -> None:
     """keygen and serve: the small helpers beside the pipeline."""
-    p = sub.add_parser("keygen", help="write a CURVE certificate pair for an encrypted feed")
+    p = command(sub, "keygen", "write a CURVE certificate pair for an encrypted feed")
     p.add_argument("dir", metavar="DIR", help="folder to write NAME.key and NAME.key_secret into")
     p.add_argument("--name", default="server", help="file name of the pair (default: server)")
     p.set_defaults(func=cmd_keygen)
 
-    p = sub.add_parser("serve", help="a local stand-in for the detection API (synthetic shapes only)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9001)
-    p.add_argument("--latency-ms", type=float, default=0.0, help="add this delay to every answer")
-    p.add_argument("--jitter", type=float, default=0.0, help="spread of the delay, e.g. 0.1 for +-10%%")
+    p = command(sub, "serve", "a local stand-in for the detection API (synthetic shapes only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=9001, help="port to listen on (default 9001, as Roboflow Inference)")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="add this delay to every answer (default 0)")
+    p.add_argument("--jitter", type=float, default=0.0, help="spread of the delay, e.g. 0.1 for +-10%% (default 0)")
     p.add_argument("--api-key", help="require this key (401 for any other)")
     p.add_argument("--model", action="append", help="serve only this model id (repeatable; default: any)")
     add_flags(p, LOGGING)
@@ -254,13 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="the live pipeline: source -> API -> window and feed")
+    p = command(sub, "run", "the live pipeline: source -> API -> window and feed")
     add_flags(p, SOURCE, API, RATE, OUTPUT, LOGGING)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="the synthetic scene through an in-process local API (no camera, no key)")
+    p = command(sub, "demo", "the synthetic scene through an in-process local API (no camera, no key)")
     add_flags(p, RATE, OUTPUT, LOGGING, defaults=DEMO_DEFAULTS)
-    p.add_argument("--latency-ms", type=float, default=0.0, help="delay the local API's answers")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="delay the local API's answers (default 0)")
     p.set_defaults(func=cmd_demo)
 
     offline.add_commands(sub)

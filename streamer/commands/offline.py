@@ -21,7 +21,7 @@ import numpy as np
 
 from streamer.api.client import DetectionClient
 from streamer.api.responses import Parsed
-from streamer.commands.options import add_flags, config_from_args
+from streamer.commands.options import add_flags, command, config_from_args
 from streamer.commands.run import make_client
 from streamer.config import API, LOGGING, Config
 from streamer.credentials import API_KEY, resolve_secret
@@ -53,7 +53,7 @@ STOP_WORKERS_S = 0.5  # a stopped `streamer video` waits this long for requests 
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("predict", help="detect objects in one image file or URL and print the JSON")
+    p = command(sub, "predict", "detect objects in one image file or URL and print the JSON")
     p.add_argument("image", metavar="IMAGE_OR_URL")
     add_flags(p, API, LOGGING)
     p.add_argument(
@@ -69,7 +69,7 @@ def add_commands(sub) -> None:
     )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("video", help="annotate a whole video file offline: every frame, in order")
+    p = command(sub, "video", "annotate a whole video file offline: every frame, in order")
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="annotated video (.mp4 or .avi)")
     p.add_argument(

@@ -34,15 +34,18 @@ FLAGS = {path: (f, flag) for path, f, flag in flags()}  # key path (the argparse
 TYPES = {"int": int, "float": float}  # of a flag's value, from its key's annotation; others are strings
 
 
+def command(sub: argparse._SubParsersAction, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose help page opens with its summary, as the command list shows it."""
+    return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+
+
 def add_flags(p: argparse.ArgumentParser, *groups: str, defaults: dict[str, Any] | None = None) -> None:
     """The flags of these help groups, made from the config schema: name, metavar, help, the
     type of the value and, at the end of the help, the default (``defaults`` may replace it).
     Each flag's dest is its key path, and it is None unless given, so the file still counts."""
+    if API in groups:  # a command that reads the config file: the option of its own, first
+        p.add_argument("-c", "--config", metavar="FILE", help=f"config file (default: ./{DEFAULT_CONFIG} if it exists)")
     made = {title: p.add_argument_group(title) for title in groups}
-    if API in made:
-        made[API].add_argument(
-            "-c", "--config", metavar="FILE", help=f"config file (default: ./{DEFAULT_CONFIG} if it exists)"
-        )
     for path, (f, flag) in FLAGS.items():
         if flag.group not in made:
             continue
