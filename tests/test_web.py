@@ -371,7 +371,7 @@ def test_encode_jpeg_shrinks_to_the_longest_side():
 def test_close_is_safe_twice_and_before_start(api_server):
     s = Served(api_server.url)
     port = s.web.address[1]
-    assert s.client.get("/healthz").status_code == 200
+    assert wait_until(lambda: s.client.get("/healthz").status_code == 200, 10)
     s.close()  # proves the http and web-video threads ended
     with pytest.raises(ConnectionRefusedError):  # the port is closed: nothing answers there any more
         socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -32,8 +32,10 @@ from streamer.types import Frame, Output, Result
 
 log = logging.getLogger(__name__)
 
-STOP_DEADLINE_S = 2.0  # from the stop to every close returned: inside the 3 s a service manager or a user waits
-WORKERS_SHARE_S = 0.8  # of which capture and inference get this much to end their bounded calls
+# From the stop to every close returned, leaving the interpreter's own exit time (about half a
+# second, more on a loaded machine) inside the 3 s a service manager or a user waits.
+STOP_DEADLINE_S = 1.5
+WORKERS_SHARE_S = 0.6  # of which capture and inference get this much to end their bounded calls
 STALE_AFTER_S = 3.0  # a result older than this is marked stale on the preview
 # With no window the output loop has no frames to draw (the publisher thread publishes): it
 # wakes for a stop at once, and otherwise this often (each wake-up costs CPU), to check for a
