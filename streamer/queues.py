@@ -54,16 +54,6 @@ class DropOldestQueue(Generic[T]):
             else:
                 self.dropped += 1
 
-    def get(self, timeout: float) -> T | None:
-        """Wait up to timeout for an item; return the oldest one (in-order consumers)."""
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            if not self._items:
-                return None
-            self.taken += 1
-            return self._items.popleft()
-
     def wake(self) -> None:
         """Wake every consumer waiting in a get, e.g. to see a stop flag at once."""
         with self._cond:
@@ -71,10 +61,6 @@ class DropOldestQueue(Generic[T]):
 
     def pending(self) -> int:
         """Items still waiting in the queue."""
-        with self._cond:
-            return len(self._items)
-
-    def __len__(self) -> int:
         with self._cond:
             return len(self._items)
 

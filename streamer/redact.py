@@ -115,12 +115,10 @@ class RedactingFilter(logging.Filter):
     """A logging filter that scrubs the fully formatted message of every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = scrub(message)
+        clean = scrub(record.getMessage())
         if record.exc_info and record.exc_info[1] is not None:
             # Tracebacks are formatted later; fold them in now so they are scrubbed too.
-            formatter = logging.Formatter()
-            clean = clean + "\n" + scrub(formatter.formatException(record.exc_info))
+            clean += "\n" + scrub(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
             record.exc_text = None
         record.msg = clean

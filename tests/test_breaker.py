@@ -41,7 +41,7 @@ def test_opens_after_n_failures_in_a_row_then_probes_at_a_doubling_interval():
     assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]  # doubling to the cap
     assert breaker.probes == 5
     clock.now = 130.0
-    assert breaker.open_for_s() == 30.0
+    assert breaker.opened_at == 100.0 and breaker.success() == 30.0  # probes keep the time it opened
 
 
 def test_retry_after_longer_than_the_backoff_is_honoured_while_open():
@@ -58,7 +58,7 @@ def test_a_success_closes_it_and_says_how_long_it_was_open():
     breaker.failure()
     clock.now += 12.5
     assert breaker.success() == 12.5
-    assert not breaker.is_open and breaker.failures_in_row == 0 and breaker.open_for_s() is None
+    assert not breaker.is_open and breaker.failures_in_row == 0 and breaker.opened_at is None
     assert breaker.failure() == 0.0  # counting starts again from zero, and so does the backoff
     assert breaker.failure() == 0.5
 

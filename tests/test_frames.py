@@ -16,7 +16,7 @@ def test_drop_oldest_queue_keeps_the_newest_and_counts_drops():
     q = DropOldestQueue(1)
     for i in range(5):
         q.put(i)
-    assert q.dropped == 4 and len(q) == 1
+    assert q.dropped == 4 and q.pending() == 1
     assert q.get_newest(0.01) == 4
     assert q.get_newest(0.01) is None
 

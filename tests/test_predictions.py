@@ -29,7 +29,7 @@ DETECTION = {
 
 def test_detection():
     parsed = parse_response(DETECTION)
-    assert parsed.kind == "detection"
+    assert parsed.labels == ()
     assert (parsed.image_width, parsed.image_height) == (640, 360)
     assert parsed.time_s == 0.041 and parsed.inference_id == "abc"
     (det,) = parsed.detections
@@ -62,7 +62,7 @@ def test_classification_single_label():
         "confidence": 0.9,
     }
     parsed = parse_response(data)
-    assert parsed.kind == "classification" and not parsed.detections
+    assert parsed.labels and not parsed.detections
     assert [(label.class_name, label.confidence) for label in parsed.labels] == [("cat", 0.9), ("dog", 0.1)]
     assert parsed.extra == {"top": "cat", "confidence": 0.9}
 
@@ -73,7 +73,7 @@ def test_classification_multi_label():
         "predicted_classes": ["cat", "dog"],
     }
     parsed = parse_response(data)
-    assert parsed.kind == "classification" and parsed.multi_label
+    assert parsed.labels and parsed.multi_label
     assert {label.class_name for label in parsed.labels} == {"cat", "dog"}
     kept = parsed.filtered(["dog"])
     result = Result("cam", 1, 0, 0, 10, 10, labels=kept.labels, multi_label=True)
@@ -82,7 +82,7 @@ def test_classification_multi_label():
 
 def test_empty_predictions_is_a_detection_with_nothing_found():
     parsed = parse_response({"predictions": [], "image": {"width": 1, "height": 1}})
-    assert parsed.kind == "detection" and parsed.detections == () and parsed.labels == ()
+    assert parsed.detections == () and parsed.labels == ()
 
 
 @pytest.mark.parametrize(

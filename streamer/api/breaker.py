@@ -78,9 +78,3 @@ class CircuitBreaker:
         self.opened_at = None
         self.backoff.reset()
         return was_open_for
-
-    def open_for_s(self) -> float | None:
-        """How long the breaker has been open, or None while closed."""
-        if self.state != OPEN or self.opened_at is None:
-            return None
-        return self._clock() - self.opened_at

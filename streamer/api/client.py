@@ -127,6 +127,13 @@ _KEY_PROBLEMS = re.compile(
     re.IGNORECASE,
 )
 KEY_HINT = "check $ROBOFLOW_API_KEY or api.api_key_file"
+# The answers that retrying cannot help, beside a refused key (see _raise_for_status).
+FATAL_STATUSES = {
+    402: "the workspace is out of credits (402: {message}); add credits or use a self-hosted inference server",
+    403: "the API key may not use model {model} or its quota is used up (403: {message})",
+    404: "model {model} was not found at {where} (404: {message}); check --model PROJECT/VERSION",
+    423: "API usage is paused for this workspace (423: {message})",
+}
 
 
 def names_a_key_problem(message: str) -> bool:
@@ -289,21 +296,8 @@ class DetectionClient:
                 else f"the API key was refused by {where}"
             )
             raise ApiFatalError(f"{said} ({status}: {message}); {KEY_HINT}", status)
-        if status == 402:
-            raise ApiFatalError(
-                f"the workspace is out of credits (402: {message}); add credits or use a self-hosted inference server",
-                status,
-            )
-        if status == 403:
-            raise ApiFatalError(
-                f"the API key may not use model {model} or its quota is used up (403: {message})", status
-            )
-        if status == 404:
-            raise ApiFatalError(
-                f"model {model} was not found at {where} (404: {message}); check --model PROJECT/VERSION", status
-            )
-        if status == 423:
-            raise ApiFatalError(f"API usage is paused for this workspace (423: {message})", status)
+        if status in FATAL_STATUSES:
+            raise ApiFatalError(FATAL_STATUSES[status].format(model=model, where=where, message=message), status)
         if 300 <= status < 400:
             target = self._redirect_base(response.headers.get("Location", ""))
             raise ApiFatalError(f"{where} redirects ({status}) elsewhere: set --api-url (api.url) to {target}", status)

@@ -39,10 +39,6 @@ class Parsed:
     inference_id: str | None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def kind(self) -> str:
-        return "classification" if self.labels else "detection"
-
     def filtered(self, classes: tuple[str, ...] | list[str]) -> Parsed:
         """Only the named classes (the hosted server ignores its own ``classes`` parameter)."""
         if not classes:

@@ -205,19 +205,16 @@ class InferenceWorker:
             return None  # one probe at a time while the API is down
         return self.pacing.wait_s(counted)
 
-    def hang_after_s(self) -> float:
-        return self.pacing.hang_after_s()
-
     def _next_hang_check_s(self) -> float:
         waiting = [r.sent_mono for r in self._outstanding.values() if not r.hung]
         if not waiting:
             return IDLE_WAIT_S
-        return max(0.01, min(waiting) + self.hang_after_s() - time.monotonic())
+        return max(0.01, min(waiting) + self.pacing.hang_after_s() - time.monotonic())
 
     def _mark_hung(self, now: float) -> None:
         """Requests out longer than hang_after_s stop taking a slot, and count as failures
         (without moving the backoff on: the next probe goes out as soon as one hangs)."""
-        limit = self.hang_after_s()
+        limit = self.pacing.hang_after_s()
         for request in self._outstanding.values():
             if not request.hung and now - request.sent_mono > limit:
                 request.hung = True
@@ -250,7 +247,7 @@ class InferenceWorker:
             self._seq += 1
             # While requests fail, the next one waits no longer than a hung one is waited for:
             # probes of an API that hangs then end by themselves, and never pile up.
-            timeout_s = self.hang_after_s() if self.breaker.failures_in_row else None
+            timeout_s = self.pacing.hang_after_s() if self.breaker.failures_in_row else None
             request = _Request(self._seq, frame, thumb, self.breaker.is_open, timeout_s, time.monotonic())
             self._outstanding[request.seq] = request
             self.pacing.sent()

@@ -152,17 +152,11 @@ class MotionGate:
         small = cv2.resize(image, MotionGate.THUMB, interpolation=cv2.INTER_AREA)
         return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
 
-    def change(self, thumb: np.ndarray) -> float | None:
-        """The change of a thumbnail against the last frame answered, or None before one."""
-        if self._last is None:
-            return None
-        return float(cv2.absdiff(thumb, self._last).mean()) / 255.0
-
     def worth_sending(self, thumb: np.ndarray) -> bool:
-        if not self.enabled:
+        """Whether a thumbnail changed enough against the last frame answered (always, before one)."""
+        if not self.enabled or self._last is None:
             return True
-        change = self.change(thumb)
-        return change is None or change >= self.min_change
+        return float(cv2.absdiff(thumb, self._last).mean()) / 255.0 >= self.min_change
 
     def sent(self, thumb: np.ndarray) -> None:
         """Remember the thumbnail of a frame whose answer arrived: later frames compare with it."""

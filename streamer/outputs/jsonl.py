@@ -17,6 +17,7 @@ the files together stay under about (keep + 1) x max_bytes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -183,10 +184,8 @@ class JsonlWriter:
         """A write failed: cut off a half-written line; offline, keep the error to raise;
         live, pause the file (one warning) and try again later."""
         if self._fd is not None and size_before is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, size_before)
-            except OSError:
-                pass
         reason = exc.strerror or str(exc)
         if self._thread is None:
             self.error = OutputError(
@@ -225,16 +224,12 @@ class JsonlWriter:
         self._closing = True
         deadline = time.monotonic() + timeout_s
         if self._thread is not None and self._thread.is_alive():
-            try:
+            with contextlib.suppress(queue.Full):
                 self._lines.put(None, timeout=timeout_s)
-            except queue.Full:
-                pass
             self._thread.join(max(0.0, deadline - time.monotonic()))
-        if (
-            self._thread is not None and self._thread.is_alive()
-        ):  # blocked on a FIFO nobody reads: leave it, it is a daemon
-            log.warning("%s: %d lines not written to %s at exit", self._what, self._lines.qsize(), self.path)
-            return False
+            if self._thread.is_alive():  # blocked on a FIFO nobody reads: leave it, it is a daemon
+                log.warning("%s: %d lines not written to %s at exit", self._what, self._lines.qsize(), self.path)
+                return False
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)

@@ -133,11 +133,9 @@ class SystemdNotifier:
             sock.close()
 
     def _send(self, message: str) -> None:
-        if self._sock is None:
-            return
         data = message.encode("utf-8", "replace")
         with self._lock:
-            if self._sock is None:  # closed meanwhile
+            if self._sock is None:  # disabled, or closed
                 return
             try:
                 self._sock.sendto(data, self._address)

@@ -125,19 +125,21 @@ def status_band_height(image: np.ndarray) -> int:
     return _status_metrics(image)[3]
 
 
+def _band(image: np.ndarray, text: str, top: int, keep: float, tint: tuple[int, int, int]) -> np.ndarray:
+    """A band of the status line's height from ``top``: the picture dimmed to ``keep`` of
+    itself plus the rest in ``tint`` (BGR), and the text in white."""
+    scale, thickness, th, band = _status_metrics(image)
+    region = image[top : top + band]
+    region[:] = (region * keep + np.array(tint) * (1 - keep)).astype(np.uint8)
+    cv2.putText(image, text, (8, top + th + 5), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return image
+
+
 def draw_status(image: np.ndarray, text: str) -> np.ndarray:
     """A dark band along the top with the status text."""
-    scale, thickness, th, band = _status_metrics(image)
-    region = image[:band]
-    region[:] = (region * 0.35).astype(np.uint8)
-    cv2.putText(image, text, (8, th + 5), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
-    return image
+    return _band(image, text, 0, 0.35, (0, 0, 0))
 
 
 def draw_notice(image: np.ndarray, text: str, top: int) -> np.ndarray:
     """A red band just under the status band, e.g. to mark the boxes shown as stale."""
-    scale, thickness, th, band = _status_metrics(image)
-    region = image[top : top + band]
-    region[:] = (region * 0.3 + np.array((0, 0, 160)) * 0.7).astype(np.uint8)
-    cv2.putText(image, text, (8, top + th + 5), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
-    return image
+    return _band(image, text, top, 0.3, (0, 0, 160))

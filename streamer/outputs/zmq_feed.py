@@ -87,10 +87,6 @@ class ZmqPublisher:
     def deliver(self, delivery: Delivery) -> None:
         self.send(delivery.payload, self.status_topic if delivery.kind == "status" else None)
 
-    def send_status(self, payload: bytes) -> bool:
-        """Queue one heartbeat, under the status topic."""
-        return self.send(payload, topic=self.status_topic)
-
     def close(self, timeout_s: float = 1.0) -> bool:
         """Close the socket, stop the authenticator and the context; safe to call again."""
         with self._lock:
