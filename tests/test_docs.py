@@ -226,3 +226,14 @@ def test_the_checker_catches_broken_links(tmp_path):
 )
 def test_slugs_follow_github(heading, expected):
     assert slug(heading) == expected
+
+
+def test_no_readme_block_installs_two_opencv_choices():
+    """Issue 21: pasted whole, a block with '.[gui]' and '.[headless]' on consecutive lines
+    installed both wheels, which overwrite each other's cv2."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:sh|bash)?\n(.*?)```", text, re.S)
+    installs = [block for block in blocks if "pip install" in block]
+    assert len(installs) >= 3  # one per OpenCV choice
+    for block in installs:
+        assert block.count("pip install") == 1, block
