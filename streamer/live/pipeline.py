@@ -35,7 +35,12 @@ log = logging.getLogger(__name__)
 # From the stop to every close returned, leaving the interpreter's own exit time (about half a
 # second, more on a loaded machine) inside the 3 s a service manager or a user waits.
 STOP_DEADLINE_S = 1.5
-WORKERS_SHARE_S = 0.6  # of which capture and inference get this much to end their bounded calls
+# Of which inference gets this much to end its requests: a request thread left in an HTTP call is
+# pure Python and is safely left behind.  Capture gets more: a thread left inside OpenCV's read or
+# release (FFmpeg tearing down an RTSP session) when the interpreter exits can abort the process
+# (SIGABRT, seen with opencv-python-headless 4.14 in CI).
+INFERENCE_SHARE_S = 0.6
+CAPTURE_SHARE_S = 1.2
 STALE_AFTER_S = 3.0  # a result older than this is marked stale on the preview
 # With no window the output loop has no frames to draw (the publisher thread publishes): it
 # wakes for a stop at once, and otherwise this often (each wake-up costs CPU), to check for a
@@ -304,14 +309,13 @@ class Pipeline:
     def _shutdown(self) -> None:
         """Stop every thread and close every output against one deadline; name what did not finish."""
         self.stop.set()
+        stopped = time.monotonic()
         deadline = Deadline(STOP_DEADLINE_S)
         if self.notifier is not None:
             self.notifier.stopping()
-        workers_at = min(deadline.at, time.monotonic() + WORKERS_SHARE_S)
+        joins = (("capture", self.capture, CAPTURE_SHARE_S), ("inference", self.inference, INFERENCE_SHARE_S))
         unfinished = [
-            name
-            for name, worker in (("capture", self.capture), ("inference", self.inference))
-            if not worker.join(max(0.0, workers_at - time.monotonic()))
+            name for name, worker, share_s in joins if not worker.join(max(0.0, stopped + share_s - time.monotonic()))
         ]
         if not self.publisher.stop(deadline.at - 0.5 * deadline.left()):  # the last results, the last heartbeat
             unfinished.append("publish")
