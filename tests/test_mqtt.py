@@ -135,7 +135,8 @@ def test_refused_credentials_stop_with_one_line_and_exit_2(broker, api, spawn):
     proc = spawn([*run_args(api, broker), "--duration", "20"], env=mqtt_env("wrong-password-xyz"))
     assert proc.wait(15) == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "mqtt.url" in errors[0] and "refused the credentials" in errors[0], proc.stderr
+    assert len(errors) == 1 and "mqtt.url" in errors[0] and "refused user 'cam'" in errors[0], proc.stderr
+    assert "check the user in mqtt.url and the password" in errors[0], errors[0]
     assert "wrong-password-xyz" not in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
 
@@ -288,3 +289,16 @@ def test_password_from_a_file_and_a_systemd_credential(tmp_path):
     assert resolve_secret(load(None, {}, env={}), MQTT_PASSWORD, env=credential) == "from-credential-pw"
     with pytest.raises(ConfigError, match="mqtt.password_file: cannot read"):
         resolve_secret(load(None, {"mqtt.password_file": str(tmp_path / "nope")}, env={}), MQTT_PASSWORD, env={})
+
+
+def test_a_login_refused_with_no_password_given_says_so_and_a_connection_is_said_once(broker, api, spawn):
+    """Issue 21: a broker that wants a password, and none was given: the line says that no password
+    was given and where to put it.  With the password, `MQTT: connected to ...` is logged."""
+    refused = spawn([*run_args(api, broker), "--duration", "20"], env=clean_env(), name="refused")
+    assert refused.wait(15) == 2
+    (error,) = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert "refused user 'cam'" in error and "no password was given: set $STREAMER_MQTT_PASSWORD" in error, error
+    ok = spawn([*run_args(api, broker), "--duration", "3"], env=mqtt_env(), name="ok")
+    assert ok.wait(20) == 0, ok.stderr
+    connected = [line for line in ok.stderr.splitlines() if "MQTT: connected to mqtt://127.0.0.1:" in line]
+    assert len(connected) == 1, ok.stderr

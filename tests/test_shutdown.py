@@ -207,7 +207,7 @@ def test_sigterm_with_everything_running_ends_within_3_s(spawn, tmp_path):
             stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
             viewers.append((stalled, None))
-            assert run.wait_for_log("publishing to MQTT", 20), run.stderr
+            assert run.wait_for_log("MQTT: connected to", 20), run.stderr
             assert wait_until(lambda: "lines are dropped" in run.stderr, 60), run.stderr  # the FIFO is full
             broker.kill()  # then the broker goes
             api.set_fault(Fault(504, hang_s=60))  # and the API hangs

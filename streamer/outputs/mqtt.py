@@ -99,6 +99,7 @@ class MqttPublisher:
         self._unsent = 0  # our messages paho holds that are not yet written (QoS 0) or acknowledged
         self._warned_ignored = False
         self._closing = threading.Event()
+        self._has_password = password is not None
         self._client = self._make_client(password)
         self._snapshot = snapshot if cfg.snapshot_s > 0 else None
         self._snapshot_thread: threading.Thread | None = None
@@ -146,13 +147,23 @@ class MqttPublisher:
         if self._refused is not None:
             reason = self._refused
             self.close()
-            raise ConfigError(
-                f"mqtt.url: the broker at {self.where} refused the credentials of user "
-                f"{self.user!r} ({reason}); check the user in mqtt.url and the password in "
-                f"{MQTT_PASSWORD.value}, {MQTT_PASSWORD.file} or the {MQTT_PASSWORD.credential} credential"
+            where = f"{MQTT_PASSWORD.value}, {MQTT_PASSWORD.file} or the {MQTT_PASSWORD.credential} credential"
+            who = f"user {self.user!r}" if self.user else "a client without a user name"
+            fix = (
+                f"check the user in mqtt.url and the password in {where}"
+                if self._has_password
+                else f"no password was given: set {where}"
+                if self.user
+                else "put the user in mqtt.url (mqtt://USER@HOST) and the password in " + where
             )
+            raise ConfigError(f"mqtt.url: the broker at {self.where} refused {who} ({reason}); {fix}")
         if self._connected.is_set():
-            log.info("publishing to MQTT at %s under %s/ (MQTT %s)", self.where, self.topics.prefix, self.cfg.protocol)
+            log.info(
+                "MQTT: connected to %s; publishing under %s/ (MQTT %s)",
+                self.where,
+                self.topics.prefix,
+                self.cfg.protocol,
+            )
         else:
             self._lost_at = time.monotonic()
             log.warning(
