@@ -95,7 +95,12 @@ def _mqtt(config: Config, name: str, pipeline: Pipeline):
     from streamer.outputs.mqtt import MqttPublisher, resolve_password
 
     return MqttPublisher(
-        config.mqtt, name, config.inference.classes, resolve_password(config.mqtt), snapshot=pipeline.annotated
+        config.mqtt,
+        name,
+        config.inference.classes,
+        resolve_password(config.mqtt),
+        snapshot=pipeline.annotated,
+        event_frame=pipeline.event_frame,
     )
 
 

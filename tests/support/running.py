@@ -52,7 +52,7 @@ class Running:
             outputs or Outputs(),
             settings or InferenceSettings(),
             self.stop,
-            supervision=Supervision(heartbeat_s=0.5, **supervision),
+            supervision=Supervision(**{"heartbeat_s": 0.5, **supervision}),
             api_backoff=Backoff(0.2, backoff_max_s),
         )
         self.stats = self.pipeline.stats
