@@ -482,6 +482,7 @@ class MqttConfig:
     max_classes: int = opt(20, _number(1, 1000, integer=True))
     off_delay_s: float = opt(5.0, _number(0, 3600))
     snapshot_s: float = opt(10.0, _number(0, 86400))
+    event_snapshot: bool = opt(True, _boolean)
     ha_discovery: bool = opt(False, _boolean)
     discovery_prefix: str = opt("homeassistant", _topic_prefix)
 

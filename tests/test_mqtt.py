@@ -108,12 +108,16 @@ def test_run_publishes_every_topic_and_says_offline_at_exit(broker, api, spawn, 
     assert [m.payload for m in sub.on(f"{PREFIX}/red-square/detected")][:1] == [b"ON"]
     # Retained: a subscriber that comes after the exit still learns all of it.
     assert fresh_retained(broker, f"{PREFIX}/availability").payload == b"offline"
-    assert fresh_retained(broker, f"{PREFIX}/blue-box/count").payload == b"1"
+    # A clean exit leaves nothing ON: nothing is known once streamer stops.
+    assert fresh_retained(broker, f"{PREFIX}/blue-box/count").payload == b"0"
+    assert fresh_retained(broker, f"{PREFIX}/blue-box/detected").payload == b"OFF"
+    assert fresh_retained(broker, f"{PREFIX}/source").payload == b"offline"
     jpeg = fresh_retained(broker, f"{PREFIX}/snapshot").payload
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None and image.shape[:2] == (720, 1280)
     with Recorder(broker, "homeassistant/#") as discovery:
-        assert discovery.wait_for(lambda m: len(m) >= 9, 5)  # age, fps, camera + 2 per class
+        # source, API, age, fps, 2 cameras + 2 per class
+        assert discovery.wait_for(lambda m: len(m) >= 12, 5)
     for message in discovery.messages:
         component = message.topic.split("/")[1]
         assert message.retain and ha.missing_keys(component, json.loads(message.payload)) == []

@@ -4,13 +4,15 @@ Assistant discovery payloads, and the mqtt config keys."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
 from streamer.config import Config, ConfigError, load
 from streamer.names import class_slug, source_name
 from streamer.outputs import homeassistant as ha
-from streamer.outputs.class_topics import ClassTopics
+from streamer.outputs.class_topics import ClassTopics, links
+from streamer.stats import Stats
 
 SAFE = re.compile(r"^[a-z0-9_-]{1,64}$")
 HOSTILE = ["a/b", "+", "#", "x\0y", "c" * 1000, "人", "", "  ", "$SYS", "person/#/+", "../..", "Hard Hat"]
@@ -99,7 +101,7 @@ def test_a_result_without_classes_gives_no_counts():
 
 
 def _all_configs(snapshot=True):
-    configs = ha.device_configs("front-door", "streamer/front-door", "homeassistant", snapshot)
+    configs = ha.device_configs("front-door", "streamer/front-door", "homeassistant", snapshot, event_snapshot=True)
     for name in HOSTILE:
         configs += ha.class_configs("front-door", "streamer/front-door", "homeassistant", class_slug(name))
     return configs
@@ -113,7 +115,7 @@ def test_discovery_payloads_have_the_keys_home_assistant_requires():
         component = topic.split("/")[1]
         components.add(component)
         assert ha.missing_keys(component, payload) == [], topic
-        assert payload["availability_topic"] == "streamer/front-door/availability"
+        assert payload["availability"][0]["topic"] == "streamer/front-door/availability"
         assert payload["device"]["identifiers"] == ["streamer_front-door"]
     assert components == {"binary_sensor", "sensor", "camera"}
     assert ha.missing_keys("camera", {"name": "x"}) == ["topic", "unique_id", "device"]
@@ -137,7 +139,8 @@ def test_discovery_topics_and_ids_are_safe_and_unique():
 
 
 def test_no_camera_without_snapshots():
-    assert {t.split("/")[1] for t, _ in ha.device_configs("c", "p", "homeassistant", snapshot=False)} == {"sensor"}
+    configs = ha.device_configs("c", "p", "homeassistant", snapshot=False)
+    assert {t.split("/")[1] for t, _ in configs} == {"sensor", "binary_sensor"}
 
 
 def test_mqtt_config_defaults():
@@ -197,3 +200,74 @@ def test_every_message_carries_the_name_given_or_made_from_the_source():
     assert result_message(result, 4.0, name="front-door")["name"] == "front-door"
     assert status_message("synthetic", "running", Stats().snapshot())["name"] == "synthetic"
     assert status_message("synthetic", "running", Stats().snapshot(), name="cam1")["name"] == "cam1"
+
+
+def test_class_entities_go_unavailable_with_the_source_or_the_api_and_health_is_diagnostic():
+    configs = dict(_all_configs())
+    detected = configs["homeassistant/binary_sensor/streamer_front-door/person_detected/config"]
+    assert detected["availability_mode"] == "all"
+    assert [a["topic"] for a in detected["availability"]] == [
+        "streamer/front-door/availability",
+        "streamer/front-door/source",
+        "streamer/front-door/api",
+    ]
+    assert all(
+        (a["payload_available"], a["payload_not_available"]) == ("online", "offline") for a in detected["availability"]
+    )
+    health = {topic.split("/")[3]: payload for topic, payload in configs.items() if "entity_category" in payload}
+    assert set(health) == {"source_connected", "api_connected", "result_age", "inference_fps"}
+    assert all(payload["entity_category"] == "diagnostic" for payload in health.values())
+    assert health["api_connected"]["device_class"] == "connectivity"
+    assert health["api_connected"]["state_topic"] == "streamer/front-door/api"
+    assert health["result_age"]["state_topic"] == "streamer/front-door/diagnostics"
+
+
+@pytest.mark.parametrize(
+    ("topic", "slug"),
+    [
+        ("homeassistant/binary_sensor/streamer_cam1/person_detected/config", "person"),
+        ("homeassistant/sensor/streamer_cam1/hard_hat_count/config", "hard_hat"),
+        ("homeassistant/sensor/streamer_cam1/result_age/config", None),
+        ("homeassistant/binary_sensor/streamer_cam1/source_connected/config", None),
+        ("homeassistant/sensor/streamer_cam1/person_detected/config", None),  # wrong component
+        ("homeassistant/binary_sensor/streamer_cam2/person_detected/config", None),  # another camera
+        ("homeassistant/binary_sensor/streamer_cam1/_detected/config", None),
+        ("other/binary_sensor/streamer_cam1/person_detected/config", None),
+    ],
+)
+def test_the_class_of_a_discovery_config_topic(topic, slug):
+    assert ha.class_of_config(topic, "cam1", "homeassistant") == slug
+
+
+def test_reset_turns_every_class_off_at_once_and_adopt_is_capped_and_safe():
+    topics = ClassTopics(max_classes=2, off_delay_s=5)
+    topics.update(["person", "person"], now=0)
+    assert topics.reset() == [("person/count", "0"), ("person/detected", "OFF")]
+    assert topics.reset() == [] and topics.tick(now=0.1) == []  # no ON from before the outage
+    assert not topics.adopt("a/b") and not topics.adopt("#") and not topics.adopt("x" * 65)
+    assert topics.adopt("car") and topics.slugs == ["person", "car"]
+    assert not topics.adopt("dog")  # beyond max_classes
+    assert not ClassTopics(["person"]).adopt("car")  # configured classes are exactly those
+
+
+def _status(source="open", frame_age=0.1, api="ok", result_age=0.2):
+    return replace(
+        Stats().snapshot(), source_state=source, last_frame_age_s=frame_age, api_state=api, last_result_age_s=result_age
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (_status(), (True, True)),
+        (_status(source="starting", frame_age=None, api="starting", result_age=None), (False, False)),
+        (_status(source="reconnecting", frame_age=1.0), (False, True)),
+        (_status(frame_age=6.0), (False, True)),  # open, but no frame for 6 s
+        (_status(api="failing", result_age=1.0), (True, True)),  # one failed request
+        (_status(api="failing", result_age=6.0), (True, False)),
+        (_status(api="down", result_age=1.0), (True, False)),  # the breaker is open
+        (_status(source="reconnecting", frame_age=9.0, result_age=9.0), (False, True)),  # no calls: not the API's fault
+    ],
+)
+def test_links_say_which_of_source_and_api_is_down(status, expected):
+    assert links(status) == expected

@@ -84,7 +84,14 @@ def _mqtt(config: Config, name: str, pipeline: Pipeline):
     from streamer.outputs.mqtt import MqttPublisher
 
     password = resolve_secret(config, MQTT_PASSWORD)
-    return MqttPublisher(config.mqtt, name, config.inference.classes, password, snapshot=pipeline.annotated)
+    return MqttPublisher(
+        config.mqtt,
+        name,
+        config.inference.classes,
+        password,
+        snapshot=pipeline.annotated,
+        event_frame=pipeline.event_frame,
+    )
 
 
 def _recorder(out, source) -> Recorder:

@@ -20,7 +20,7 @@ from streamer.live.dispatch import InferenceSettings, InferenceWorker
 from streamer.live.publisher import NewestResults, Publisher
 from streamer.message import status_message
 from streamer.outputs.notify import SystemdNotifier
-from streamer.outputs.overlay import draw_notice, draw_result, draw_status, status_band_height
+from streamer.outputs.overlay import draw_notice, draw_result, draw_status, event_image, status_band_height
 from streamer.outputs.recorder import Recorder
 from streamer.outputs.window import Window
 from streamer.queues import DropOldestQueue, Latest
@@ -284,6 +284,16 @@ class Pipeline:
         if frame is None or raw:
             return frame
         return replace(frame, image=self._draw(frame, self.results.latest(), time.monotonic()))
+
+    def event_frame(self, result: Result) -> Frame | None:
+        """The newest frame with ``result`` drawn, the camera's name and the frame's time in a
+        corner, and no status band: the picture of an event (MQTT's event snapshot)."""
+        _, frame = self.latest_frame.get()
+        if frame is None:
+            return None
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(frame.captured_at))
+        caption = f"{self.name or self.source_name}  {stamp}"
+        return replace(frame, image=event_image(frame.image, result, caption))
 
     def _draw(self, frame: Frame, result: Result | None, now: float):
         image = frame.image.copy()  # the capture thread's frame is shared: draw on a copy

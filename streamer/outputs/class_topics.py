@@ -4,8 +4,11 @@ detected (with an off delay), for a bounded set of classes under safe slugs.
 Class names come from the API and are untrusted, so each one becomes a slug
 (``streamer.names.class_slug``), and only the configured classes, or else the first
 ``max_classes`` seen, get topics: a model with thousands of labels, or one that makes up
-names, cannot create topics without bound.  Pure state, no MQTT: ``update`` and ``tick``
-return the (subtopic, payload) pairs that changed.
+names, cannot create topics without bound.  Pure state, no MQTT: ``update``, ``tick`` and
+``reset`` return the (subtopic, payload) pairs that changed.
+
+While the source or the API is down (``links``) nothing is known about the scene: the
+states are reset (count 0, detected OFF) rather than left at the last result's.
 """
 
 from __future__ import annotations
@@ -17,6 +20,21 @@ from dataclasses import dataclass
 from streamer.names import class_slug
 
 ON, OFF = "ON", "OFF"
+# A source without a frame, or a failing API without a result, for this long reads down.
+# With the 2 s heartbeat an outage shows within about 7 s.
+LINK_MAX_AGE_S = 5.0
+
+
+def links(status, max_age_s: float = LINK_MAX_AGE_S) -> tuple[bool, bool]:
+    """(source up, API up) from a ``stats.Snapshot``.
+
+    The source is up while it is open and frames come.  The API is up once it has answered,
+    until its breaker opens or it has been failing with no result for ``max_age_s``: a
+    single failed request, or a source outage (no requests at all), does not make it down."""
+    source = status.source_state == "open" and (status.last_frame_age_s or 0.0) <= max_age_s
+    stale = status.last_result_age_s is None or status.last_result_age_s > max_age_s
+    api = status.api_state == "ok" or (status.api_state == "failing" and not stale)
+    return source, api
 
 
 @dataclass
@@ -36,6 +54,19 @@ class ClassTopics:
         self._states: dict[str, _ClassState] = {}
         for name in configured:
             self._states.setdefault(class_slug(name), _ClassState())
+
+    def knows(self, slug: str) -> bool:
+        return slug in self._states
+
+    def adopt(self, slug: str) -> bool:
+        """Take on a class an earlier run announced (its retained topics), if there is room:
+        not with configured classes, only a safe slug, and within ``max_classes``."""
+        if slug in self._states:
+            return True
+        if self.fixed or len(self._states) >= self.max_classes or class_slug(slug) != slug:
+            return False
+        self._states[slug] = _ClassState()
+        return True
 
     @property
     def slugs(self) -> list[str]:
@@ -75,6 +106,19 @@ class ClassTopics:
             if want != state.detected:
                 state.detected = want
                 changes.append((f"{slug}/detected", want))
+        return changes
+
+    def reset(self) -> list[tuple[str, str]]:
+        """Nothing is known (an outage, or the exit): every count 0 and detected OFF, at once."""
+        changes = []
+        for slug, state in self._states.items():
+            state.last_seen = float("-inf")
+            if state.count:
+                state.count = 0
+                changes.append((f"{slug}/count", "0"))
+            if state.detected != OFF:
+                state.detected = OFF
+                changes.append((f"{slug}/detected", OFF))
         return changes
 
     def retained(self) -> list[tuple[str, str]]:

@@ -1,5 +1,6 @@
-"""The MQTT output: detections, heartbeats, availability, per-class state and a snapshot,
-published to a broker through paho-mqtt, never blocking the pipeline.
+"""The MQTT output: detections, heartbeats, availability, the source's and the API's state,
+per-class state and snapshots, published to a broker through paho-mqtt, never blocking the
+pipeline.
 
 paho's network loop runs in its own thread (``mqtt``), which also reconnects, with a
 backoff capped at 2 s.  ``send`` and ``send_status`` only queue a message: while the
@@ -8,6 +9,14 @@ broker is away, or while the outgoing queue is full, detections are dropped and 
 process dies or loses the network; a clean exit says so itself.  On every (re)connect
 availability, the Home Assistant discovery configs and the per-class state are published
 again (retained), since a broker without persistence forgets them when it restarts.
+
+What is retained tells the truth across runs: at the first connect streamer reads back, for
+a few seconds and a bounded number of messages, the retained class states and discovery
+configs an earlier run left under its own name; it takes on those classes (when it has no
+configured classes and there is room) or removes them (an empty retained message), and
+removes configs of entities it will not publish.  In an outage (``class_topics.links``) and
+at a clean exit the class states are reset and ``<prefix>/source`` and ``<prefix>/api`` say
+``offline``, which makes the class entities unavailable in Home Assistant.
 """
 
 from __future__ import annotations
@@ -29,9 +38,9 @@ from streamer.credentials import MQTT_PASSWORD
 from streamer.errors import ConfigError
 from streamer.imaging import encode_jpeg
 from streamer.outputs import homeassistant as ha
-from streamer.outputs.class_topics import ClassTopics
+from streamer.outputs.class_topics import OFF, ON, ClassTopics, links
 from streamer.threads import named_thread, set_os_thread_name
-from streamer.types import Delivery, Frame
+from streamer.types import Delivery, Frame, Result
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,9 @@ log = logging.getLogger(__name__)
 REFUSED = {134, 135, 140}
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 2.0  # the broker back: detections again within about 2 s
 SNAPSHOT_QUALITY = 80
+DIAGNOSTICS_S = 30.0  # <prefix>/diagnostics at most this often (Home Assistant records every change)
+SWEEP_S = 5.0  # how long after the first connect retained topics of an earlier run are looked at
+SWEEP_MAX = 4100  # and how many at most: 2 configs and a state per class (max_classes <= 1000), and slack
 
 
 @dataclass(frozen=True)
@@ -62,12 +74,32 @@ class Topics:
     def snapshot(self) -> str:
         return f"{self.prefix}/snapshot"
 
+    @property
+    def event_snapshot(self) -> str:
+        return f"{self.prefix}/event_snapshot"
+
+    @property
+    def diagnostics(self) -> str:
+        return f"{self.prefix}/diagnostics"
+
+    def link(self, name: str) -> str:
+        """``<prefix>/source`` or ``<prefix>/api``: online while it works."""
+        return f"{self.prefix}/{name}"
+
+    def class_state(self, topic: str) -> str | None:
+        """The class slug of a ``<prefix>/<slug>/detected`` topic, else None."""
+        head, _, rest = topic.partition(self.prefix + "/")
+        slug, _, leaf = rest.partition("/")
+        return slug if not head and slug and leaf == "detected" else None
+
 
 class MqttPublisher:
     """An output (``deliver``, ``close``) that publishes to MQTT.
 
     ``snapshot``: returns the newest annotated frame (``Pipeline.annotated``); it is asked at
-    most every mqtt.snapshot_s seconds, from this publisher's own thread."""
+    most every mqtt.snapshot_s seconds, from this publisher's own thread.  ``event_frame``:
+    returns a result's picture (``Pipeline.event_frame``), asked from that thread when a
+    class turns ON (mqtt.event_snapshot)."""
 
     def __init__(
         self,
@@ -76,6 +108,7 @@ class MqttPublisher:
         classes: list[str] | tuple[str, ...] = (),
         password: str | None = None,
         snapshot: Callable[[], Frame | None] | None = None,
+        event_frame: Callable[[Result], Frame | None] | None = None,
     ):
         if not cfg.url:
             raise ConfigError("mqtt.url: not set; pass --mqtt mqtt://HOST or set mqtt.url")
@@ -102,7 +135,14 @@ class MqttPublisher:
         self._has_password = password is not None
         self._client = self._make_client(password)
         self._snapshot = snapshot if cfg.snapshot_s > 0 else None
+        self._event_frame = event_frame if cfg.event_snapshot else None
+        self._event: Result | None = None  # the result a class turned ON with, for the image thread
+        self._wake = threading.Event()  # wakes the image thread: an event, or the close
         self._snapshot_thread: threading.Thread | None = None
+        self._links = {"source": False, "api": False}  # as last told; nothing works before it is seen to
+        self._diagnostics: tuple[float, tuple] = (float("-inf"), ())  # when sent, and what
+        self._sweep_until: float | None = None  # the end of the look at an earlier run's topics
+        self._swept = 0
         self._start()
 
     # --- set-up ---
@@ -171,8 +211,8 @@ class MqttPublisher:
                 "(detections are dropped and counted meanwhile)",
                 self.where,
             )
-        if self._snapshot is not None:
-            self._snapshot_thread = named_thread("mqtt-snapshot", self._snapshot_loop)
+        if self._snapshot is not None or self._event_frame is not None:
+            self._snapshot_thread = named_thread("mqtt-snapshot", self._image_loop)
             self._snapshot_thread.start()
 
     # --- paho's callbacks, in the mqtt thread ---
@@ -191,11 +231,14 @@ class MqttPublisher:
             retained = self._classes.retained()
             slugs = self._classes.slugs
             dropped = self.mqtt_dropped - self._dropped_at_loss
+            states = dict(self._links)
+        if self._sweep_until is None:  # before our own retained messages: what comes back is older
+            self._start_sweep()
         self._publish(self.topics.availability, "online", qos=1, retain=True)
+        for link, up in states.items():
+            self._publish(self.topics.link(link), ha.ONLINE if up else ha.OFFLINE, qos=1, retain=True)
         if self.cfg.ha_discovery:
-            for topic, payload in ha.device_configs(
-                self.name, self.topics.prefix, self.cfg.discovery_prefix, self._snapshot is not None
-            ):
+            for topic, payload in self._device_configs():
                 self._publish(topic, json.dumps(payload), qos=1, retain=True)
             for slug in slugs:
                 self._discover(slug)
@@ -245,13 +288,14 @@ class MqttPublisher:
 
     def deliver(self, delivery: Delivery) -> None:
         if delivery.kind == "status":
-            self.send_status(delivery.payload)
+            self.send_status(delivery.payload, delivery.status)
         elif delivery.result is not None:
             result = delivery.result
-            self.send(delivery.payload, () if result.multi_label else result.class_names())
+            self.send(delivery.payload, () if result.multi_label else result.class_names(), result)
 
-    def send(self, payload: bytes, class_names: Iterable[str] = ()) -> bool:
-        """Queue one detections message (and the class state it changes); False if dropped."""
+    def send(self, payload: bytes, class_names: Iterable[str] = (), result: Result | None = None) -> bool:
+        """Queue one detections message (and the class state it changes); False if dropped.
+        A class turning ON with ``result`` asks the image thread for its event snapshot."""
         with self._lock:
             added, changes = self._classes.update(class_names, time.monotonic())
             ignored = self._classes.ignored_count
@@ -262,6 +306,10 @@ class MqttPublisher:
         for slug in added:
             self._discover(slug)
         self._publish_changes(changes)
+        if result is not None and self._event_frame is not None and any(p == ON for _, p in changes):
+            with self._lock:
+                self._event = result
+            self._wake.set()
         with self._lock:
             full = self._unsent >= self.cfg.queue_size
         if full or not self._publish(self.topics.detections, payload, qos=self.cfg.qos):
@@ -269,13 +317,27 @@ class MqttPublisher:
             return False
         return True
 
-    def send_status(self, payload: bytes) -> bool:
-        """Queue one heartbeat (QoS 1), and the OFF states whose delay has passed."""
+    def send_status(self, payload: bytes, status=None) -> bool:
+        """Queue one heartbeat (QoS 1), and the OFF states whose delay has passed.  With the
+        heartbeat's ``stats.Snapshot``: the source's and the API's state, every class reset
+        while either is down, and the diagnostics when due."""
+        now = time.monotonic()
         with self._lock:
-            changes = self._classes.tick(time.monotonic())
+            changes = self._classes.tick(now)
+            told = dict(self._links)
+            if status is not None:
+                self._links["source"], self._links["api"] = links(status)
+                if not all(self._links.values()):
+                    changes += self._classes.reset()
+            flips = [(link, up) for link, up in self._links.items() if told[link] != up]
         if not self._connected.is_set():
             return False
+        for link, up in flips:
+            self._publish(self.topics.link(link), ha.ONLINE if up else ha.OFFLINE, qos=1, retain=True)
         self._publish_changes(changes)
+        if status is not None:
+            self._send_diagnostics(status, now)
+        self._end_sweep(now)
         return self._publish(self.topics.status, payload, qos=1)
 
     def close(self, timeout_s: float = 2.0) -> bool:
@@ -284,10 +346,17 @@ class MqttPublisher:
         if self._closing.is_set():
             return True
         self._closing.set()
+        self._wake.set()
         deadline = time.monotonic() + timeout_s
         if self._snapshot_thread is not None:
             self._snapshot_thread.join(timeout_s / 2)
         if self._connected.is_set():
+            with self._lock:  # nothing is known once streamer stops: no class is left ON
+                changes = self._classes.reset()
+                self._links = dict.fromkeys(self._links, False)
+            for link in self._links:
+                self._publish(self.topics.link(link), ha.OFFLINE, qos=1, retain=True)
+            self._publish_changes(changes)
             info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
             try:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
@@ -316,6 +385,15 @@ class MqttPublisher:
         for subtopic, payload in changes:
             self._publish(f"{self.topics.prefix}/{subtopic}", payload, qos=1, retain=True)
 
+    def _device_configs(self) -> list[tuple[str, dict]]:
+        return ha.device_configs(
+            self.name,
+            self.topics.prefix,
+            self.cfg.discovery_prefix,
+            self._snapshot is not None,
+            self._event_frame is not None,
+        )
+
     def _discover(self, slug: str) -> None:
         if self.cfg.ha_discovery:
             for topic, payload in ha.class_configs(self.name, self.topics.prefix, self.cfg.discovery_prefix, slug):
@@ -333,11 +411,90 @@ class MqttPublisher:
                 "configured inference.classes" if self._classes.fixed else f"first {self.cfg.max_classes} seen",
             )
 
-    def _snapshot_loop(self) -> None:
-        """Publish the newest annotated frame, as JPEG, at most every snapshot_s seconds."""
+    def _send_diagnostics(self, status, now: float) -> None:
+        """<prefix>/diagnostics (retained) for the diagnostic sensors: at most every
+        DIAGNOSTICS_S, and only when a value (rounded as shown) changed."""
+        age = status.last_result_age_s
+        values = (None if age is None else round(age, 1), round(status.inference_fps, 1))
+        sent_at, sent = self._diagnostics
+        if now - sent_at < DIAGNOSTICS_S or values == sent:
+            return
+        body = json.dumps({"last_result_age_s": values[0], "inference_fps": values[1]})
+        if self._publish(self.topics.diagnostics, body, qos=1, retain=True):
+            self._diagnostics = (now, values)
+
+    # --- an earlier run's retained topics (in the mqtt thread) ---
+
+    def _start_sweep(self) -> None:
+        """Subscribe to this streamer's own discovery configs and class states: what comes
+        back retained is what an earlier run left (mosquitto sends it before our own)."""
+        self._sweep_until = time.monotonic() + SWEEP_S
+        self._client.on_message = self._on_retained
+        self._client.subscribe([(topic, 1) for topic in self._sweep_filters()])
+
+    def _sweep_filters(self) -> list[str]:
+        return [ha.config_filter(self.name, self.cfg.discovery_prefix), f"{self.topics.prefix}/+/detected"]
+
+    def _end_sweep(self, now: float) -> None:
+        if self._sweep_until is not None and self._swept >= 0 and now > self._sweep_until:
+            self._swept = -1  # ended
+            self._client.unsubscribe(self._sweep_filters())
+
+    def _on_retained(self, client, userdata, message) -> None:
+        """Take on or remove what an earlier run left: bounded in time and in count."""
+        if not message.retain or not message.payload or self._closing.is_set():
+            return  # our own messages come back unretained; an empty one is a removal
+        if self._sweep_until is None or time.monotonic() > self._sweep_until or not 0 <= self._swept < SWEEP_MAX:
+            return
+        self._swept += 1
+        topic = message.topic
+        state_of = self.topics.class_state(topic)
+        slug = state_of or ha.class_of_config(topic, self.name, self.cfg.discovery_prefix)
+        with self._lock:
+            known = slug is not None and self._classes.knows(slug)
+            adopted = slug is not None and not known and self._classes.adopt(slug)
+        if adopted:
+            log.info("MQTT: class %s from an earlier run keeps its topics", slug)
+            self._discover(slug)
+            self._publish_changes([(f"{slug}/count", "0"), (f"{slug}/detected", OFF)])
+        if known or adopted:
+            if state_of is None and not self.cfg.ha_discovery:
+                self._remove(topic)  # discovery is off now: the entity goes
+            return
+        if slug is not None:  # a class this run will not publish: its states and entities go
+            for leaf in ("detected", "count"):
+                self._remove(f"{self.topics.prefix}/{slug}/{leaf}")
+            for config, _ in ha.class_configs(self.name, self.topics.prefix, self.cfg.discovery_prefix, slug):
+                self._remove(config)
+        elif not self.cfg.ha_discovery or topic not in {t for t, _ in self._device_configs()}:
+            self._remove(topic)  # an entity of the device this run does not have (a camera, an old sensor)
+
+    def _remove(self, topic: str) -> None:
+        log.debug("MQTT: removing the retained %s left by an earlier run", topic)
+        self._publish(topic, b"", qos=1, retain=True)
+
+    # --- images (in the mqtt-snapshot thread) ---
+
+    def _image_loop(self) -> None:
+        """The event snapshot as soon as a class turns ON, and the newest annotated frame at
+        most every snapshot_s seconds; both JPEG, retained."""
         last_id, last_sent = None, float("-inf")
-        while not self._closing.wait(min(1.0, self.cfg.snapshot_s)):
-            if not self._connected.is_set() or time.monotonic() - last_sent < self.cfg.snapshot_s:
+        wait_s = min(1.0, self.cfg.snapshot_s) if self._snapshot is not None else 1.0
+        while not self._closing.is_set():
+            self._wake.wait(wait_s)
+            self._wake.clear()
+            if self._closing.is_set():
+                return
+            with self._lock:
+                event, self._event = self._event, None
+            if event is not None and self._connected.is_set():
+                frame = self._event_frame(event)
+                if frame is not None:
+                    jpeg = encode_jpeg(frame.image, SNAPSHOT_QUALITY)
+                    self._publish(self.topics.event_snapshot, jpeg, qos=0, retain=True)
+            if self._snapshot is None or not self._connected.is_set():
+                continue
+            if time.monotonic() - last_sent < self.cfg.snapshot_s:
                 continue
             frame = self._snapshot()
             if frame is None or frame.frame_id == last_id:

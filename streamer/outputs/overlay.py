@@ -1,4 +1,4 @@
-"""Drawing: boxes with labels in a fixed colour per class, and the status line."""
+"""Drawing: boxes with labels in a fixed colour per class, the status line, and a caption."""
 
 from __future__ import annotations
 
@@ -143,3 +143,25 @@ def draw_status(image: np.ndarray, text: str) -> np.ndarray:
 def draw_notice(image: np.ndarray, text: str, top: int) -> np.ndarray:
     """A red band just under the status band, e.g. to mark the boxes shown as stale."""
     return _band(image, text, top, 0.3, (0, 0, 160))
+
+
+def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
+    """Text on a dark box in the bottom left corner (the camera's name and the time of a
+    snapshot), where boxes' labels, drawn at their top, seldom are."""
+    scale, thickness, th, band = _status_metrics(image)
+    text = text[:80]  # a caption, not a paragraph: putText draws every glyph, even off-image
+    (tw, _), _ = cv2.getTextSize(text, FONT, scale, thickness)
+    height, _ = image.shape[:2]
+    top = max(0, height - band)
+    region = image[top:, : tw + 16]
+    region[:] = (region * 0.35).astype(np.uint8)
+    cv2.putText(image, text, (8, top + th + 5), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return image
+
+
+def event_image(image: np.ndarray, result: Result, caption: str) -> np.ndarray:
+    """A copy of ``image`` with ``result`` (in its pixels) drawn and ``caption`` in a corner:
+    an event's picture, without the status band (a person reads it on a phone)."""
+    out = image.copy()
+    draw_result(out, result.rescaled_to(out.shape[1], out.shape[0]))
+    return draw_caption(out, caption)

@@ -58,7 +58,7 @@ class Running:
             outputs or Outputs(),
             settings or InferenceSettings(),
             self.stop,
-            supervision=Supervision(heartbeat_s=0.5, **supervision),
+            supervision=Supervision(**{"heartbeat_s": 0.5, **supervision}),
             api_backoff=Backoff(backoff_initial_s, backoff_max_s),
         )
         self.stats = self.pipeline.stats
