@@ -257,16 +257,23 @@ def test_an_api_back_after_a_long_refused_outage_is_used_again_within_3_s():
     try:
         assert wait_until(lambda: run.stats.results > 3, 10)
         server.stop()
+        down_at = time.monotonic()
         assert wait_until(lambda: run.stats.api_state == "down", 10)
-        time.sleep(20)  # the outage itself (what is checked comes after it)
+        # The outage lasts until streamer has probed the closed port 18 times: about 20 s at one
+        # probe a second (the old doubling backoff would have made about 6 probes by then).
+        assert wait_until(lambda: run.stats.api_failures.get("unreachable", 0) >= 18, 30), run.stats.api_failures
+        outage_s = time.monotonic() - down_at
         before = run.stats.results
         server = ApiServer("127.0.0.1", port).start()
         back_at = time.monotonic()
         assert wait_until(lambda: run.stats.results > before, 10)
         recovery_s = time.monotonic() - back_at
-        print(f"results resumed {recovery_s:.2f} s after the API came back from 20 s of refused connections")
+        print(
+            f"results resumed {recovery_s:.2f} s after the API came back from {outage_s:.0f} s of refused connections"
+        )
+        assert outage_s >= 12, outage_s  # long enough for the old backoff to wait 8 s or more
         assert recovery_s < 3, recovery_s
-        assert run.stats.api_failures.get("unreachable", 0) <= 3 + 20 + 5  # about one probe a second
+        assert run.stats.api_failures.get("unreachable", 0) <= 3 + outage_s + 5  # about one probe a second
     finally:
         run.finish()
         server.stop()

@@ -7,12 +7,12 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 from conftest import clean_env
 
 from support.checkout import checkout
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.system]
 
@@ -24,9 +24,7 @@ def test_make_demo_installs_only_what_the_demo_needs_and_runs_headless(tmp_path)
         make = subprocess.Popen(
             ["make", "demo"], cwd=copy, stdout=out, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True
         )
-        deadline = time.monotonic() + 540
-        while time.monotonic() < deadline and make.poll() is None and b"running headless" not in log.read_bytes():
-            time.sleep(0.2)
+        wait_until(lambda: make.poll() is not None or b"running headless" in log.read_bytes(), 540)
         try:
             assert b"running headless" in log.read_bytes(), log.read_text()[-3000:]
         finally:

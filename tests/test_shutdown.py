@@ -211,7 +211,7 @@ def test_sigterm_with_everything_running_ends_within_3_s(spawn, tmp_path):
             assert wait_until(lambda: "lines are dropped" in run.stderr, 60), run.stderr  # the FIFO is full
             broker.kill()  # then the broker goes
             api.set_fault(Fault(504, hang_s=60))  # and the API hangs
-            time.sleep(1.0)  # a request is now in flight against the hanging API
+            assert wait_until(lambda: api.in_flight >= 1, 10)  # a request is held by the hanging API
             assert run.popen.poll() is None, run.stderr
             code, seconds = run.terminate(signal.SIGTERM)
     finally:
