@@ -27,6 +27,15 @@ def api_form(fields: Mapping[str, Any], extra: Mapping[str, Any] = EMPTY) -> dic
     return out
 
 
+def api_predictions(
+    detections: tuple[Detection, ...], labels: tuple[Label, ...], multi_label: bool
+) -> list[dict[str, Any]] | dict[str, dict[str, Any]]:
+    """Detections or labels in the API's own format: a list, or a dict by class (multi-label)."""
+    if multi_label:
+        return {label.class_name: {k: v for k, v in label.as_dict().items() if k != "class"} for label in labels}
+    return [d.as_dict() for d in detections] or [label.as_dict() for label in labels]
+
+
 def frozen_mapping(values: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return EMPTY if not values else MappingProxyType(dict(values))
 
@@ -178,11 +187,7 @@ class Result:
 
     def predictions(self) -> list[dict[str, Any]] | dict[str, dict[str, Any]]:
         """The predictions in the API's own format: a list, or a dict by class (multi-label)."""
-        if self.multi_label:
-            return {
-                label.class_name: {k: v for k, v in label.as_dict().items() if k != "class"} for label in self.labels
-            }
-        return [d.as_dict() for d in self.detections] or [label.as_dict() for label in self.labels]
+        return api_predictions(self.detections, self.labels, self.multi_label)
 
 
 @dataclass(frozen=True, slots=True)

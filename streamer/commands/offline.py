@@ -41,7 +41,7 @@ from streamer.outputs.overlay import draw_detections, draw_result
 from streamer.outputs.recorder import Recorder
 from streamer.retry import Backoff
 from streamer.threads import join_all, named_thread
-from streamer.types import Frame, Result
+from streamer.types import Frame, api_predictions
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
             width, height = parsed.image_width, parsed.image_height
             parsed = parsed.filtered(classes)
             detections, labels = parsed.detections, parsed.labels
-            predictions = Result("", 0, 0, 0, 0, 0, detections, labels, parsed.multi_label).predictions()
+            predictions = api_predictions(detections, labels, parsed.multi_label)
         else:
             image = _load_image(args.image, config.api.timeout_s)
             upload = _upload(image, config)
