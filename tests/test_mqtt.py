@@ -92,9 +92,7 @@ def test_run_publishes_every_topic_and_says_offline_at_exit(broker, api, spawn, 
         assert sub.wait_for(lambda m: any(x.topic == f"{PREFIX}/snapshot" for x in m), 10)
         code, took = proc.terminate(signal.SIGTERM, timeout=10)
         assert code == 0 and took < 5
-        assert sub.wait_for(
-            lambda m: [x.payload for x in m if x.topic == f"{PREFIX}/availability"][-1:] == [b"offline"], 5
-        )
+        assert sub.wait_for(said_offline, 5)
     detections = sub.on(f"{PREFIX}/detections")
     assert detections and all(m.qos == 0 for m in detections)
     first = json.loads(detections[0].payload)
@@ -207,6 +205,10 @@ def test_unreachable_broker_at_start_is_a_warning_and_streamer_connects_later(br
     assert code == 0
 
 
+def said_offline(messages) -> bool:
+    return [m.payload for m in messages if m.topic == f"{PREFIX}/availability"][-1:] == [b"offline"]
+
+
 def _publisher(broker: Broker, tmp_path, **mqtt) -> MqttPublisher:
     keys = {"mqtt.url": broker.url, **{f"mqtt.{k}": v for k, v in mqtt.items()}}
     config = load(None, keys, env={})
@@ -226,6 +228,7 @@ def test_tls_with_a_test_ca_and_mqtt_5_and_qos_1(broker, tmp_path):
             assert sub.wait_for(lambda m: any(x.topic.endswith("/detections") for x in m), 5)
         finally:
             publisher.close()
+        assert sub.wait_for(said_offline, 5)  # acked by the broker is not yet delivered to us
     assert sub.on(f"{PREFIX}/detections")[0].qos == 1
     assert [m.payload for m in sub.on(f"{PREFIX}/availability")] == [b"online", b"offline"]
 
@@ -257,6 +260,7 @@ def test_hostile_class_names_from_the_api_keep_the_client_connected_and_topics_b
             assert sub.wait_for(lambda m: len([x for x in m if x.topic.endswith("/detections")]) >= 10, 10)
         finally:
             running.finish()
+        assert sub.wait_for(said_offline, 5)
     assert streamer_threads() == []  # the test's subscriber has gone too
     topics = {m.topic for m in sub.messages}
     class_levels = {t.split("/")[2] for t in topics if t.startswith(PREFIX) and t.count("/") == 3}

@@ -362,11 +362,15 @@ class MqttPublisher:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             except (RuntimeError, ValueError):  # not queued: the connection just went
                 pass
-        self._client.disconnect()
         thread = getattr(self._client, "_thread", None)
-        if thread is not None:
-            thread.join(max(0.1, deadline - time.monotonic()))
-            if thread.is_alive():
+        while True:  # said again: a reconnect under way in paho's thread overwrites the first
+            self._client.disconnect()
+            if thread is None:
+                break
+            thread.join(min(0.25, max(0.01, deadline - time.monotonic())))
+            if not thread.is_alive():
+                break
+            if time.monotonic() >= deadline:
                 return False
         self._client.loop_stop()
         return True
