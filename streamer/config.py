@@ -65,15 +65,14 @@ def _number(
     def check(value: Any) -> Any:
         if value is None and optional:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"expected {what}")
-        if integer and not (isinstance(value, int) or float(value).is_integer()):
-            raise ValueError(f"expected {what}")
-        if not math.isfinite(value):
-            raise ValueError(f"expected {what}")
-        if lo is not None and (value <= lo if lo_open else value < lo):
-            raise ValueError(f"expected {what}")
-        if hi is not None and value > hi:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (integer and not (isinstance(value, int) or float(value).is_integer()))
+            or not math.isfinite(value)
+            or (lo is not None and (value <= lo if lo_open else value < lo))
+            or (hi is not None and value > hi)
+        ):
             raise ValueError(f"expected {what}")
         return int(value) if integer else float(value)
 
@@ -97,15 +96,13 @@ def _boolean(value: Any) -> bool:
     return value
 
 
-def _text(optional: bool = False, nonempty: bool = True) -> Callable[[Any], Any]:
+def _text(optional: bool = False) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
-        if value is None and optional:
-            return None
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not optional:
             return str(value)  # "source: 0" is a webcam index written without quotes
         if not isinstance(value, str):
             raise ValueError("expected a string" + (" (or null)" if optional else ""))
-        if nonempty and not value.strip():
+        if not value.strip():
             raise ValueError("expected a non-empty string")
         return value
 
@@ -134,9 +131,7 @@ def _string_list(value: Any) -> list[str]:
 
 
 def _api_url(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected an http(s) URL such as https://detect.roboflow.com")
-    parts = urlsplit(value)
+    parts = urlsplit(value if isinstance(value, str) else "")  # not a string: refused as an empty URL
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http(s) URL such as https://detect.roboflow.com")
     if parts.username or parts.password or parts.query:
@@ -166,24 +161,20 @@ def _source_uri(value: Any) -> str:
 
 
 def _fourcc(value: Any) -> str | None:
-    if value is None:
-        return None
     if not isinstance(value, str) or not re.fullmatch(r"[ -~]{4}", value):
         raise ValueError("expected a four-character code such as MJPG or YUYV (or null)")
     return value
 
 
 def _model(value: Any) -> str | None:
-    if value is None:
-        return None
     if not isinstance(value, str) or not MODEL_ID.match(value):
         raise ValueError("expected a model id PROJECT/VERSION such as hard-hat-sample/2")
     return value
 
 
-def _zmq_endpoint(value: Any) -> str | None:
-    if value is None:
-        return None
+def zmq_endpoint(value: Any) -> str:
+    """A --zmq or --connect value as a ZeroMQ endpoint: a bare port means tcp://127.0.0.1:PORT.
+    Raises ValueError(what is expected)."""
     what = (
         "expected a port (5555 means tcp://127.0.0.1:5555) or a ZeroMQ endpoint such as "
         "tcp://127.0.0.1:5555 or ipc:///tmp/streamer"
@@ -199,29 +190,16 @@ def _zmq_endpoint(value: Any) -> str | None:
     return value
 
 
-def zmq_endpoint(value: Any) -> str:
-    """A --zmq or --connect value as a ZeroMQ endpoint: a bare port means tcp://127.0.0.1:PORT.
-    Raises ValueError(what is expected)."""
-    endpoint = _zmq_endpoint(value)
-    if endpoint is None:
-        raise ValueError("expected a port or a ZeroMQ endpoint")
-    return endpoint
-
-
 def zmq_endpoint_is_local(endpoint: str) -> bool:
     """True if only this machine can connect: ipc://, or tcp:// on localhost or 127.0.0.0/8.
 
     Anything else (0.0.0.0, *, a LAN address, an interface or host name) may be reachable
     from the network."""
-    if endpoint.startswith("ipc://"):
-        return True
-    return host_is_local(endpoint.removeprefix("tcp://").rsplit(":", 1)[0])
+    return endpoint.startswith("ipc://") or host_is_local(endpoint.removeprefix("tcp://").rsplit(":", 1)[0])
 
 
 def _http_bind(value: Any) -> str | None:
     """[HOST:]PORT as "host:port"; a bare port means 127.0.0.1 (port 0: any free port)."""
-    if value is None:
-        return None
     what = "expected [HOST:]PORT such as 8080 (this machine only), 127.0.0.1:8080 or 0.0.0.0:8080"
     text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
     found = re.fullmatch(r"(?:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):)?([0-9]{1,5})", text)
@@ -248,8 +226,6 @@ def host_is_local(host: str) -> bool:
 
 def _path(suffixes: tuple[str, ...] = (), what: str = "a file path") -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
-        if value is None:
-            return None
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"expected {what} (or null)")
         if suffixes and not value.lower().endswith(suffixes):
@@ -260,12 +236,8 @@ def _path(suffixes: tuple[str, ...] = (), what: str = "a file path") -> Callable
 
 
 def _mqtt_url(value: Any) -> str | None:
-    if value is None:
-        return None
     what = "expected mqtt://[user@]host[:port] or mqtts://[user@]host[:port]"
-    if not isinstance(value, str):
-        raise ValueError(what)
-    parts = urlsplit(value)
+    parts = urlsplit(value if isinstance(value, str) else "")  # not a string: refused as an empty URL
     try:
         _ = parts.port  # urllib checks the port only when asked
     except ValueError:
@@ -287,7 +259,7 @@ def _mqtt_protocol(value: Any) -> str:
 
 
 def _topic_prefix(value: Any) -> str | None:
-    if value is None:
+    if value is None:  # mqtt.discovery_prefix: null has always been let through (as None)
         return None
     if not isinstance(value, str) or not value.strip("/") or any(c in value for c in "+#\0") or value[0] == "$":
         raise ValueError("expected a topic such as streamer/front-door, without + # or a NUL, not starting with $")
@@ -296,8 +268,6 @@ def _topic_prefix(value: Any) -> str | None:
 
 def _camera_name(value: Any) -> str | None:
     """A camera name, made a slug ([a-z0-9_-], at most 64 characters): it is part of topics."""
-    if value is None:
-        return None
     name = slug(str(value)) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
     if not name:
         raise ValueError("expected a name with letters or digits, such as front-door")
@@ -320,10 +290,9 @@ SOURCE, API, RATE, OUTPUT, LOGGING = "source", "detection API", "request rate", 
 
 def opt(default: Any, check: Callable[[Any], Any], flag: Flag | None = None) -> Any:
     """A config field: its default, its check and the command-line flag that sets it."""
-    factory = (lambda: list(default)) if isinstance(default, list) else None
     meta = {"check": check, "flag": flag}
-    if factory:
-        return field(default_factory=factory, metadata=meta)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -412,7 +381,7 @@ class OutputConfig:
     window_title: str = opt("streamer", _text())
     zmq: str | None = opt(
         None,
-        _zmq_endpoint,
+        zmq_endpoint,
         Flag(
             OUTPUT,
             "--zmq",
@@ -527,14 +496,12 @@ def _build(cls: type, data: dict, prefix: str, origin: dict[str, str]) -> Any:
     values = {}
     for name, f in fields.items():
         path = prefix + name
-        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
-            sub = data.get(name, {})
-            if sub is None:
-                sub = {}
+        if dataclasses.is_dataclass(f.default_factory):
+            sub = {} if data.get(name) is None else data[name]
             if not isinstance(sub, dict):
                 raise ConfigError(f"{path}: expected a mapping of keys, got {_show(sub)}{origin_note(origin, path)}")
             values[name] = _build(f.default_factory, sub, path + ".", origin)
-        elif name in data:
+        elif name in data and (data[name] is not None or f.default is not None):  # null keeps a null default
             try:
                 values[name] = f.metadata["check"](data[name])
             except ValueError as exc:
@@ -599,11 +566,9 @@ def _set_path(data: dict, path: str, value: Any) -> None:
     *parents, leaf = path.split(".")
     node = data
     for part in parents:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
     node[leaf] = value
 
 
@@ -626,16 +591,15 @@ def load(
         _set_path(data, "api.api_key", key)
         origin["api.api_key"] = "$" + API_KEY_ENV
     for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        _set_path(data, dotted, value)
-        origin[dotted] = flag_for(dotted) or dotted
-    source = data.get("source")
-    if isinstance(source, dict) and isinstance(source.get("uri"), str):
-        register_url_secrets(source["uri"])  # before checking it: an error may quote it
-    mqtt = data.get("mqtt")
-    if isinstance(mqtt, dict) and isinstance(mqtt.get("url"), str):
-        register_url_secrets(mqtt["url"])  # refused below if it holds a password, never shown
+        if value is not None:
+            _set_path(data, dotted, value)
+            origin[dotted] = flag_for(dotted) or dotted
+    # Before checking them: an error may quote the camera's URL; the broker's is refused below if
+    # it holds a password, never shown.
+    for section, name in (("source", "uri"), ("mqtt", "url")):
+        part = data.get(section)
+        if isinstance(part, dict) and isinstance(part.get(name), str):
+            register_url_secrets(part[name])
     config = _build(Config, data, "", origin)
     register_secret(config.api.api_key)
     register_secret(config.output.http_token)
