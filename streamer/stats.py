@@ -82,9 +82,6 @@ class Percentiles:
         with self._lock:
             self._samples.append(value)
 
-    def __len__(self) -> int:
-        return len(self._samples)
-
     def quantiles(self) -> tuple[float, float] | None:
         """(p50, p95), or None before the first sample."""
         with self._lock:
@@ -115,35 +112,25 @@ def thread_cpu_s() -> dict[str, float]:
 
 
 class Stats:
-    """Plain counters (each written by one thread) and the rates of capture and inference."""
+    """Plain counters (an attribute for each of COUNTERS, each written by one thread) and the rates
+    of capture and inference."""
 
     def __init__(self) -> None:
         self.started_mono = time.monotonic()
         self.capture_rate = RateMeter()
         self.send_rate = RateMeter()  # requests sent a second
         self.inference_rate = RateMeter()  # results received a second
-        self.frames_read = 0
-        self.source_reconnects = 0
-        self.source_stalls = 0  # reads or opens the watchdog gave up on
+        for key, _, _ in COUNTERS:  # each counter at 0 (frames_dropped is the frame queue's own count)
+            if key != "frames_dropped":
+                setattr(self, key, 0)
         self.source_state = "starting"  # starting, open, reconnecting, stalled, ended
         self.last_frame_mono: float | None = None
-        self.requests = 0
-        self.results = 0
-        self.api_skipped_bad_request = 0
-        self.api_malformed = 0
-        self.api_transient_errors = 0
         self.api_failures: dict[str, int] = {}  # what failed: "http 503", "timeout", "malformed" ...
         self.api_state = "starting"  # starting, ok, failing (retrying), down (breaker open)
         self.api_down_since: float | None = None  # monotonic time the breaker opened
         self.last_api_answer_mono: float | None = None  # any HTTP answer, even an error status
         self.api_quiet_until = 0.0  # monotonic end of a wait the API asked for (Retry-After)
         self.last_skip_mono: float | None = None  # a call the motion gate or the budget chose not to make
-        self.published = 0
-        self.skipped_no_change = 0  # calls the motion gate skipped (the last result republished)
-        self.skipped_budget = 0  # calls not made because the call budget was spent
-        self.late_results = 0  # results for a frame older than one already published: dropped
-        self.bytes_sent = 0  # request bodies, base64 JPEG
-        self.hung_requests = 0  # requests given up on after hang_after_s without an answer
         self.request_latency = Percentiles()  # seconds from sending a request to its answer
         self.result_age = Percentiles()  # seconds from capture to publish, of fresh results
 
@@ -227,13 +214,10 @@ class Snapshot:
     def calls_text(self) -> str:
         """e.g. "calls 120, skipped 30 (no change 25, budget 5)"."""
         c = self.counters
-        reasons = [
-            f"{name} {c[key]}" for name, key in (("no change", "skipped_no_change"), ("budget", "skipped_budget"))
-        ]
-        skipped = c["skipped_no_change"] + c["skipped_budget"]
+        skipped = {"no change": c["skipped_no_change"], "budget": c["skipped_budget"]}
         text = f"calls {c['requests']}"
-        if skipped:
-            text += f", skipped {skipped} ({', '.join(r for r in reasons if not r.endswith(' 0'))})"
+        if sum(skipped.values()):
+            text += f", skipped {sum(skipped.values())} ({', '.join(f'{why} {n}' for why, n in skipped.items() if n)})"
         return text
 
     def latency_text(self) -> str:
