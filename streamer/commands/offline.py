@@ -83,10 +83,6 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_video)
 
 
-def _config(args) -> Config:
-    return config_from_args(args)
-
-
 def _client(config: Config, connections: int = 1) -> DetectionClient:
     return make_client(config, resolve_secret(config, API_KEY), max_connections=connections)
 
@@ -163,7 +159,7 @@ def _with_retries(call: Callable[[], Any], stop: threading.Event, backoff: Backo
 
 
 def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
-    config = _config(args)
+    config = config_from_args(args)
     if args.format == "image" and not args.save:
         raise UsageError("--format image needs --save FILE to write the server's drawing to")
     if args.save:
@@ -174,13 +170,10 @@ def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
         def send(fn: Callable[..., Any], **kwargs: Any) -> Any:
             return _with_retries(lambda: fn(**kwargs), stop, _backoff(config), PREDICT_ATTEMPTS)
 
-        if args.format == "image":
-            if _is_url(args.image):
-                data = send(client.request, image_url=args.image, fmt="image")
-            else:
-                upload = _upload(_load_image(args.image, config.api.timeout_s), config)
-                data = send(client.request, body=upload.body, fmt="image")
-            Path(args.save).write_bytes(data)
+        if args.format == "image":  # the server fetches a URL itself; a file is sent
+            url = args.image if _is_url(args.image) else None
+            body = None if url else _upload(_load_image(args.image, config.api.timeout_s), config).body
+            Path(args.save).write_bytes(send(client.request, body=body, image_url=url, fmt="image"))
             log.info("wrote the server's drawing to %s", args.save)
             return 0
         if _is_url(args.image):  # the server fetches it: boxes are already in its own pixels
@@ -233,8 +226,7 @@ class Progress:
         self.done += n
         rate = self.done / max(1e-6, time.monotonic() - self.started)
         if self._tty:
-            frac = self.done / self.total if self.total else 0.0
-            bar = "#" * int(frac * 30)
+            bar = "#" * int(self.done / self.total * 30) if self.total else ""
             self.stream.write(f"\r[{bar:<30}] {self.done}/{self.total or '?'} frames, {rate:.1f} fps")
             self.stream.flush()
         elif self.total and self.done * 10 // self.total != self._last_decile:
@@ -327,7 +319,7 @@ class OrderedInference:
 
 def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
     limit_opencv_threads()
-    config = _config(args)
+    config = config_from_args(args)
     if not Path(args.input).is_file():
         raise UsageError(f"input video {args.input!r} not found")
     if not 1 <= args.workers <= 32:
