@@ -52,9 +52,7 @@ def result_message(result: Result, published_at: float | None = None, name: str 
         "reused": result.reused,
         "predictions": result.predictions(),
     }
-    for key, value in result.extra.items():
-        message.setdefault(key, value)
-    return message
+    return message | {key: value for key, value in result.extra.items() if key not in message}
 
 
 def encode_message(message: dict[str, Any]) -> bytes:
@@ -78,11 +76,13 @@ def status_message(
         return None if value is None else round(value, 3)
 
     s = snapshot
-    counters = dict(s.counters)
-    counters["jsonl_dropped"] = s.outputs_dropped.get("jsonl", 0)
-    counters["mqtt_dropped"] = s.outputs_dropped.get("mqtt", 0)
-    counters["cpu_s"] = dict(s.cpu_s)
-    counters["api_failures"] = dict(s.api_failures)
+    counters = {
+        **s.counters,
+        "jsonl_dropped": s.outputs_dropped.get("jsonl", 0),
+        "mqtt_dropped": s.outputs_dropped.get("mqtt", 0),
+        "cpu_s": dict(s.cpu_s),
+        "api_failures": dict(s.api_failures),
+    }
     return {
         "type": STATUS_TYPE,
         "source": source,

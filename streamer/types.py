@@ -22,9 +22,7 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 def api_form(fields: Mapping[str, Any], extra: Mapping[str, Any] = EMPTY) -> dict[str, Any]:
     """A value in the API's own JSON form: the fields that are set, then the other fields it sent."""
     out = {key: value for key, value in fields.items() if value is not None}
-    for key, value in extra.items():
-        out.setdefault(key, value)
-    return out
+    return out | {key: value for key, value in extra.items() if key not in out}
 
 
 def api_predictions(
