@@ -15,16 +15,14 @@ class DropOldestQueue(Generic[T]):
     def __init__(self, maxsize: int = 1):
         if maxsize < 1:
             raise ValueError(f"maxsize must be at least 1, got {maxsize}")
-        self._items: deque[T] = deque()
-        self._maxsize = maxsize
+        self._items: deque[T] = deque(maxlen=maxsize)  # full: append drops the oldest
         self._cond = threading.Condition()
         self.dropped = 0
         self.taken = 0  # items handed to a consumer; with the consumer's own count, tells idle
 
     def put(self, item: T) -> None:
         with self._cond:
-            if len(self._items) >= self._maxsize:
-                self._items.popleft()
+            if len(self._items) == self._items.maxlen:
                 self.dropped += 1
             self._items.append(item)
             self._cond.notify()
@@ -48,7 +46,7 @@ class DropOldestQueue(Generic[T]):
         a newer one has come in meanwhile, which wins (the returned one is counted as dropped)."""
         with self._cond:
             self.taken -= 1
-            if len(self._items) < self._maxsize:
+            if len(self._items) < self._items.maxlen:
                 self._items.appendleft(item)
                 self._cond.notify()
             else:
