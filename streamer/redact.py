@@ -85,14 +85,16 @@ def register_url_secrets(url: str) -> None:
     if not password:  # no scheme, or a mistyped one: look for user:password@ anyway
         bare = _BARE_USERINFO.search(url)
         password = bare["pw"] if bare else None
-    if password:
-        register_secret(password)
-        register_secret(unquote(password))
+    found = [password] if password else []
     for text in (parts.path, parts.query):
-        for match in _KEY_VALUE.finditer(text):
-            if _SECRET_KEY.match(match["key"]) and not _USER_KEY.match(match["key"]):
-                register_secret(match["value"])
-                register_secret(unquote(match["value"]))
+        found += [
+            m["value"]
+            for m in _KEY_VALUE.finditer(text)
+            if _SECRET_KEY.match(m["key"]) and not _USER_KEY.match(m["key"])
+        ]
+    for secret in found:  # as written and as decoded (%40 is @)
+        register_secret(secret)
+        register_secret(unquote(secret))
 
 
 def url_for_display(url: str) -> str:
