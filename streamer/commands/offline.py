@@ -176,34 +176,31 @@ def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
             Path(args.save).write_bytes(send(client.request, body=body, image_url=url, fmt="image"))
             log.info("wrote the server's drawing to %s", args.save)
             return 0
+        # answer: the wanted classes, in the pixels of the image the response describes
         if _is_url(args.image):  # the server fetches it: boxes are already in its own pixels
-            parsed: Parsed = send(client.infer_url, image_url=args.image)
+            parsed: Parsed = send(client.infer_url, image_url=args.image).filtered(classes)
             image = _load_image(args.image, config.api.timeout_s) if args.save else None
-            width, height = parsed.image_width, parsed.image_height
-            parsed = parsed.filtered(classes)
-            detections, labels = parsed.detections, parsed.labels
-            predictions = api_predictions(detections, labels, parsed.multi_label)
+            answer, width, height = parsed, parsed.image_width, parsed.image_height
         else:
             image = _load_image(args.image, config.api.timeout_s)
             upload = _upload(image, config)
             sent_at = time.time()
             parsed = send(client.infer, body=upload.body)
             frame = Frame(args.image, 0, sent_at, time.monotonic(), image)
-            result = parsed.filtered(classes).result_for(
+            answer = parsed.filtered(classes).result_for(
                 frame, (upload.sent_width, upload.sent_height), client.model, sent_at, time.time()
             )
-            width, height, predictions = result.width, result.height, result.predictions()
-            detections, labels = result.detections, result.labels
+            width, height = answer.width, answer.height
     response = {
         "inference_id": parsed.inference_id,
         "time": parsed.time_s,
         "image": {"width": width, "height": height},
-        "predictions": predictions,
+        "predictions": api_predictions(answer.detections, answer.labels, answer.multi_label),
         **parsed.extra,
     }
     print(json.dumps({k: v for k, v in response.items() if v is not None}, indent=2))
     if args.save and image is not None:
-        if not cv2.imwrite(args.save, draw_detections(image.copy(), detections, labels)):
+        if not cv2.imwrite(args.save, draw_detections(image.copy(), answer.detections, answer.labels)):
             raise UsageError(f"--save: cannot write {args.save}")
         log.info("wrote %s", args.save)
     return 0
