@@ -15,11 +15,8 @@ class Upload:
     """An encoded image ready to send, and the sizes needed to map its boxes back."""
 
     body: bytes  # base64 text of the JPEG, as the API wants it
-    jpeg_bytes: int
     sent_width: int
     sent_height: int
-    original_width: int
-    original_height: int
 
 
 def limit_opencv_threads() -> None:
@@ -62,14 +59,9 @@ def encode_jpeg(image: np.ndarray, quality: int, max_side: int | None = None) ->
 
 def prepare_upload(image: np.ndarray, max_side: int, quality: int) -> Upload:
     """Resize, encode and base64 one frame (only the resized copy is encoded)."""
-    height, width = image.shape[:2]
     small = resize_for_upload(image, max_side)
-    jpeg = encode_jpeg(small, quality)
     return Upload(
-        body=base64.b64encode(jpeg),
-        jpeg_bytes=len(jpeg),
+        body=base64.b64encode(encode_jpeg(small, quality)),
         sent_width=int(small.shape[1]),
         sent_height=int(small.shape[0]),
-        original_width=int(width),
-        original_height=int(height),
     )

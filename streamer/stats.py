@@ -162,7 +162,6 @@ class Stats:
             last_frame_age_s=age(self.last_frame_mono),
             last_result_age_s=age(last_result_mono),
             last_result_frame_id=last_result_frame_id,
-            last_answer_age_s=age(self.last_api_answer_mono),
             last_skip_age_s=age(self.last_skip_mono),
             api_quiet_s=max(0.0, self.api_quiet_until - now),
             capture_fps=self.capture_rate.rate(now),
@@ -188,7 +187,6 @@ class Snapshot:
     last_frame_age_s: float | None
     last_result_age_s: float | None
     last_result_frame_id: int | None
-    last_answer_age_s: float | None
     last_skip_age_s: float | None
     api_quiet_s: float  # what is left of a wait the API asked for (Retry-After)
     capture_fps: float

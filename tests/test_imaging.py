@@ -41,8 +41,6 @@ def test_prepare_upload_is_base64_jpeg_of_the_resized_frame():
     decoded = cv2.imdecode(np.frombuffer(base64.b64decode(upload.body, validate=True), np.uint8), 1)
     assert decoded.shape == (360, 640, 3)
     assert (upload.sent_width, upload.sent_height) == (640, 360)
-    assert (upload.original_width, upload.original_height) == (1280, 720)
-    assert upload.jpeg_bytes == len(base64.b64decode(upload.body))
 
 
 def test_rescaling_maps_boxes_points_and_keypoints():

@@ -115,7 +115,6 @@ NOW = dict(
     last_frame_age_s=0.1,
     last_result_age_s=0.5,
     last_result_frame_id=7,
-    last_answer_age_s=0.5,
     last_skip_age_s=None,
     api_quiet_s=0.0,
     capture_fps=30.0,
