@@ -96,11 +96,12 @@ def cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
         raise UsageError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; pick another --port"
         ) from None
-    server.start()
-    print(f"serving the stand-in detection API on {server.url} (synthetic shapes only)", file=sys.stderr, flush=True)
-    while not stop.wait(0.5):
-        pass
-    server.stop()
+    with server:  # serves until stopped
+        print(
+            f"serving the stand-in detection API on {server.url} (synthetic shapes only)", file=sys.stderr, flush=True
+        )
+        while not stop.wait(0.5):
+            pass
     return EXIT_OK
 
 
@@ -131,8 +132,7 @@ def _receive(sock, monitor, endpoint: str, args: argparse.Namespace, stop: threa
         last = time.monotonic()
         if received == 0:
             log.info("first message from %s after %.1f s", endpoint, last - started)
-        sys.stdout.write(frames[-1].decode("utf-8", "replace") + "\n")
-        sys.stdout.flush()
+        print(frames[-1].decode("utf-8", "replace"), flush=True)
         received += 1
 
 

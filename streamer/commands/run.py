@@ -75,7 +75,17 @@ def _outputs(config: Config, source, opened: ExitStack) -> Outputs:
         outputs.append(opened.enter_context(closing(writer)))
     recorder = None
     if out.record:  # fps is asked on the first frame: by then the source is open and knows its rate
-        recorder = opened.enter_context(closing(_recorder(out, source)))
+        recorder = opened.enter_context(
+            closing(
+                Recorder(
+                    out.record,
+                    lambda: getattr(source, "fps", None),
+                    segment_s=out.record_segment_s,
+                    max_bytes=int(out.record_max_mb * 2**20),
+                    min_free_bytes=MIN_FREE_BYTES,
+                )
+            )
+        )
     return Outputs(window=window, outputs=outputs, recorder=recorder)
 
 
@@ -83,24 +93,13 @@ def _mqtt(config: Config, name: str, pipeline: Pipeline):
     """The MQTT output; made after the pipeline, whose annotated frames are its snapshots."""
     from streamer.outputs.mqtt import MqttPublisher
 
-    password = resolve_secret(config, MQTT_PASSWORD)
     return MqttPublisher(
         config.mqtt,
         name,
         config.inference.classes,
-        password,
+        resolve_secret(config, MQTT_PASSWORD),
         snapshot=pipeline.annotated,
         event_frame=pipeline.event_frame,
-    )
-
-
-def _recorder(out, source) -> Recorder:
-    return Recorder(
-        out.record,
-        lambda: getattr(source, "fps", None),
-        segment_s=out.record_segment_s,
-        max_bytes=int(out.record_max_mb * 2**20),
-        min_free_bytes=MIN_FREE_BYTES,
     )
 
 
