@@ -10,6 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty, Queue
@@ -121,13 +122,13 @@ def _check_save_path(path: str, suffixes: tuple[str, ...]) -> None:
 
 def _interruptible(call: Callable[[], Any], stop: threading.Event) -> Any:
     """Run a blocking call in a helper thread so that Ctrl-C or SIGTERM ends the wait at once."""
-    box: dict[str, Any] = {}
+    box: Future[Any] = Future()  # holds what the call returns or raises
 
     def target() -> None:
         try:
-            box["value"] = call()
+            box.set_result(call())
         except BaseException as exc:  # handed to the waiting thread
-            box["error"] = exc
+            box.set_exception(exc)
 
     thread = named_thread("request", target)
     thread.start()
@@ -135,9 +136,7 @@ def _interruptible(call: Callable[[], Any], stop: threading.Event) -> Any:
         thread.join(0.1)
         if stop.is_set():
             raise Interrupted("interrupted before the API answered")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return box.result()
 
 
 def _with_retries(call: Callable[[], Any], stop: threading.Event, backoff: Backoff, attempts: int) -> Any:
@@ -384,7 +383,7 @@ def _annotate(
 
     Returns the frames written and whether that was the whole file."""
     pending: deque[Job] = deque()
-    written = frame_id = 0
+    frame_id = 0
     end_of_file = False
     classes = tuple(config.inference.classes)
     while not pool.stop.is_set():
@@ -408,14 +407,12 @@ def _annotate(
             recorder.write(job.image)
         else:
             frame = Frame(name, job.frame_id, job.read_at, time.monotonic(), job.image)
-            sent_size = (job.upload.sent_width, job.upload.sent_height)
             result = job.parsed.filtered(classes).result_for(
-                frame, sent_size, pool.client.model, job.sent_at, job.received_at
+                frame, (job.upload.sent_width, job.upload.sent_height), pool.client.model, job.sent_at, job.received_at
             )
             recorder.write(draw_result(job.image.copy(), result))
             line = encode_message(result_message(result)) if jsonl else None
-        written += 1
-        progress.update()  # before the JSONL line: a failure there still counts the frame in -o
+        progress.update()  # counts the frame written, before the JSONL line: a failure there still counts it
         if line is not None:
             jsonl.send(line)
-    return written, end_of_file and not pending
+    return progress.done, end_of_file and not pending
