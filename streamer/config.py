@@ -586,14 +586,13 @@ def load(
     if path is not None:
         data = read_file(path)
         origin["*"] = str(path)
-    key = env.get(API_KEY_ENV)
-    if key:
-        _set_path(data, "api.api_key", key)
-        origin["api.api_key"] = "$" + API_KEY_ENV
-    for dotted, value in (overrides or {}).items():
+    # The environment's API key, then the flags: each value with where it came from.
+    given = [("api.api_key", env.get(API_KEY_ENV) or None, "$" + API_KEY_ENV)]
+    given += [(dotted, value, flag_for(dotted) or dotted) for dotted, value in (overrides or {}).items()]
+    for dotted, value, where in given:
         if value is not None:
             _set_path(data, dotted, value)
-            origin[dotted] = flag_for(dotted) or dotted
+            origin[dotted] = where
     # Before checking them: an error may quote the camera's URL; the broker's is refused below if
     # it holds a password, never shown.
     for section, name in (("source", "uri"), ("mqtt", "url")):

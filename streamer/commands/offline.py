@@ -163,7 +163,6 @@ def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
         raise UsageError("--format image needs --save FILE to write the server's drawing to")
     if args.save:
         _check_save_path(args.save, (".jpg", ".jpeg") if args.format == "image" else IMAGE_SUFFIXES)
-    classes = list(config.inference.classes)
     with _client(config) as client:
 
         def send(fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -177,7 +176,7 @@ def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
             return 0
         # answer: the wanted classes, in the pixels of the image the response describes
         if _is_url(args.image):  # the server fetches it: boxes are already in its own pixels
-            parsed: Parsed = send(client.infer_url, image_url=args.image).filtered(classes)
+            parsed: Parsed = send(client.infer_url, image_url=args.image).filtered(config.inference.classes)
             image = _load_image(args.image, config.api.timeout_s) if args.save else None
             answer, width, height = parsed, parsed.image_width, parsed.image_height
         else:
@@ -186,7 +185,7 @@ def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
             sent_at = time.time()
             parsed = send(client.infer, body=upload.body)
             frame = Frame(args.image, 0, sent_at, time.monotonic(), image)
-            answer = parsed.filtered(classes).result_for(
+            answer = parsed.filtered(config.inference.classes).result_for(
                 frame, (upload.sent_width, upload.sent_height), client.model, sent_at, time.time()
             )
             width, height = answer.width, answer.height
@@ -385,7 +384,6 @@ def _annotate(
     pending: deque[Job] = deque()
     frame_id = 0
     end_of_file = False
-    classes = tuple(config.inference.classes)
     while not pool.stop.is_set():
         while not end_of_file and len(pending) < 2 * pool.workers:
             ok, image = cap.read()
@@ -407,7 +405,7 @@ def _annotate(
             recorder.write(job.image)
         else:
             frame = Frame(name, job.frame_id, job.read_at, time.monotonic(), job.image)
-            result = job.parsed.filtered(classes).result_for(
+            result = job.parsed.filtered(config.inference.classes).result_for(
                 frame, (job.upload.sent_width, job.upload.sent_height), pool.client.model, job.sent_at, job.received_at
             )
             recorder.write(draw_result(job.image.copy(), result))
