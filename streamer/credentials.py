@@ -69,12 +69,12 @@ def resolve_secret(config: Config, secret: Secret, env: Mapping[str, str] | None
 
 
 def _read_secret_file(path: Path, what: str, secret: str) -> str:
-    """The secret a file holds (stripped), registered; ``what`` names the key or credential."""
+    """The secret a file holds (stripped); ``what`` names the key or credential.  The caller,
+    resolve_secret, registers it."""
     try:
         key = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
     if not key:
         raise ConfigError(f"{what}: {path} is empty; put {secret} in it")
-    register_secret(key)
     return key

@@ -81,7 +81,6 @@ def cmd_demo(args: argparse.Namespace, stop: threading.Event) -> int:
 def cmd_serve(args: argparse.Namespace, stop: threading.Event) -> int:
     from streamer.standin.server import ApiServer
 
-    setup_logging(args.log_level or "info")
     register_secret(args.api_key)
     try:
         server = ApiServer(
@@ -137,7 +136,6 @@ def _receive(sock, monitor, endpoint: str, args: argparse.Namespace, stop: threa
 
 
 def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
-    setup_logging(args.log_level or "info")
     if args.timeout is not None and not args.timeout > 0:
         raise UsageError(f"--timeout: expected a number of seconds above 0, got {args.timeout:g}")
     keys = client_keys(args.server_key, args.client_key)
@@ -258,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging("info")
     args = build_parser().parse_args(argv)
+    setup_logging(getattr(args, "log_level", None) or "info")  # a config file may change it (config_from_args)
     stop = threading.Event()
     install_signal_handlers(stop)
     try:
