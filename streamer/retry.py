@@ -22,22 +22,20 @@ class Backoff:
         self,
         initial_s: float = 0.5,
         max_s: float = 30.0,
-        factor: float = 2.0,
         jitter: float = 0.2,
         rng: random.Random | None = None,
     ):
-        if initial_s <= 0 or max_s < initial_s or factor < 1 or not 0 <= jitter < 1:
-            raise ValueError(f"bad backoff: initial_s={initial_s}, max_s={max_s}, factor={factor}, jitter={jitter}")
+        if initial_s <= 0 or max_s < initial_s or not 0 <= jitter < 1:
+            raise ValueError(f"bad backoff: initial_s={initial_s}, max_s={max_s}, jitter={jitter}")
         self.initial_s = initial_s
         self.max_s = max_s
-        self.factor = factor
         self.jitter = jitter
         self._rng = rng or random.Random()
         self.failures = 0
 
     def next_delay(self, retry_after_s: float | None = None) -> float:
-        # The exponent is capped: after a day of failures, factor ** failures would overflow.
-        base = min(self.max_s, self.initial_s * self.factor ** min(self.failures, 64))
+        # The exponent is capped: after a day of failures, 2.0 ** failures would overflow.
+        base = min(self.max_s, self.initial_s * 2.0 ** min(self.failures, 64))
         self.failures += 1
         delay = min(self.max_s, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
         if retry_after_s is not None:
