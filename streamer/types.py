@@ -176,8 +176,13 @@ class Result:
 
     def for_frame(self, frame: Frame, reused: bool = False) -> Result:
         """This answer, carried over to another frame (the motion gate's republish)."""
-        moved = replace(self, frame_id=frame.frame_id, captured_at=frame.captured_at, captured_mono=frame.captured_mono)
-        return replace(moved.rescaled_to(frame.width, frame.height), reused=reused)
+        return replace(
+            self,
+            frame_id=frame.frame_id,
+            captured_at=frame.captured_at,
+            captured_mono=frame.captured_mono,
+            reused=reused,
+        ).rescaled_to(frame.width, frame.height)
 
     def class_names(self) -> list[str]:
         """The class of every detection, or of every label of a classification answer."""
