@@ -184,7 +184,7 @@ As a subscriber's pair, for a publisher with output.zmq_curve_clients_dir:
 
 
 def _listen_parser(sub: argparse._SubParsersAction) -> None:
-    p = command(sub, "listen", "subscribe to a feed and print each message as a JSON line")
+    p = command(sub, "listen", "subscribe to a feed and print each message as a JSON line", cmd_listen)
     p.add_argument(
         "--connect",
         default="tcp://127.0.0.1:5555",
@@ -211,17 +211,15 @@ def _listen_parser(sub: argparse._SubParsersAction) -> None:
         "for a publisher that admits only listed clients (default: a throwaway key pair)",
     )
     add_flags(p, LOGGING)
-    p.set_defaults(func=cmd_listen)
 
 
 def _tool_parsers(sub: argparse._SubParsersAction) -> None:
     """keygen and serve: the small helpers beside the pipeline."""
-    p = command(sub, "keygen", "write a CURVE certificate pair for an encrypted feed")
+    p = command(sub, "keygen", "write a CURVE certificate pair for an encrypted feed", cmd_keygen)
     p.add_argument("dir", metavar="DIR", help="folder to write NAME.key and NAME.key_secret into")
     p.add_argument("--name", default="server", help="file name of the pair (default: server)")
-    p.set_defaults(func=cmd_keygen)
 
-    p = command(sub, "serve", "a local stand-in for the detection API (synthetic shapes only)")
+    p = command(sub, "serve", "a local stand-in for the detection API (synthetic shapes only)", cmd_serve)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=9001, help="port to listen on (default 9001, as Roboflow Inference)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="add this delay to every answer (default 0)")
@@ -229,7 +227,6 @@ def _tool_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", help="require this key (401 for any other)")
     p.add_argument("--model", action="append", help="serve only this model id (repeatable; default: any)")
     add_flags(p, LOGGING)
-    p.set_defaults(func=cmd_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,14 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = command(sub, "run", "the live pipeline: source -> API -> window and feed")
+    p = command(sub, "run", "the live pipeline: source -> API -> window and feed", cmd_run)
     add_flags(p, SOURCE, API, RATE, OUTPUT, LOGGING)
-    p.set_defaults(func=cmd_run)
 
-    p = command(sub, "demo", "the synthetic scene through an in-process local API (no camera, no key)")
+    p = command(sub, "demo", "the synthetic scene through an in-process local API (no camera, no key)", cmd_demo)
     add_flags(p, RATE, OUTPUT, LOGGING, defaults=DEMO_DEFAULTS)
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay the local API's answers (default 0)")
-    p.set_defaults(func=cmd_demo)
 
     offline.add_commands(sub)
 

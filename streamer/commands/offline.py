@@ -54,7 +54,7 @@ STOP_WORKERS_S = 0.5  # a stopped `streamer video` waits this long for requests 
 
 
 def add_commands(sub) -> None:
-    p = command(sub, "predict", "detect objects in one image file or URL and print the JSON")
+    p = command(sub, "predict", "detect objects in one image file or URL and print the JSON", cmd_predict)
     p.add_argument("image", metavar="IMAGE_OR_URL")
     add_flags(p, API, LOGGING)
     p.add_argument(
@@ -68,9 +68,8 @@ def add_commands(sub) -> None:
         default="json",
         help="json (default) or image: ask the server for its drawn image (needs --save)",
     )
-    p.set_defaults(func=cmd_predict)
 
-    p = command(sub, "video", "annotate a whole video file offline: every frame, in order")
+    p = command(sub, "video", "annotate a whole video file offline: every frame, in order", cmd_video)
     p.add_argument("input", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="annotated video (.mp4 or .avi)")
     p.add_argument(
@@ -81,7 +80,6 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--workers", type=int, default=4, metavar="N", help="requests in flight (default 4)")
     add_flags(p, API, LOGGING)
-    p.set_defaults(func=cmd_video)
 
 
 def _client(config: Config, connections: int = 1) -> DetectionClient:

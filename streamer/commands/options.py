@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,14 @@ FLAGS = {path: (f, flag) for path, f, flag in flags()}  # key path (the argparse
 TYPES = {"int": int, "float": float}  # of a flag's value, from its key's annotation; others are strings
 
 
-def command(sub: argparse._SubParsersAction, name: str, summary: str) -> argparse.ArgumentParser:
-    """A subcommand whose help page opens with its summary, as the command list shows it."""
-    return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+def command(
+    sub: argparse._SubParsersAction, name: str, summary: str, func: Callable[..., int]
+) -> argparse.ArgumentParser:
+    """A subcommand that runs ``func(args, stop)``, whose help page opens with its summary, as
+    the command list shows it."""
+    p = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+    p.set_defaults(func=func)
+    return p
 
 
 def add_flags(p: argparse.ArgumentParser, *groups: str, defaults: dict[str, Any] | None = None) -> None:
