@@ -543,13 +543,11 @@ def read_file(path: str | os.PathLike) -> dict:
     """Read a YAML config file into a mapping; every failure is one ConfigError line."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found; pass an existing file with -c or copy config.yaml") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config file: {exc.__class__.__name__}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
