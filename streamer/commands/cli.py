@@ -145,12 +145,10 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
         raise UsageError(f"--connect: {exc}, got {args.connect!r}") from None
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SUBSCRIBE, args.topic.encode())
     if keys:
         sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = keys
     monitor = sock.get_monitor_socket(HANDSHAKE_FAILURES)  # a failed handshake is otherwise silent
-    monitor.setsockopt(zmq.LINGER, 0)
     try:
         try:
             sock.connect(endpoint)
@@ -161,7 +159,7 @@ def cmd_listen(args: argparse.Namespace, stop: threading.Event) -> int:
         _receive(sock, monitor, endpoint, args, stop, keys is not None)
     finally:
         sock.disable_monitor()
-        monitor.close(0)
+        monitor.close(0)  # close(0) sets linger 0: term() never waits for an unsent subscription
         sock.close(0)
         ctx.term()
     return EXIT_OK
