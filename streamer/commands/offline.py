@@ -246,7 +246,8 @@ class Job:
 
 
 class OrderedInference:
-    """Daemon worker threads that infer submitted frames; the caller collects them in order.
+    """Daemon worker threads that infer the frames put in ``jobs``; the caller collects them in
+    order, and after the stop joins ``threads``.
 
     Offline every frame counts: a transient failure is retried with backoff until it works;
     a refused frame (400, malformed) is finished without detections; a fatal error is kept
@@ -257,19 +258,15 @@ class OrderedInference:
         self.client, self.stop, self._backoff = client, stop, backoff
         self.error: BaseException | None = None
         self.skipped = 0
-        self.workers = workers
-        self._jobs: Queue[Job] = Queue()
-        self._threads = [named_thread(f"request-{i + 1}", self._work) for i in range(workers)]
-        for thread in self._threads:
+        self.jobs: Queue[Job] = Queue()
+        self.threads = [named_thread(f"request-{i + 1}", self._work) for i in range(workers)]
+        for thread in self.threads:
             thread.start()
-
-    def submit(self, job: Job) -> None:
-        self._jobs.put(job)
 
     def _work(self) -> None:
         while not self.stop.is_set():
             try:
-                job = self._jobs.get(timeout=0.2)
+                job = self.jobs.get(timeout=0.2)
             except Empty:
                 continue
             try:
@@ -297,10 +294,6 @@ class OrderedInference:
                 log.warning("frame %d written without detections: %s", job.frame_id, exc)
                 self.skipped += 1
                 return
-
-    def join(self, timeout_s: float) -> list[str]:
-        """After the stop: wait (up to timeout_s in all) for the workers; the names still running."""
-        return join_all(self._threads, time.monotonic() + timeout_s)
 
     def wait(self, job: Job) -> bool:
         """Wait for one job (bounded polls); False if stopped first."""
@@ -337,7 +330,7 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
         raise OutputError(f"{exc} ({args.output} holds the first {progress.done} of {total} frames)") from None
     finally:
         stop.set()  # ends the workers; they are joined before the client they use is closed
-        unfinished = pool.join(STOP_WORKERS_S)
+        unfinished = join_all(pool.threads, time.monotonic() + STOP_WORKERS_S)
         if unfinished:
             log.warning("not finished at exit (the process exits without them): %s", ", ".join(unfinished))
         progress.close()
@@ -383,13 +376,13 @@ def _annotate(
     frame_id = 0
     end_of_file = False
     while not pool.stop.is_set():
-        while not end_of_file and len(pending) < 2 * pool.workers:
+        while not end_of_file and len(pending) < 2 * len(pool.threads):
             ok, image = cap.read()
             if not ok:
                 end_of_file = True
                 break
             job = Job(frame_id, time.time(), image, _upload(image, config))
-            pool.submit(job)
+            pool.jobs.put(job)
             pending.append(job)
             frame_id += 1
         if not pending:
