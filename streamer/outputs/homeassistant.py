@@ -49,17 +49,13 @@ def device(name: str) -> dict[str, Any]:
     }
 
 
-def _availability(topic: str) -> dict[str, str]:
-    return {"topic": topic, "payload_available": ONLINE, "payload_not_available": OFFLINE}
-
-
 def _entity(name: str, prefix: str, object_id: str, title: str, links: bool = False) -> dict[str, Any]:
     """An entity of the device; ``links``: available only while the source and the API work too."""
     topics = [f"{prefix}/availability"] + ([f"{prefix}/{link}" for link in LINKS] if links else [])
     entity: dict[str, Any] = {
         "name": title,
         "unique_id": f"{node_id(name)}_{object_id}",
-        "availability": [_availability(topic) for topic in topics],
+        "availability": [{"topic": t, "payload_available": ONLINE, "payload_not_available": OFFLINE} for t in topics],
         "device": device(name),
     }
     if links:
@@ -124,12 +120,6 @@ def _connectivity(name: str, prefix: str, link: str) -> dict[str, Any]:
     return sensor
 
 
-def _camera(name: str, prefix: str, object_id: str, title: str, topic: str) -> dict[str, Any]:
-    camera = _entity(name, prefix, object_id, title)
-    camera["topic"] = topic
-    return camera
-
-
 def device_configs(
     name: str, prefix: str, discovery_prefix: str, snapshot: bool, event_snapshot: bool = False
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -143,12 +133,14 @@ def device_configs(
         (f"{node % 'binary_sensor'}/{link}_connected/config", _connectivity(name, prefix, link)) for link in LINKS
     ]
     configs += [(f"{node % 'sensor'}/result_age/config", age), (f"{node % 'sensor'}/inference_fps/config", fps)]
-    if snapshot:
-        camera = _camera(name, prefix, "snapshot", "snapshot", f"{prefix}/snapshot")
-        configs.append((f"{node % 'camera'}/snapshot/config", camera))
-    if event_snapshot:
-        camera = _camera(name, prefix, "event_snapshot", "event snapshot", f"{prefix}/event_snapshot")
-        configs.append((f"{node % 'camera'}/event_snapshot/config", camera))
+    for wanted, object_id, title in (
+        (snapshot, "snapshot", "snapshot"),
+        (event_snapshot, "event_snapshot", "event snapshot"),
+    ):
+        if wanted:  # a camera showing the JPEG on <prefix>/<object_id>
+            camera = _entity(name, prefix, object_id, title)
+            camera["topic"] = f"{prefix}/{object_id}"
+            configs.append((f"{node % 'camera'}/{object_id}/config", camera))
     return configs
 
 
