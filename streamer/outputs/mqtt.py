@@ -261,22 +261,21 @@ class MqttPublisher:
                 "MQTT: a class beyond the %s gets no topics of its own (it is still in the detections messages)",
                 "configured inference.classes" if self._classes.fixed else f"first {self.cfg.max_classes} seen",
             )
-        if not self._connected.is_set():
-            self._drop()
-            return False
-        for slug in added:
-            self._discover(slug)
-        self._publish_changes(changes)
-        if result is not None and self._event_frame is not None and any(p == ON for _, p in changes):
+        if self._connected.is_set():
+            for slug in added:
+                self._discover(slug)
+            self._publish_changes(changes)
+            if result is not None and self._event_frame is not None and any(p == ON for _, p in changes):
+                with self._lock:
+                    self._event = result
+                self._wake.set()
             with self._lock:
-                self._event = result
-            self._wake.set()
-        with self._lock:
-            full = self._unsent >= self.cfg.queue_size
-        if full or not self._publish(f"{self.prefix}/detections", payload, qos=self.cfg.qos):
-            self._drop()
-            return False
-        return True
+                full = self._unsent >= self.cfg.queue_size
+            if not full and self._publish(f"{self.prefix}/detections", payload, qos=self.cfg.qos):
+                return True
+        with self._lock:  # not connected, or paho's queue is full: dropped and counted
+            self.mqtt_dropped += 1
+        return False
 
     def send_status(self, payload: bytes, status=None) -> bool:
         """Queue one heartbeat (QoS 1), and the OFF states whose delay has passed.  With the
@@ -359,10 +358,6 @@ class MqttPublisher:
         if self.cfg.ha_discovery:
             for topic, payload in ha.class_configs(self.name, self.prefix, self.cfg.discovery_prefix, slug):
                 self._publish(topic, json.dumps(payload), qos=1, retain=True)
-
-    def _drop(self) -> None:
-        with self._lock:
-            self.mqtt_dropped += 1
 
     def _send_diagnostics(self, status, now: float) -> None:
         """<prefix>/diagnostics (retained) for the diagnostic sensors: at most every
