@@ -88,8 +88,7 @@ def read_secret(path: str | os.PathLike, what: str, error: type[UsageError] = Us
     public, secret = _read(path, what, error)
     if secret is None:
         raise error(f"{what}: {path} holds only a public key; name the .key_secret file of the pair")
-    mode = Path(path).stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if Path(path).stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("%s: %s can be read by other users; run chmod 600 %s", what, path, path)
     return public, secret
 

@@ -97,8 +97,7 @@ class SystemdNotifier:
             if self.is_ready:
                 return
             self.is_ready = True
-        message = "READY=1" if status is None else f"READY=1\n{_status_line(status)}"
-        self._send(message)
+        self._send("READY=1" if status is None else f"READY=1\n{_status_line(status)}")
 
     def status(self, text: str) -> None:
         """Send STATUS=text, shown by `systemctl status`; secrets are masked, newlines flattened."""
