@@ -140,9 +140,9 @@ class WebServer:
         if not self._ready.wait(START_TIMEOUT_S):
             raise ConfigError(f"output.http: the web server did not start within {START_TIMEOUT_S:g} s")
         if self._error is not None:
-            s = self.settings
             raise ConfigError(
-                f"output.http: cannot listen on {s.host}:{s.port}: {self._error.strerror or self._error}"
+                f"output.http: cannot listen on {self.settings.host}:{self.settings.port}: "
+                f"{self._error.strerror or self._error}"
                 "; pick another port (--http PORT) or stop what uses it"
             )
         self.feed.start()
