@@ -159,14 +159,10 @@ class WebServer:
         """Stop serving and end every stream; safe to call twice and before start."""
         if self._stop.is_set():
             return True
+        if self._closing is not None:  # served: end the streams on the loop (if it still runs)
+            self._call(self._end_streams)
         self._stop.set()
         deadline = time.monotonic() + timeout_s
-        loop = self._loop
-        if loop is not None and self._closing is not None:
-            try:
-                loop.call_soon_threadsafe(self._end_streams)
-            except RuntimeError:  # the loop has already ended
-                pass
         if self._thread.is_alive():
             self._thread.join(max(0.0, min(STOP_TIMEOUT_S, deadline - time.monotonic())))
         ended = self.feed.join(max(0.0, min(STOP_TIMEOUT_S, deadline - time.monotonic())))
