@@ -80,7 +80,7 @@ class MqttPublisher:
         self.host, self.port = parts.hostname or "", parts.port or (8883 if self.tls else 1883)
         self.user = parts.username
         self.where = f"{parts.scheme}://{self.host}:{self.port}"
-        self.mqtt_dropped = 0
+        self.dropped = 0  # detections messages not queued (mqtt_dropped in the heartbeat)
         self.output_name = "mqtt"
         self._classes = ClassTopics(classes, cfg.max_classes, cfg.off_delay_s)
         self._lock = threading.Lock()  # the class state and the counters
@@ -191,7 +191,7 @@ class MqttPublisher:
             self._unsent = 0  # paho dropped what it had not written when the connection went
             retained = self._classes.retained()
             slugs = self._classes.slugs
-            dropped = self.mqtt_dropped - self._dropped_at_loss
+            dropped = self.dropped - self._dropped_at_loss
             states = dict(self._links)
         if self._sweep_until is None:  # before our own retained messages: what comes back is older
             self._start_sweep()
@@ -220,7 +220,7 @@ class MqttPublisher:
         if was_connected and not self._closing.is_set():
             self._lost_at = time.monotonic()
             with self._lock:
-                self._dropped_at_loss = self.mqtt_dropped
+                self._dropped_at_loss = self.dropped
             log.warning(
                 "lost the MQTT broker at %s (%s); reconnecting, detections are dropped and counted meanwhile",
                 self.where,
@@ -237,10 +237,6 @@ class MqttPublisher:
     def connected(self) -> bool:
         """True while the broker has accepted the connection."""
         return self._connected.is_set()
-
-    @property
-    def dropped(self) -> int:
-        return self.mqtt_dropped
 
     def deliver(self, delivery: Delivery) -> None:
         if delivery.kind == "status":
@@ -274,7 +270,7 @@ class MqttPublisher:
             if not full and self._publish(f"{self.prefix}/detections", payload, qos=self.cfg.qos):
                 return True
         with self._lock:  # not connected, or paho's queue is full: dropped and counted
-            self.mqtt_dropped += 1
+            self.dropped += 1
         return False
 
     def send_status(self, payload: bytes, status=None) -> bool:
