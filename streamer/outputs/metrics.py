@@ -107,10 +107,8 @@ class Metrics:
         self.class_name = LabelCap()
 
     def observe(self, delivery: Delivery) -> None:
-        """Feed one published detections message to the histograms and the class counts."""
+        """Feed one published detections message (its result is set) to the histograms and the class counts."""
         result, message = delivery.result, delivery.message
-        if result is None:
-            return
         if not result.reused:
             self.result_age.observe(max(0.0, float(message["published_at"]) - result.captured_at))
             self.request_latency.observe(max(0.0, result.received_at - result.sent_at))

@@ -241,7 +241,7 @@ class MqttPublisher:
     def deliver(self, delivery: Delivery) -> None:
         if delivery.kind == "status":
             self.send_status(delivery.payload, delivery.status)
-        elif delivery.result is not None:
+        else:  # detections: the result is set
             result = delivery.result
             self.send(delivery.payload, () if result.multi_label else result.class_names(), result)
 
@@ -273,24 +273,22 @@ class MqttPublisher:
             self.dropped += 1
         return False
 
-    def send_status(self, payload: bytes, status=None) -> bool:
-        """Queue one heartbeat (QoS 1), and the OFF states whose delay has passed.  With the
+    def send_status(self, payload: bytes, status) -> bool:
+        """Queue one heartbeat (QoS 1), and the OFF states whose delay has passed.  From the
         heartbeat's ``stats.Snapshot``: the source's and the API's state, every class reset
         while either is down, and the diagnostics when due."""
         now = time.monotonic()
         with self._lock:
             changes = self._classes.tick(now)
             told = dict(self._links)
-            if status is not None:
-                self._links["source"], self._links["api"] = links(status)
-                if not all(self._links.values()):
-                    changes += self._classes.reset()
+            self._links["source"], self._links["api"] = links(status)
+            if not all(self._links.values()):
+                changes += self._classes.reset()
             flips = [(link, ha.ONLINE if up else ha.OFFLINE) for link, up in self._links.items() if told[link] != up]
         if not self._connected.is_set():
             return False
         self._publish_changes(flips + changes)
-        if status is not None:
-            self._send_diagnostics(status, now)
+        self._send_diagnostics(status, now)
         self._end_sweep(now)
         return self._publish(f"{self.prefix}/status", payload, qos=1)
 
