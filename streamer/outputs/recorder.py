@@ -144,7 +144,7 @@ class Recorder:
         self._size = size
         self._start = captured_mono
         self._written = 0
-        if self._segment_s:
+        if self._segment_s and self._max_bytes:
             self._enforce_total()
 
     def segments(self) -> list[Path]:
@@ -155,8 +155,6 @@ class Recorder:
 
     def _enforce_total(self) -> None:
         """Delete the oldest segments (never the one being written) while all take more than max_bytes."""
-        if not self._max_bytes:
-            return
         files = [(p, p.stat().st_size) for p in self.segments()]
         total = sum(size for _, size in files)
         for path, size in files:
