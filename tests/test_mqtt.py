@@ -240,7 +240,7 @@ def test_tls_refuses_a_broker_the_ca_did_not_sign(broker, tmp_path):
     config = load(None, {"mqtt.url": f"mqtts://{USER}@localhost:{broker.tls_port}", "mqtt.ca_file": str(ca[0])}, env={})
     publisher = MqttPublisher(config.mqtt, "cam1", (), PASSWORD)
     try:
-        assert not publisher.send(b"{}") and publisher.mqtt_dropped == 1
+        assert not publisher.send(b"{}") and publisher.dropped == 1
     finally:
         publisher.close()
 
@@ -268,7 +268,7 @@ def test_hostile_class_names_from_the_api_keep_the_client_connected_and_topics_b
     assert class_levels == {"a_b", class_slug("+"), class_slug("#"), "nul_here"}
     for topic in topics:
         assert not set(topic) & {"+", "#", "\0"} and len(topic) < 200, topic
-    assert publisher.mqtt_dropped == 0  # never disconnected by the broker
+    assert publisher.dropped == 0  # never disconnected by the broker
     assert [m.payload for m in sub.on(f"{PREFIX}/availability")] == [b"online", b"offline"]
     assert "x" * 100 in json.loads(sub.on(f"{PREFIX}/detections")[0].payload)["predictions"][4]["class"]
 
@@ -281,7 +281,7 @@ def test_publishing_never_waits_for_a_broker_that_is_gone(broker, tmp_path):
         started = time.monotonic()
         results = [publisher.send(b'{"predictions": [{"class": "person"}]}') for _ in range(2000)]
         assert time.monotonic() - started < 1.0
-        assert not any(results) and publisher.mqtt_dropped == 2000
+        assert not any(results) and publisher.dropped == 2000
     finally:
         publisher.close()
     assert streamer_threads() == []

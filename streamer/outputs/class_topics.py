@@ -110,20 +110,15 @@ class ClassTopics:
 
     def reset(self) -> list[tuple[str, str]]:
         """Nothing is known (an outage, or the exit): every count 0 and detected OFF, at once."""
-        changes = []
-        for slug, state in self._states.items():
-            state.last_seen = float("-inf")
-            if state.count:
-                state.count = 0
-                changes.append((f"{slug}/count", "0"))
-            if state.detected != OFF:
-                state.detected = OFF
-                changes.append((f"{slug}/detected", OFF))
-        return changes
+        before = self.retained()
+        for state in self._states.values():
+            state.count, state.detected, state.last_seen = 0, OFF, float("-inf")
+        return [pair for old, pair in zip(before, self.retained(), strict=True) if pair != old]
 
     def retained(self) -> list[tuple[str, str]]:
         """Every class's current state, to publish again after a (re)connect."""
-        out = []
-        for slug, state in self._states.items():
-            out += [(f"{slug}/count", str(state.count)), (f"{slug}/detected", state.detected)]
-        return out
+        return [
+            pair
+            for slug, state in self._states.items()
+            for pair in ((f"{slug}/count", str(state.count)), (f"{slug}/detected", state.detected))
+        ]

@@ -45,20 +45,16 @@ def create_pair(folder: str | os.PathLike, name: str) -> tuple[Path, Path]:
             made.append(path)
             os.chmod(path, mode)  # the umask may have taken bits from the public file's mode
         zmq.auth.create_certificates(folder, name)
-    except FileExistsError as exc:
-        _remove(made)
-        raise UsageError(
-            f"keygen: {exc.filename} already exists; pick another --name or folder (a key in use is never overwritten)"
-        ) from None
     except OSError as exc:
-        _remove(made)
+        for path in made:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, FileExistsError):
+            raise UsageError(
+                f"keygen: {exc.filename} already exists; pick another --name or folder "
+                "(a key in use is never overwritten)"
+            ) from None
         raise UsageError(f"keygen: cannot write to {folder}: {exc.strerror or exc}") from None
     return public, secret
-
-
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
 
 
 def _read(path: str | os.PathLike, what: str, error: type[UsageError]) -> tuple[bytes, bytes | None]:
@@ -92,8 +88,7 @@ def read_secret(path: str | os.PathLike, what: str, error: type[UsageError] = Us
     public, secret = _read(path, what, error)
     if secret is None:
         raise error(f"{what}: {path} holds only a public key; name the .key_secret file of the pair")
-    mode = Path(path).stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if Path(path).stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("%s: %s can be read by other users; run chmod 600 %s", what, path, path)
     return public, secret
 
@@ -111,16 +106,15 @@ def check_clients(folder: str | os.PathLike, what: str, error: type[UsageError] 
     p = Path(folder)
     if not p.is_dir():
         raise error(f"{what}: folder {p} not found; create it and copy each subscriber's public .key file into it")
-    count = 0
-    for cert in sorted(p.glob("*.key")):
+    certs = sorted(p.glob("*.key"))
+    for cert in certs:
         read_public(cert, what, error)
-        count += 1
-    if not count:
+    if not certs:
         raise error(
             f"{what}: {p} holds no client certificates (*.key), so no subscriber could connect; "
             "copy each subscriber's public .key file into it"
         )
-    return count
+    return len(certs)
 
 
 def client_keys(server_key: str | None, client_key: str | None) -> tuple[bytes, bytes, bytes] | None:
@@ -147,22 +141,26 @@ HANDSHAKE_FAILURES = (
 )
 
 
+_KEY_REFUSED = (
+    "the publisher refused this client's key: put the client's public .key in its "
+    "output.zmq_curve_clients_dir, restart it, and pass the matching .key_secret with --client-key"
+)
+# Per monitor event: what it most likely means for a subscriber (without CURVE, with CURVE).
+HANDSHAKE_HINTS = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: (_KEY_REFUSED, _KEY_REFUSED),
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: (
+        "the publisher encrypts its feed with CURVE: pass its public .key file with --server-key",
+        "the publisher does not speak CURVE (or is not streamer): try without --server-key",
+    ),
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: (
+        "the handshake failed: is it a streamer feed?",
+        "the publisher dropped the CURVE handshake: --server-key is probably not its public key "
+        "(it logs 'CURVE public key of this feed' at start)",
+    ),
+}
+
+
 def handshake_hint(event: int, with_curve: bool) -> str | None:
     """What a failed handshake (a socket monitor event) most likely means, for a subscriber."""
-    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return (
-            "the publisher refused this client's key: put the client's public .key in its "
-            "output.zmq_curve_clients_dir, restart it, and pass the matching .key_secret with --client-key"
-        )
-    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-        if with_curve:
-            return "the publisher does not speak CURVE (or is not streamer): try without --server-key"
-        return "the publisher encrypts its feed with CURVE: pass its public .key file with --server-key"
-    if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-        if with_curve:
-            return (
-                "the publisher dropped the CURVE handshake: --server-key is probably not its public key "
-                "(it logs 'CURVE public key of this feed' at start)"
-            )
-        return "the handshake failed: is it a streamer feed?"
-    return None
+    hints = HANDSHAKE_HINTS.get(event)
+    return hints[with_curve] if hints else None

@@ -49,21 +49,19 @@ def device(name: str) -> dict[str, Any]:
     }
 
 
-def _availability(topic: str) -> dict[str, str]:
-    return {"topic": topic, "payload_available": ONLINE, "payload_not_available": OFFLINE}
-
-
-def _entity(name: str, prefix: str, object_id: str, title: str, links: bool = False) -> dict[str, Any]:
-    """An entity of the device; ``links``: available only while the source and the API work too."""
+def _entity(name: str, prefix: str, object_id: str, title: str, links: bool = False, **fields: Any) -> dict[str, Any]:
+    """An entity of the device, with ``fields`` after the common keys; ``links``: available
+    only while the source and the API work too."""
     topics = [f"{prefix}/availability"] + ([f"{prefix}/{link}" for link in LINKS] if links else [])
     entity: dict[str, Any] = {
         "name": title,
         "unique_id": f"{node_id(name)}_{object_id}",
-        "availability": [_availability(topic) for topic in topics],
+        "availability": [{"topic": t, "payload_available": ONLINE, "payload_not_available": OFFLINE} for t in topics],
         "device": device(name),
     }
     if links:
         entity["availability_mode"] = "all"
+    entity.update(fields)
     return entity
 
 
@@ -74,11 +72,27 @@ def class_configs(name: str, prefix: str, discovery_prefix: str, slug: str) -> l
     Home Assistant's ``off_delay``: that one would turn the sensor off while the class is
     still in view, since the state is published only when it changes."""
     node = f"{discovery_prefix}/%s/{node_id(name)}"
-    detected = _entity(name, prefix, f"{slug}_detected", f"{slug} detected", links=True)
-    detected.update(state_topic=f"{prefix}/{slug}/detected", payload_on="ON", payload_off="OFF")
-    detected["device_class"] = "occupancy"
-    count = _entity(name, prefix, f"{slug}_count", f"{slug} count", links=True)
-    count.update(state_topic=f"{prefix}/{slug}/count", state_class="measurement", unit_of_measurement="objects")
+    detected = _entity(
+        name,
+        prefix,
+        f"{slug}_detected",
+        f"{slug} detected",
+        links=True,
+        state_topic=f"{prefix}/{slug}/detected",
+        payload_on="ON",
+        payload_off="OFF",
+        device_class="occupancy",
+    )
+    count = _entity(
+        name,
+        prefix,
+        f"{slug}_count",
+        f"{slug} count",
+        links=True,
+        state_topic=f"{prefix}/{slug}/count",
+        state_class="measurement",
+        unit_of_measurement="objects",
+    )
     return [
         (f"{node % 'binary_sensor'}/{slug}_detected/config", detected),
         (f"{node % 'sensor'}/{slug}_count/config", count),
@@ -98,36 +112,37 @@ def class_of_config(topic: str, name: str, discovery_prefix: str) -> str | None:
     return None
 
 
-def _diagnostic(name: str, prefix: str, object_id: str, title: str, field: str, unit: str) -> dict[str, Any]:
-    """A diagnostic sensor showing one field of ``<prefix>/diagnostics``."""
-    sensor = _entity(name, prefix, object_id, title)
-    sensor.update(
+def _diagnostic(
+    name: str, prefix: str, object_id: str, title: str, field: str, unit: str, **extra: Any
+) -> dict[str, Any]:
+    """A diagnostic sensor showing one field of ``<prefix>/diagnostics`` (``extra`` keys last)."""
+    return _entity(
+        name,
+        prefix,
+        object_id,
+        title,
         state_topic=f"{prefix}/diagnostics",
         value_template="{{ value_json." + field + " }}",
         unit_of_measurement=unit,
         state_class="measurement",
         entity_category="diagnostic",
+        **extra,
     )
-    return sensor
 
 
 def _connectivity(name: str, prefix: str, link: str) -> dict[str, Any]:
     """A diagnostic binary sensor: ON while the source (or the API) works."""
-    sensor = _entity(name, prefix, f"{link}_connected", "source" if link == "source" else "API")
-    sensor.update(
+    return _entity(
+        name,
+        prefix,
+        f"{link}_connected",
+        "source" if link == "source" else "API",
         state_topic=f"{prefix}/{link}",
         payload_on=ONLINE,
         payload_off=OFFLINE,
         device_class="connectivity",
         entity_category="diagnostic",
     )
-    return sensor
-
-
-def _camera(name: str, prefix: str, object_id: str, title: str, topic: str) -> dict[str, Any]:
-    camera = _entity(name, prefix, object_id, title)
-    camera["topic"] = topic
-    return camera
 
 
 def device_configs(
@@ -136,19 +151,19 @@ def device_configs(
     """The device's own entities: the source's and the API's connectivity, result age and
     inference fps (diagnostic), and the cameras (the periodic and the event snapshot)."""
     node = f"{discovery_prefix}/%s/{node_id(name)}"
-    age = _diagnostic(name, prefix, "result_age", "result age", "last_result_age_s", "s")
-    age["device_class"] = "duration"
+    age = _diagnostic(name, prefix, "result_age", "result age", "last_result_age_s", "s", device_class="duration")
     fps = _diagnostic(name, prefix, "inference_fps", "inference fps", "inference_fps", "fps")
     configs = [
         (f"{node % 'binary_sensor'}/{link}_connected/config", _connectivity(name, prefix, link)) for link in LINKS
     ]
     configs += [(f"{node % 'sensor'}/result_age/config", age), (f"{node % 'sensor'}/inference_fps/config", fps)]
-    if snapshot:
-        camera = _camera(name, prefix, "snapshot", "snapshot", f"{prefix}/snapshot")
-        configs.append((f"{node % 'camera'}/snapshot/config", camera))
-    if event_snapshot:
-        camera = _camera(name, prefix, "event_snapshot", "event snapshot", f"{prefix}/event_snapshot")
-        configs.append((f"{node % 'camera'}/event_snapshot/config", camera))
+    for wanted, object_id, title in (
+        (snapshot, "snapshot", "snapshot"),
+        (event_snapshot, "event_snapshot", "event snapshot"),
+    ):
+        if wanted:  # a camera showing the JPEG on <prefix>/<object_id>
+            camera = _entity(name, prefix, object_id, title, topic=f"{prefix}/{object_id}")
+            configs.append((f"{node % 'camera'}/{object_id}/config", camera))
     return configs
 
 

@@ -63,10 +63,10 @@ class JsonlWriter:
         self._lost = 0  # lines dropped during the current pause
         self._slow_warned = False
         self._lines: queue.Queue[bytes | None] = queue.Queue(QUEUE_LINES)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        self._flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
         self._fd: int | None = None
         try:  # O_NONBLOCK: a FIFO with no reader yet must not block the start
-            self._adopt(os.open(path, flags | os.O_NONBLOCK, 0o644))
+            self._adopt(os.open(path, self._flags | os.O_NONBLOCK, 0o644))
             os.set_blocking(self._fd, True)
         except OSError as exc:
             if exc.errno != errno.ENXIO:
@@ -77,7 +77,6 @@ class JsonlWriter:
                 what,
                 path,
             )
-        self._flags = flags
         self._closing = False
         self._thread = named_thread("jsonl", self._write_lines) if background else None
         if self._thread is not None:
@@ -164,7 +163,14 @@ class JsonlWriter:
         if self._size is not None:
             self._size += len(line)
         if self._paused_at is not None:
-            self._resumed()
+            log.info(
+                "%s: writing %s again after %.0f s; %d lines were dropped meanwhile",
+                self._what,
+                self.path,
+                time.monotonic() - self._paused_at,
+                self._lost,
+            )
+            self._paused_at, self._lost = None, 0
 
     def _rotate(self) -> None:
         """FILE.(keep-1) -> FILE.keep ... FILE -> FILE.1, and a new, empty FILE."""
@@ -205,16 +211,6 @@ class JsonlWriter:
                 reason,
                 RETRY_S,
             )
-
-    def _resumed(self) -> None:
-        log.info(
-            "%s: writing %s again after %.0f s; %d lines were dropped meanwhile",
-            self._what,
-            self.path,
-            time.monotonic() - self._paused_at,
-            self._lost,
-        )
-        self._paused_at, self._lost = None, 0
 
     def close(self, timeout_s: float = 1.0) -> bool:
         """Write what is queued (up to timeout_s), then close the file; safe to call again (at

@@ -32,12 +32,10 @@ class LabelCap:
 
     def __call__(self, value: object) -> str:
         text = str(value)[:MAX_LABEL_CHARS]
-        if text in self._seen:
-            return text
-        if len(self._seen) < self.limit:
-            self._seen.add(text)
-            return text
-        return OTHER
+        if text not in self._seen and len(self._seen) >= self.limit:
+            return OTHER
+        self._seen.add(text)
+        return text
 
 
 class _StatsCollector:
@@ -53,18 +51,18 @@ class _StatsCollector:
             yield CounterMetricFamily(f"streamer_{key}", text, value=s.counters[key])
         skipped = s.counters["skipped_no_change"] + s.counters["skipped_budget"]
         yield CounterMetricFamily("streamer_skipped_calls", "Calls not made (motion gate, call budget)", value=skipped)
-        failures = CounterMetricFamily("streamer_api_failures", "Failed API calls by kind", labels=["kind"])
-        totals: dict[str, int] = {}
+        failures: dict[str, int] = {}
         for kind, count in s.api_failures.items():
             label = self.failure_kind(kind)
-            totals[label] = totals.get(label, 0) + count
-        for label, count in sorted(totals.items()):
-            failures.add_metric([label], count)
-        yield failures
-        dropped = CounterMetricFamily("streamer_output_dropped", "Messages an output could not take", labels=["output"])
-        for name, count in sorted(s.outputs_dropped.items()):
-            dropped.add_metric([name], count)
-        yield dropped
+            failures[label] = failures.get(label, 0) + count
+        for name, text, label, counts in (
+            ("streamer_api_failures", "Failed API calls by kind", "kind", failures),
+            ("streamer_output_dropped", "Messages an output could not take", "output", s.outputs_dropped),
+        ):
+            family = CounterMetricFamily(name, text, labels=[label])
+            for value, count in sorted(counts.items()):
+                family.add_metric([value], count)
+            yield family
         age = s.last_result_age_s
         for name, text, value in (
             ("streamer_capture_fps", "Frames read a second", s.capture_fps),
@@ -109,10 +107,8 @@ class Metrics:
         self.class_name = LabelCap()
 
     def observe(self, delivery: Delivery) -> None:
-        """Feed one published detections message to the histograms and the class counts."""
+        """Feed one published detections message (its result is set) to the histograms and the class counts."""
         result, message = delivery.result, delivery.message
-        if result is None:
-            return
         if not result.reused:
             self.result_age.observe(max(0.0, float(message["published_at"]) - result.captured_at))
             self.request_latency.observe(max(0.0, result.received_at - result.sent_at))

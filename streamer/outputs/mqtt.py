@@ -27,7 +27,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -54,45 +53,6 @@ SWEEP_S = 5.0  # how long after the first connect retained topics of an earlier 
 SWEEP_MAX = 4100  # and how many at most: 2 configs and a state per class (max_classes <= 1000), and slack
 
 
-@dataclass(frozen=True)
-class Topics:
-    prefix: str
-
-    @property
-    def detections(self) -> str:
-        return f"{self.prefix}/detections"
-
-    @property
-    def status(self) -> str:
-        return f"{self.prefix}/status"
-
-    @property
-    def availability(self) -> str:
-        return f"{self.prefix}/availability"
-
-    @property
-    def snapshot(self) -> str:
-        return f"{self.prefix}/snapshot"
-
-    @property
-    def event_snapshot(self) -> str:
-        return f"{self.prefix}/event_snapshot"
-
-    @property
-    def diagnostics(self) -> str:
-        return f"{self.prefix}/diagnostics"
-
-    def link(self, name: str) -> str:
-        """``<prefix>/source`` or ``<prefix>/api``: online while it works."""
-        return f"{self.prefix}/{name}"
-
-    def class_state(self, topic: str) -> str | None:
-        """The class slug of a ``<prefix>/<slug>/detected`` topic, else None."""
-        head, _, rest = topic.partition(self.prefix + "/")
-        slug, _, leaf = rest.partition("/")
-        return slug if not head and slug and leaf == "detected" else None
-
-
 class MqttPublisher:
     """An output (``deliver``, ``close``) that publishes to MQTT.
 
@@ -114,13 +74,13 @@ class MqttPublisher:
             raise ConfigError("mqtt.url: not set; pass --mqtt mqtt://HOST or set mqtt.url")
         self.cfg = cfg
         self.name = name
-        self.topics = Topics(cfg.prefix or f"streamer/{name}")
+        self.prefix = cfg.prefix or f"streamer/{name}"
         parts = urlsplit(cfg.url)
         self.tls = parts.scheme == "mqtts"
         self.host, self.port = parts.hostname or "", parts.port or (8883 if self.tls else 1883)
         self.user = parts.username
         self.where = f"{parts.scheme}://{self.host}:{self.port}"
-        self.mqtt_dropped = 0
+        self.dropped = 0  # detections messages not queued (mqtt_dropped in the heartbeat)
         self.output_name = "mqtt"
         self._classes = ClassTopics(classes, cfg.max_classes, cfg.off_delay_s)
         self._lock = threading.Lock()  # the class state and the counters
@@ -143,6 +103,7 @@ class MqttPublisher:
         self._diagnostics: tuple[float, tuple] = (float("-inf"), ())  # when sent, and what
         self._sweep_until: float | None = None  # the end of the look at an earlier run's topics
         self._swept = 0
+        self._sweep_filters = [ha.config_filter(name, cfg.discovery_prefix), f"{self.prefix}/+/detected"]
         self._start()
 
     # --- set-up ---
@@ -154,11 +115,11 @@ class MqttPublisher:
             client.username_pw_set(self.user, password)
         if self.tls:
             self._set_tls(client)
-        client.will_set(self.topics.availability, "offline", qos=1, retain=True)
+        client.will_set(f"{self.prefix}/availability", "offline", qos=1, retain=True)
         client.max_queued_messages_set(self.cfg.queue_size)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
+        client.on_connect_fail = lambda client, userdata: self._first_outcome.set()
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         return client
@@ -201,7 +162,7 @@ class MqttPublisher:
             log.info(
                 "MQTT: connected to %s; publishing under %s/ (MQTT %s)",
                 self.where,
-                self.topics.prefix,
+                self.prefix,
                 self.cfg.protocol,
             )
         else:
@@ -230,20 +191,18 @@ class MqttPublisher:
             self._unsent = 0  # paho dropped what it had not written when the connection went
             retained = self._classes.retained()
             slugs = self._classes.slugs
-            dropped = self.mqtt_dropped - self._dropped_at_loss
+            dropped = self.dropped - self._dropped_at_loss
             states = dict(self._links)
         if self._sweep_until is None:  # before our own retained messages: what comes back is older
             self._start_sweep()
-        self._publish(self.topics.availability, "online", qos=1, retain=True)
-        for link, up in states.items():
-            self._publish(self.topics.link(link), ha.ONLINE if up else ha.OFFLINE, qos=1, retain=True)
+        self._publish(f"{self.prefix}/availability", "online", qos=1, retain=True)
+        self._publish_changes([(link, ha.ONLINE if up else ha.OFFLINE) for link, up in states.items()])
         if self.cfg.ha_discovery:
             for topic, payload in self._device_configs():
                 self._publish(topic, json.dumps(payload), qos=1, retain=True)
             for slug in slugs:
                 self._discover(slug)
-        for subtopic, payload in retained:
-            self._publish(f"{self.topics.prefix}/{subtopic}", payload, qos=1, retain=True)
+        self._publish_changes(retained)
         self._connected.set()
         if self._lost_at is not None and self._first_outcome.is_set():
             log.info(
@@ -255,16 +214,13 @@ class MqttPublisher:
         self._lost_at = None
         self._first_outcome.set()
 
-    def _on_connect_fail(self, client, userdata) -> None:
-        self._first_outcome.set()
-
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
         if was_connected and not self._closing.is_set():
             self._lost_at = time.monotonic()
             with self._lock:
-                self._dropped_at_loss = self.mqtt_dropped
+                self._dropped_at_loss = self.dropped
             log.warning(
                 "lost the MQTT broker at %s (%s); reconnecting, detections are dropped and counted meanwhile",
                 self.where,
@@ -282,14 +238,10 @@ class MqttPublisher:
         """True while the broker has accepted the connection."""
         return self._connected.is_set()
 
-    @property
-    def dropped(self) -> int:
-        return self.mqtt_dropped
-
     def deliver(self, delivery: Delivery) -> None:
         if delivery.kind == "status":
             self.send_status(delivery.payload, delivery.status)
-        elif delivery.result is not None:
+        else:  # detections: the result is set
             result = delivery.result
             self.send(delivery.payload, () if result.multi_label else result.class_names(), result)
 
@@ -299,46 +251,46 @@ class MqttPublisher:
         with self._lock:
             added, changes = self._classes.update(class_names, time.monotonic())
             ignored = self._classes.ignored_count
-        self._warn_ignored(ignored)
-        if not self._connected.is_set():
-            self._drop()
-            return False
-        for slug in added:
-            self._discover(slug)
-        self._publish_changes(changes)
-        if result is not None and self._event_frame is not None and any(p == ON for _, p in changes):
+        if ignored and not self._warned_ignored:
+            self._warned_ignored = True
+            log.warning(
+                "MQTT: a class beyond the %s gets no topics of its own (it is still in the detections messages)",
+                "configured inference.classes" if self._classes.fixed else f"first {self.cfg.max_classes} seen",
+            )
+        if self._connected.is_set():
+            for slug in added:
+                self._discover(slug)
+            self._publish_changes(changes)
+            if result is not None and self._event_frame is not None and any(p == ON for _, p in changes):
+                with self._lock:
+                    self._event = result
+                self._wake.set()
             with self._lock:
-                self._event = result
-            self._wake.set()
-        with self._lock:
-            full = self._unsent >= self.cfg.queue_size
-        if full or not self._publish(self.topics.detections, payload, qos=self.cfg.qos):
-            self._drop()
-            return False
-        return True
+                full = self._unsent >= self.cfg.queue_size
+            if not full and self._publish(f"{self.prefix}/detections", payload, qos=self.cfg.qos):
+                return True
+        with self._lock:  # not connected, or paho's queue is full: dropped and counted
+            self.dropped += 1
+        return False
 
-    def send_status(self, payload: bytes, status=None) -> bool:
-        """Queue one heartbeat (QoS 1), and the OFF states whose delay has passed.  With the
+    def send_status(self, payload: bytes, status) -> bool:
+        """Queue one heartbeat (QoS 1), and the OFF states whose delay has passed.  From the
         heartbeat's ``stats.Snapshot``: the source's and the API's state, every class reset
         while either is down, and the diagnostics when due."""
         now = time.monotonic()
         with self._lock:
             changes = self._classes.tick(now)
             told = dict(self._links)
-            if status is not None:
-                self._links["source"], self._links["api"] = links(status)
-                if not all(self._links.values()):
-                    changes += self._classes.reset()
-            flips = [(link, up) for link, up in self._links.items() if told[link] != up]
+            self._links["source"], self._links["api"] = links(status)
+            if not all(self._links.values()):
+                changes += self._classes.reset()
+            flips = [(link, ha.ONLINE if up else ha.OFFLINE) for link, up in self._links.items() if told[link] != up]
         if not self._connected.is_set():
             return False
-        for link, up in flips:
-            self._publish(self.topics.link(link), ha.ONLINE if up else ha.OFFLINE, qos=1, retain=True)
-        self._publish_changes(changes)
-        if status is not None:
-            self._send_diagnostics(status, now)
+        self._publish_changes(flips + changes)
+        self._send_diagnostics(status, now)
         self._end_sweep(now)
-        return self._publish(self.topics.status, payload, qos=1)
+        return self._publish(f"{self.prefix}/status", payload, qos=1)
 
     def close(self, timeout_s: float = 2.0) -> bool:
         """Say ``offline`` (retained), disconnect and stop the threads; safe to call again.
@@ -354,10 +306,8 @@ class MqttPublisher:
             with self._lock:  # nothing is known once streamer stops: no class is left ON
                 changes = self._classes.reset()
                 self._links = dict.fromkeys(self._links, False)
-            for link in self._links:
-                self._publish(self.topics.link(link), ha.OFFLINE, qos=1, retain=True)
-            self._publish_changes(changes)
-            info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
+            self._publish_changes([(link, ha.OFFLINE) for link in self._links] + changes)
+            info = self._client.publish(f"{self.prefix}/availability", "offline", qos=1, retain=True)
             try:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             except (RuntimeError, ValueError):  # not queued: the connection just went
@@ -387,12 +337,12 @@ class MqttPublisher:
 
     def _publish_changes(self, changes: list[tuple[str, str]]) -> None:
         for subtopic, payload in changes:
-            self._publish(f"{self.topics.prefix}/{subtopic}", payload, qos=1, retain=True)
+            self._publish(f"{self.prefix}/{subtopic}", payload, qos=1, retain=True)
 
     def _device_configs(self) -> list[tuple[str, dict]]:
         return ha.device_configs(
             self.name,
-            self.topics.prefix,
+            self.prefix,
             self.cfg.discovery_prefix,
             self._snapshot is not None,
             self._event_frame is not None,
@@ -400,20 +350,8 @@ class MqttPublisher:
 
     def _discover(self, slug: str) -> None:
         if self.cfg.ha_discovery:
-            for topic, payload in ha.class_configs(self.name, self.topics.prefix, self.cfg.discovery_prefix, slug):
+            for topic, payload in ha.class_configs(self.name, self.prefix, self.cfg.discovery_prefix, slug):
                 self._publish(topic, json.dumps(payload), qos=1, retain=True)
-
-    def _drop(self) -> None:
-        with self._lock:
-            self.mqtt_dropped += 1
-
-    def _warn_ignored(self, ignored: int) -> None:
-        if ignored and not self._warned_ignored:
-            self._warned_ignored = True
-            log.warning(
-                "MQTT: a class beyond the %s gets no topics of its own (it is still in the detections messages)",
-                "configured inference.classes" if self._classes.fixed else f"first {self.cfg.max_classes} seen",
-            )
 
     def _send_diagnostics(self, status, now: float) -> None:
         """<prefix>/diagnostics (retained) for the diagnostic sensors: at most every
@@ -424,7 +362,7 @@ class MqttPublisher:
         if now - sent_at < DIAGNOSTICS_S or values == sent:
             return
         body = json.dumps({"last_result_age_s": values[0], "inference_fps": values[1]})
-        if self._publish(self.topics.diagnostics, body, qos=1, retain=True):
+        if self._publish(f"{self.prefix}/diagnostics", body, qos=1, retain=True):
             self._diagnostics = (now, values)
 
     # --- an earlier run's retained topics (in the mqtt thread) ---
@@ -434,15 +372,12 @@ class MqttPublisher:
         back retained is what an earlier run left (mosquitto sends it before our own)."""
         self._sweep_until = time.monotonic() + SWEEP_S
         self._client.on_message = self._on_retained
-        self._client.subscribe([(topic, 1) for topic in self._sweep_filters()])
-
-    def _sweep_filters(self) -> list[str]:
-        return [ha.config_filter(self.name, self.cfg.discovery_prefix), f"{self.topics.prefix}/+/detected"]
+        self._client.subscribe([(topic, 1) for topic in self._sweep_filters])
 
     def _end_sweep(self, now: float) -> None:
         if self._sweep_until is not None and self._swept >= 0 and now > self._sweep_until:
             self._swept = -1  # ended
-            self._client.unsubscribe(self._sweep_filters())
+            self._client.unsubscribe(self._sweep_filters)
 
     def _on_retained(self, client, userdata, message) -> None:
         """Take on or remove what an earlier run left: bounded in time and in count."""
@@ -452,7 +387,9 @@ class MqttPublisher:
             return
         self._swept += 1
         topic = message.topic
-        state_of = self.topics.class_state(topic)
+        head, _, rest = topic.partition(self.prefix + "/")
+        slug, _, leaf = rest.partition("/")
+        state_of = slug if not head and slug and leaf == "detected" else None  # <prefix>/<slug>/detected
         slug = state_of or ha.class_of_config(topic, self.name, self.cfg.discovery_prefix)
         with self._lock:
             known = slug is not None and self._classes.knows(slug)
@@ -467,8 +404,8 @@ class MqttPublisher:
             return
         if slug is not None:  # a class this run will not publish: its states and entities go
             for leaf in ("detected", "count"):
-                self._remove(f"{self.topics.prefix}/{slug}/{leaf}")
-            for config, _ in ha.class_configs(self.name, self.topics.prefix, self.cfg.discovery_prefix, slug):
+                self._remove(f"{self.prefix}/{slug}/{leaf}")
+            for config, _ in ha.class_configs(self.name, self.prefix, self.cfg.discovery_prefix, slug):
                 self._remove(config)
         elif not self.cfg.ha_discovery or topic not in {t for t, _ in self._device_configs()}:
             self._remove(topic)  # an entity of the device this run does not have (a camera, an old sensor)
@@ -492,17 +429,19 @@ class MqttPublisher:
             with self._lock:
                 event, self._event = self._event, None
             if event is not None and self._connected.is_set():
-                frame = self._event_frame(event)
-                if frame is not None:
-                    jpeg = encode_jpeg(frame.image, SNAPSHOT_QUALITY)
-                    self._publish(self.topics.event_snapshot, jpeg, qos=0, retain=True)
-            if self._snapshot is None or not self._connected.is_set():
-                continue
-            if time.monotonic() - last_sent < self.cfg.snapshot_s:
+                self._publish_image("event_snapshot", self._event_frame(event))
+            if (
+                self._snapshot is None
+                or not self._connected.is_set()
+                or time.monotonic() - last_sent < self.cfg.snapshot_s
+            ):
                 continue
             frame = self._snapshot()
-            if frame is None or frame.frame_id == last_id:
-                continue
-            jpeg = encode_jpeg(frame.image, SNAPSHOT_QUALITY)
-            if self._publish(self.topics.snapshot, jpeg, qos=0, retain=True):
+            if frame is not None and frame.frame_id != last_id and self._publish_image("snapshot", frame):
                 last_id, last_sent = frame.frame_id, time.monotonic()
+
+    def _publish_image(self, leaf: str, frame: Frame | None) -> bool:
+        """``frame`` as JPEG on <prefix>/<leaf>, retained; False without a frame or if not queued."""
+        if frame is None:
+            return False
+        return self._publish(f"{self.prefix}/{leaf}", encode_jpeg(frame.image, SNAPSHOT_QUALITY), qos=0, retain=True)

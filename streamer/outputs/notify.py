@@ -62,7 +62,7 @@ class SystemdNotifier:
         """address: a NOTIFY_SOCKET value (a path, or "@name" for an abstract socket), or
         None for a disabled notifier; watchdog_interval_s: WatchdogSec= of the unit."""
         self._lock = threading.Lock()
-        self._ready = False
+        self.is_ready = False  # True once ready() has been called
         self._warned = False
         self._sock: socket.socket | None = None
         self._where = address
@@ -76,8 +76,10 @@ class SystemdNotifier:
             except OSError as exc:
                 log.warning("cannot notify systemd: no AF_UNIX datagram socket (%s)", exc)
                 self._address = None
+        # The unit's WatchdogSec= in seconds, or None when this process has no watchdog: systemd
+        # restarts the service if no watchdog() arrives within this time; ping at about half of it.
         # Pings without somewhere to send them are pointless; report no watchdog then.
-        self._watchdog_interval_s = watchdog_interval_s if self._address is not None else None
+        self.watchdog_interval_s = watchdog_interval_s if self._address is not None else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> SystemdNotifier:
@@ -89,28 +91,13 @@ class SystemdNotifier:
         """True when there is a socket to notify (and it has not been closed)."""
         return self._sock is not None
 
-    @property
-    def watchdog_interval_s(self) -> float | None:
-        """The unit's WatchdogSec= in seconds, or None when this process has no watchdog.
-
-        systemd restarts the service if no ``watchdog()`` arrives within this time; ping at
-        about half of it.
-        """
-        return self._watchdog_interval_s
-
-    @property
-    def is_ready(self) -> bool:
-        """True once ``ready()`` has been called."""
-        return self._ready
-
     def ready(self, status: str | None = None) -> None:
         """Send READY=1 (with a STATUS= line when given); only the first call sends."""
         with self._lock:
-            if self._ready:
+            if self.is_ready:
                 return
-            self._ready = True
-        message = "READY=1" if status is None else f"READY=1\n{_status_line(status)}"
-        self._send(message)
+            self.is_ready = True
+        self._send("READY=1" if status is None else f"READY=1\n{_status_line(status)}")
 
     def status(self, text: str) -> None:
         """Send STATUS=text, shown by `systemctl status`; secrets are masked, newlines flattened."""
@@ -118,7 +105,7 @@ class SystemdNotifier:
 
     def watchdog(self) -> None:
         """Send WATCHDOG=1: streamer is healthy.  A no-op when there is no watchdog."""
-        if self._watchdog_interval_s is not None:
+        if self.watchdog_interval_s is not None:
             self._send("WATCHDOG=1")
 
     def stopping(self) -> None:

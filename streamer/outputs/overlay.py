@@ -125,11 +125,13 @@ def status_band_height(image: np.ndarray) -> int:
     return _status_metrics(image)[3]
 
 
-def _band(image: np.ndarray, text: str, top: int, keep: float, tint: tuple[int, int, int]) -> np.ndarray:
-    """A band of the status line's height from ``top``: the picture dimmed to ``keep`` of
-    itself plus the rest in ``tint`` (BGR), and the text in white."""
+def _band(
+    image: np.ndarray, text: str, top: int, keep: float, tint: tuple[int, int, int], width: int | None = None
+) -> np.ndarray:
+    """A band of the status line's height from ``top`` (and ``width`` wide, else all across): the
+    picture dimmed to ``keep`` of itself plus the rest in ``tint`` (BGR), and the text in white."""
     scale, thickness, th, band = _status_metrics(image)
-    region = image[top : top + band]
+    region = image[top : top + band, :width]
     region[:] = (region * keep + np.array(tint) * (1 - keep)).astype(np.uint8)
     cv2.putText(image, text, (8, top + th + 5), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
     return image
@@ -148,15 +150,10 @@ def draw_notice(image: np.ndarray, text: str, top: int) -> np.ndarray:
 def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
     """Text on a dark box in the bottom left corner (the camera's name and the time of a
     snapshot), where boxes' labels, drawn at their top, seldom are."""
-    scale, thickness, th, band = _status_metrics(image)
+    scale, thickness, _, band = _status_metrics(image)
     text = text[:80]  # a caption, not a paragraph: putText draws every glyph, even off-image
     (tw, _), _ = cv2.getTextSize(text, FONT, scale, thickness)
-    height, _ = image.shape[:2]
-    top = max(0, height - band)
-    region = image[top:, : tw + 16]
-    region[:] = (region * 0.35).astype(np.uint8)
-    cv2.putText(image, text, (8, top + th + 5), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
-    return image
+    return _band(image, text, max(0, image.shape[0] - band), 0.35, (0, 0, 0), tw + 16)
 
 
 def event_image(image: np.ndarray, result: Result, caption: str) -> np.ndarray:

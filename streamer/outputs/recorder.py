@@ -88,8 +88,9 @@ class Recorder:
         problem = unwritable(self._folder)
         if problem:
             raise UsageError(f"{what}: cannot write {path}: {problem}")
-        stem = re.escape(Path(path).stem)
-        self._segment_name = re.compile(rf"{stem}-(\d{{8}}T\d{{6}}Z)(?:-(\d+))?{re.escape(Path(path).suffix)}")
+        self._segment_name = re.compile(
+            rf"{re.escape(Path(path).stem)}-(\d{{8}}T\d{{6}}Z)(?:-(\d+))?{re.escape(Path(path).suffix)}"
+        )
 
     def write(self, image: np.ndarray, captured_mono: float | None = None) -> None:
         """Append a frame.  With its capture time, the frame is placed on the video's timeline:
@@ -99,9 +100,9 @@ class Recorder:
             self.skipped += 1
             return
         size = (image.shape[1], image.shape[0])
-        if self._writer is not None and self._segment_s and captured_mono is not None and self._start is not None:
-            if captured_mono - self._start >= self._segment_s:
-                self._close_file()
+        if self._segment_s and captured_mono is not None and self._start is not None:
+            if captured_mono - self._start >= self._segment_s:  # the segment is full: the next one starts
+                self.close()
         if self._writer is None:
             self._open_file(size, captured_mono)
         elif size != self._size:  # the source changed size (e.g. after a reconnect)
@@ -143,13 +144,8 @@ class Recorder:
         self._size = size
         self._start = captured_mono
         self._written = 0
-        if self._segment_s:
+        if self._segment_s and self._max_bytes:
             self._enforce_total()
-
-    def _close_file(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
 
     def segments(self) -> list[Path]:
         """The segment files of this recording in the folder, oldest first."""
@@ -159,8 +155,6 @@ class Recorder:
 
     def _enforce_total(self) -> None:
         """Delete the oldest segments (never the one being written) while all take more than max_bytes."""
-        if not self._max_bytes:
-            return
         files = [(p, p.stat().st_size) for p in self.segments()]
         total = sum(size for _, size in files)
         for path, size in files:
@@ -186,7 +180,7 @@ class Recorder:
             return not self.paused
         if free < self._min_free_bytes and not self.paused:
             self.paused = True
-            self._close_file()  # while there is still room to finish it
+            self.close()  # while there is still room to finish it
             log.warning(
                 "%s: only %.1f MB free in %s; recording paused until %.1f MB are free (detection goes on)",
                 self._what,
@@ -200,5 +194,8 @@ class Recorder:
         return not self.paused
 
     def close(self, timeout_s: float = 0.0) -> None:
-        """Finish the file (quick: the frames are written as they come); the timeout is not needed."""
-        self._close_file()
+        """Finish the file (quick: the frames are written as they come); the timeout is not needed.
+        A later frame starts a new file."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None

@@ -51,12 +51,13 @@ def _icon() -> bytes:
 
 
 FAVICON_PNG = _icon()
-SECURITY_HEADERS = {
+FRAME_ANCESTORS = "frame-ancestors 'none'"
+SECURITY_HEADERS = {  # on every answer that does not set its own
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
+    "Content-Security-Policy": FRAME_ANCESTORS,
 }
-FRAME_ANCESTORS = "frame-ancestors 'none'"
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,6 @@ def page_csp(nonce: str) -> str:
     )
 
 
-def mjpeg_part(jpeg: bytes) -> bytes:
-    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
-    return head.encode("ascii") + jpeg + b"\r\n"
-
-
 def sse_event(kind: str, payload: bytes) -> bytes:
     """One Server-Sent Event; the compact JSON holds no newline, so it is one data line."""
     return b"event: " + kind.encode("ascii") + b"\ndata: " + payload + b"\n\n"
@@ -117,7 +113,7 @@ class WebServer:
         self._stop = threading.Event()
         self.feed = VideoFeed(
             view.annotated,
-            self._frame_ready,
+            lambda jpeg: self._call(self._deliver_frame, jpeg),
             self._stop,
             fps=settings.fps,
             max_side_px=settings.max_side_px,
@@ -135,7 +131,6 @@ class WebServer:
         self.latest_detections: bytes | None = None
         self.latest_status: bytes | None = None
         self.address: tuple[str, int] | None = None
-        self._closed = False
 
     # --- lifecycle ---
 
@@ -145,9 +140,9 @@ class WebServer:
         if not self._ready.wait(START_TIMEOUT_S):
             raise ConfigError(f"output.http: the web server did not start within {START_TIMEOUT_S:g} s")
         if self._error is not None:
-            s = self.settings
             raise ConfigError(
-                f"output.http: cannot listen on {s.host}:{s.port}: {self._error.strerror or self._error}"
+                f"output.http: cannot listen on {self.settings.host}:{self.settings.port}: "
+                f"{self._error.strerror or self._error}"
                 "; pick another port (--http PORT) or stop what uses it"
             )
         self.feed.start()
@@ -162,17 +157,12 @@ class WebServer:
 
     def close(self, timeout_s: float = 4.0) -> bool:
         """Stop serving and end every stream; safe to call twice and before start."""
-        if self._closed:
+        if self._stop.is_set():
             return True
-        self._closed = True
-        deadline = time.monotonic() + timeout_s
+        if self._closing is not None:  # served: end the streams on the loop (if it still runs)
+            self._call(self._end_streams)
         self._stop.set()
-        loop = self._loop
-        if loop is not None and self._closing is not None:
-            try:
-                loop.call_soon_threadsafe(self._end_streams)
-            except RuntimeError:  # the loop has already ended
-                pass
+        deadline = time.monotonic() + timeout_s
         if self._thread.is_alive():
             self._thread.join(max(0.0, min(STOP_TIMEOUT_S, deadline - time.monotonic())))
         ended = self.feed.join(max(0.0, min(STOP_TIMEOUT_S, deadline - time.monotonic())))
@@ -234,9 +224,6 @@ class WebServer:
             self.metrics.observe(delivery)
         self._call(self._fan_out, delivery.kind, delivery.payload)
 
-    def _frame_ready(self, jpeg: bytes) -> None:
-        self._call(self._deliver_frame, jpeg)
-
     def _call(self, fn, *args) -> None:
         loop = self._loop
         if loop is None or self._stop.is_set():
@@ -252,7 +239,8 @@ class WebServer:
             _put_newest(queue, event)
 
     def _deliver_frame(self, jpeg: bytes) -> None:
-        part = mjpeg_part(jpeg)
+        head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+        part = head.encode("ascii") + jpeg + b"\r\n"
         for slot in self._viewers:
             slot.put(part)
 
@@ -283,7 +271,6 @@ class WebServer:
     async def _headers(request: web.Request, response: web.StreamResponse) -> None:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        response.headers.setdefault("Content-Security-Policy", FRAME_ANCESTORS)
 
     async def _page(self, request: web.Request) -> web.Response:
         nonce = secrets.token_urlsafe(16)

@@ -66,7 +66,7 @@ class VideoFeed:
         self._stop = stop
         self.interval_s = 1.0 / fps
         self.max_side_px, self.quality = max_side_px, quality
-        self._viewers = 0
+        self.viewers = 0  # watch() calls less unwatch() calls
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.encoded = 0  # frames encoded for viewers, for tests and the bench
@@ -81,18 +81,14 @@ class VideoFeed:
             self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
-    @property
-    def viewers(self) -> int:
-        return self._viewers
-
     def watch(self) -> None:
         with self._lock:
-            self._viewers += 1
+            self.viewers += 1
         self._wake.set()
 
     def unwatch(self) -> None:
         with self._lock:
-            self._viewers = max(0, self._viewers - 1)
+            self.viewers = max(0, self.viewers - 1)
 
     def snapshot(self, raw: bool = False) -> bytes | None:
         """The newest frame as JPEG (drawn on unless ``raw``), or None before the first frame."""
@@ -102,7 +98,7 @@ class VideoFeed:
     def _run(self) -> None:
         next_due = 0.0
         while not self._stop.is_set():
-            if not self._viewers:
+            if not self.viewers:
                 self._wake.wait(IDLE_WAIT_S)
                 self._wake.clear()
                 continue

@@ -88,11 +88,10 @@ class Window:
         if key != -1 and (key & 0xFF) in QUIT_KEYS:
             return False
         try:
-            if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
-                return False  # closed with the window manager's button
+            # Below 1: closed with the window manager's button.
+            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
         except cv2.error:
             return False
-        return True
 
     def close(self, timeout_s: float = 0.0) -> None:
         """Close the window (the main thread's own call, at once)."""

@@ -127,12 +127,13 @@ def _curve_keys(secret_key_file: str | None, clients_dir: str | None) -> tuple[t
 
 def _announce(endpoint: str, topic: str, keys, clients_dir: str | None, clients: int) -> None:
     """Say where the feed is, how it is protected, and warn when other machines can reach it."""
-    if not keys:
-        security = "not encrypted"
-    elif clients_dir:
-        security = f"CURVE, only the {clients} client(s) in {clients_dir}"
-    else:
-        security = "CURVE, any client with the public key"
+    security = (
+        "not encrypted"
+        if not keys
+        else f"CURVE, only the {clients} client(s) in {clients_dir}"
+        if clients_dir
+        else "CURVE, any client with the public key"
+    )
     log.info("publishing detections on %s (topic %r, %s)", endpoint, topic, security)
     if keys:
         log.info("CURVE public key of this feed: %s", keys[0].decode("ascii"))
