@@ -55,10 +55,7 @@ class SyntheticScene:
         grey = (ramp + rows).astype(np.uint8)
         image = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
         step = max(16, self.width // 16)
-        for x in range(0, self.width, step):
-            cv2.line(image, (x, 0), (x, self.height - 1), (70, 70, 70), 1)
-        for y in range(0, self.height, step):
-            cv2.line(image, (0, y), (self.width - 1, y), (70, 70, 70), 1)
+        image[:, ::step] = image[::step] = 70  # the grid's lines, one pixel wide
         return image
 
     def boxes(self, frame_id: int) -> list[tuple[str, tuple[int, int, int, int]]]:

@@ -47,10 +47,9 @@ def detect(image: np.ndarray, min_area_fraction: float = 0.002) -> list[dict]:
 
 
 def _nearest_hue(hue: int) -> Shape | None:
-    best, best_distance = None, 16
-    for shape in SHAPES:
-        distance = abs(hue - shape.hue)
-        distance = min(distance, 180 - distance)  # hue is circular
-        if distance < best_distance:
-            best, best_distance = shape, distance
-    return best
+    def distance(shape: Shape) -> int:
+        apart = abs(hue - shape.hue)
+        return min(apart, 180 - apart)  # hue is circular
+
+    nearest = min(SHAPES, key=distance)
+    return nearest if distance(nearest) < 16 else None
