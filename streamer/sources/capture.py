@@ -128,13 +128,10 @@ class CaptureWorker:
     def _run(self, generation: int, source) -> None:
         try:
             self._loop(generation, source)
-        except StreamerError as exc:  # said in one line by the CLI
-            if generation == self._generation:
-                self.error = exc
-                self.stop.set()
         except BaseException as exc:  # fail fast: record, stop everything
             if generation == self._generation:
-                log.exception("capture stopped by an unexpected error")
+                if not isinstance(exc, StreamerError):  # ours: said in one line by the CLI
+                    log.exception("capture stopped by an unexpected error")
                 self.error = exc
                 self.stop.set()
         finally:
@@ -155,10 +152,7 @@ class CaptureWorker:
                 ) from None
             if first and not getattr(source, "retry_first_open", False):
                 raise  # a local pipeline (libcamerasrc ...) that does not open: say so and stop, exit 1
-            self.stats.source_state = "reconnecting"
-            self._faults.fault(str(exc))
-            self.stop.wait(self.backoff.next_delay())
-            return False
+            return self._reconnect(str(exc))
         if not self._current(generation):
             return False
         self._frames_at_open = self._next_id
@@ -200,8 +194,12 @@ class CaptureWorker:
             self.finished.set()
             return False
         # A live source that stopped delivering: release, back off, reopen (docs/facts.md).
+        return self._reconnect("read failed; reopening")
+
+    def _reconnect(self, fault: str) -> bool:
+        """Log the fault, back off before the next open; False: the source is not open."""
         self.stats.source_state = "reconnecting"
-        self._faults.fault("read failed; reopening")
+        self._faults.fault(fault)
         self.stop.wait(self.backoff.next_delay())
         return False
 

@@ -59,7 +59,6 @@ class Pacer:
 class SyntheticSource:
     """The built-in scene, generated at its frame rate.  Frame n of the scene is frame_id n."""
 
-    is_live = True
     is_file = False
 
     def __init__(self, width: int, height: int, fps: float, stop: threading.Event | None = None, moving: bool = True):
@@ -100,7 +99,6 @@ class CvSource:
         self.uri = uri
         self.kind = kind  # "webcam", "stream", "gst" or "file"
         self.name = url_for_display(uri) if kind == "stream" else scrub(uri) if kind == "gst" else uri
-        self.is_live = kind != "file"
         self.is_file = kind == "file"
         self.fps: float | None = None
         self._open_timeout_ms = int(open_timeout_s * 1000)
