@@ -300,7 +300,6 @@ class InferenceWorker:
             self.stats.requests += 1
             self.stats.send_rate.tick()
             self.stats.bytes_sent += len(upload.body)
-            self.breaker.before_request()
         pause_s = 0.0
         try:
             parsed = self.client.infer(upload.body, read_timeout_s=request.timeout_s)
