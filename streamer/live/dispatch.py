@@ -115,7 +115,7 @@ class InferenceWorker:
         self._refusal_backoff = Backoff(self.backoff.initial_s, min(self.backoff.max_s, REFUSAL_BACKOFF_MAX_S))
         self.error: BaseException | None = None
         self.finished_frames = 0  # frames taken from the queue and fully handled
-        self.pause_until = 0.0  # monotonic end of a pause (backoff, Retry-After), else 0
+        self.pause_until = 0.0  # monotonic end of the last pause (backoff, Retry-After); past: none
         self.max_hung = HUNG_PER_SLOT * settings.max_in_flight
         self._log = _Deferred()  # under the lock, log through this
         self._faults = FaultLog(self._log, f"API {client.endpoint}")
@@ -131,8 +131,9 @@ class InferenceWorker:
         self._last_result: Result | None = None
         self._jobs: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         slots = settings.max_in_flight + self.max_hung
-        self._threads = [named_thread("dispatch", self._guard, self._dispatch)]
-        self._threads += [named_thread(f"request-{i + 1}", self._guard, self._serve) for i in range(slots)]
+        self._threads = [named_thread("dispatch", self._guard, self._dispatch)] + [
+            named_thread(f"request-{i + 1}", self._guard, self._serve) for i in range(slots)
+        ]
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -207,9 +208,7 @@ class InferenceWorker:
 
     def _next_hang_check_s(self) -> float:
         waiting = [r.sent_mono for r in self._outstanding.values() if not r.hung]
-        if not waiting:
-            return IDLE_WAIT_S
-        return max(0.01, min(waiting) + self.pacing.hang_after_s() - time.monotonic())
+        return max(0.01, min(waiting) + self.pacing.hang_after_s() - time.monotonic()) if waiting else IDLE_WAIT_S
 
     def _mark_hung(self, now: float) -> None:
         """Requests out longer than hang_after_s stop taking a slot, and count as failures
@@ -219,11 +218,10 @@ class InferenceWorker:
             if not request.hung and now - request.sent_mono > limit:
                 request.hung = True
                 self.stats.hung_requests += 1
-                delay = self._transient(
+                self._transient(
                     ApiTransientError(f"{self.client.endpoint} has not answered for {limit:.1f} s", kind="hung"),
                     probe=False,
                 )
-                self.pause_until = max(self.pause_until, now + delay)
 
     def _send(self, frame: Frame) -> None:
         """Hand the frame to a request thread, unless the budget or the motion gate skip it."""
@@ -300,29 +298,24 @@ class InferenceWorker:
             self.stats.requests += 1
             self.stats.send_rate.tick()
             self.stats.bytes_sent += len(upload.body)
-        pause_s = 0.0
         try:
             parsed = self.client.infer(upload.body, read_timeout_s=request.timeout_s)
-        except ApiTransientError as exc:
-            # A short wait that ran out is a hang, not a probe the API failed: no longer backoff.
-            probe = request.probe and not (exc.kind == "timeout" and request.timeout_s is not None)
+        except (ApiTransientError, ApiMalformedResponse, ApiBadRequest) as exc:
             with self._locked():
-                if not request.hung:  # a hung request was counted as a failure already
-                    pause_s = self._transient(exc, probe)
-        except (ApiMalformedResponse, ApiBadRequest) as exc:
-            with self._locked():
-                if not request.hung:
-                    pause_s = self._refused(exc)
+                if request.hung:  # a hung request was counted as a failure already
+                    return
+                if isinstance(exc, ApiTransientError):
+                    # A short wait that ran out is a hang, not a probe the API failed: no longer backoff.
+                    self._transient(
+                        exc, request.probe and not (exc.kind == "timeout" and request.timeout_s is not None)
+                    )
+                else:
+                    self._refused(exc)
         else:
-            sent_size = (upload.sent_width, upload.sent_height)
             result = parsed.filtered(settings.classes).result_for(
-                frame, sent_size, self.client.model, sent_at, time.time()
+                frame, (upload.sent_width, upload.sent_height), self.client.model, sent_at, time.time()
             )
             self._answered(request, result)
-        finally:
-            if pause_s:
-                with self._lock:
-                    self.pause_until = max(self.pause_until, time.monotonic() + pause_s)
 
     def _answered(self, request: _Request, result: Result) -> None:
         """Bookkeeping after a 200, and the result to the publisher, with its release time."""
@@ -334,12 +327,10 @@ class InferenceWorker:
             usual_s = self.pacing.latency_s  # before this answer joins the estimate
             if self._succeeded(result, latency_s) and request.thumb is not None:
                 self.gate.sent(request.thumb)  # the gate compares later frames with this answered one
-        release_at = 0.0
-        if self.settings.max_in_flight > 1 and usual_s is not None:
-            # An early answer waits until the usual latency has passed (holding it by at most
-            # half its own latency), so that results go out at the even pace they were sent at.
-            release_at = request.sent_mono + min(usual_s, 1.5 * latency_s)
-        self.publisher.offer(result, release_at)
+        # An early answer waits until the usual latency has passed (holding it by at most
+        # half its own latency), so that results go out at the even pace they were sent at.
+        spread = self.settings.max_in_flight > 1 and usual_s is not None
+        self.publisher.offer(result, request.sent_mono + min(usual_s, 1.5 * latency_s) if spread else 0.0)
         self.stats.inference_rate.tick()
 
     def _succeeded(self, result: Result, latency_s: float) -> bool:
@@ -361,16 +352,17 @@ class InferenceWorker:
         self._faults.recovered()
         return newest
 
-    def _transient(self, exc: ApiTransientError, probe: bool = True) -> float:
-        """429, 5xx, a timeout, no connection or a hung request: count it and ask the breaker
-        how long to wait (the lock is held)."""
+    def _transient(self, exc: ApiTransientError, probe: bool = True) -> None:
+        """429, 5xx, a timeout, no connection or a hung request: count it and pause sending for
+        as long as the breaker says (the lock is held)."""
         self.stats.api_transient_errors += 1
         self.stats.count_failure(exc.kind)
         self._faults.fault(str(exc))
         was_open = self.breaker.is_open
         delay = self.breaker.failure(exc.retry_after_s, probe=probe, unsent=exc.unsent)
+        now = time.monotonic()
+        self.pause_until = max(self.pause_until, now + delay)
         if exc.status is not None:  # it answered, if only with an error
-            now = time.monotonic()
             self.stats.last_api_answer_mono = now
             if exc.retry_after_s:  # and said when to come back: quiet until then is not a fault
                 self.stats.api_quiet_until = now + delay
@@ -390,10 +382,10 @@ class InferenceWorker:
             self.stats.api_state = "failing"
         if delay > self.backoff.max_s:
             self._log.warning("API asks to wait %.0f s before the next request (Retry-After)", delay)
-        return delay
 
-    def _refused(self, exc: ApiMalformedResponse | ApiBadRequest) -> float:
-        """A 400 or an answer that is not a valid response: skip this frame (the lock is held)."""
+    def _refused(self, exc: ApiMalformedResponse | ApiBadRequest) -> None:
+        """A 400 or an answer that is not a valid response: skip this frame, and after a few in a
+        row pause sending by a backoff (the lock is held)."""
         self.stats.last_api_answer_mono = time.monotonic()
         if isinstance(exc, ApiMalformedResponse):
             self.stats.api_malformed += 1
@@ -403,9 +395,7 @@ class InferenceWorker:
             self.stats.count_failure(f"http {exc.status}" if exc.status else "bad request")
         self._skips.fault(str(exc))
         self._refused_in_row += 1
-        delay = 0.0
-        if self._refused_in_row >= self.refusals_before_backoff:
-            delay = self._refusal_backoff.next_delay()
+        delay = self._refusal_backoff.next_delay() if self._refused_in_row >= self.refusals_before_backoff else 0.0
         if self.breaker.is_open:  # a probe got a broken answer: the breaker stays open, paced
             delay = max(delay, self.backoff.next_delay())
-        return delay
+        self.pause_until = max(self.pause_until, time.monotonic() + delay)
