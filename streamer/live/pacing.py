@@ -46,14 +46,10 @@ class Pacing:
     def hang_after_s(self) -> float:
         """How long a request may stay unanswered before it is given up on as hung:
         four times the recent p95 latency, and at least HANG_MIN_S."""
-        if not self._latencies:
-            return self.HANG_MIN_S
-        return max(self.HANG_MIN_S, 4 * quantile(self._latencies, 0.95))
+        return max(self.HANG_MIN_S, 4 * quantile(self._latencies, 0.95)) if self._latencies else self.HANG_MIN_S
 
     def interval_s(self) -> float:
-        latency = self.latency_s
-        by_latency = latency / self.max_in_flight if latency is not None else 0.0
-        return max(self.min_interval_s, by_latency)
+        return max(self.min_interval_s, (self.latency_s or 0.0) / self.max_in_flight)
 
     def capacity(self) -> int:
         """How many requests may be in flight now."""
@@ -90,17 +86,14 @@ class CallBudget:
 
     def _window_start(self, now: float) -> float:
         local = time.localtime(now)
-        if self.period == "hour":
-            return now - local.tm_min * 60 - local.tm_sec - (now % 1)
-        return now - local.tm_hour * 3600 - local.tm_min * 60 - local.tm_sec - (now % 1)
+        hours = local.tm_hour if self.period == "day" else 0
+        return now - hours * 3600 - local.tm_min * 60 - local.tm_sec - (now % 1)
 
     def window_end(self, now: float | None = None) -> float:
         now = self._clock() if now is None else now
         start = self._window_start(now)
-        if self.period == "hour":
-            return start + 3600
-        # The next local midnight (a day may be 23 or 25 hours long around DST changes).
-        return self._window_start(start + 26 * 3600)
+        # A day's end is the next local midnight (a day may be 23 or 25 hours long around DST changes).
+        return start + 3600 if self.period == "hour" else self._window_start(start + 26 * 3600)
 
     def _roll(self, now: float) -> None:
         start = self._window_start(now)
