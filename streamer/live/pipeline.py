@@ -150,7 +150,6 @@ class Pipeline:
             self.queue, client, self.publisher, self.stats, stop, settings, backoff=api_backoff,
             failures_to_open=sup.probe_after_failures,
         )  # fmt: skip
-        self.user_quit = False
         self._last_watchdog = self._last_systemd_status = float("-inf")
 
     def add_output(self, output: Output) -> None:
@@ -173,9 +172,7 @@ class Pipeline:
         for error in errors:
             if isinstance(error, StreamerError):
                 raise error
-        if errors:  # logged with its traceback by the thread it ended
-            return EXIT_FAILURE
-        return EXIT_OK
+        return EXIT_FAILURE if errors else EXIT_OK  # any other was logged with its traceback by the thread it ended
 
     def snapshot(self, now: float | None = None, with_cpu: bool = False) -> Snapshot:
         """The run at this moment; any thread may ask."""
@@ -198,11 +195,10 @@ class Pipeline:
         shown_frame = 0
         window = self.outputs.window
         while not self.stop.is_set():
-            if window:
-                self._changed.wait(0.02)
-                self._changed.clear()
-            elif self.draws:  # a recorder: frames wake it; without frames, look often for a stop
-                self._changed.wait(min(FILE_WAKE_S, self._idle_timeout(started)))
+            # A window is polled every 20 ms (HighGUI); a recorder alone: frames wake it, and
+            # without frames it looks often for a stop.
+            if self.draws:
+                self._changed.wait(0.02 if window else min(FILE_WAKE_S, self._idle_timeout(started)))
                 self._changed.clear()
             else:  # nothing to draw: sleep until a stop, or the next thing due
                 self.stop.wait(self._idle_timeout(started))
@@ -212,12 +208,11 @@ class Pipeline:
                 shown_frame = frame_version
                 if self.draws:
                     self._show(frame, now)
-            if window and not window.poll():
-                self.user_quit = True
-                break
-            if self.duration_s is not None and now - started >= self.duration_s:
-                break
-            if self.capture.finished.is_set() and self._nothing_left_to_infer():
+            if (
+                (window and not window.poll())  # q, Esc, or the window closed
+                or (self.duration_s is not None and now - started >= self.duration_s)
+                or (self.capture.finished.is_set() and self._nothing_left_to_infer())
+            ):
                 break
             self.capture.check_stall(now)
             self._tell_systemd(now)
@@ -249,11 +244,10 @@ class Pipeline:
         notifier = self.notifier
         if notifier is None or not notifier.enabled:
             return
-        s = self.stats
         if now - self._last_systemd_status >= SYSTEMD_STATUS_S:  # `systemctl status` is true from the start
             self._last_systemd_status = now
             notifier.status(self.snapshot(now).line())
-        if not notifier.is_ready and s.last_frame_mono is not None and s.last_api_answer_mono is not None:
+        if not notifier.is_ready and None not in (self.stats.last_frame_mono, self.stats.last_api_answer_mono):
             notifier.ready(self.snapshot(now).line())
         window = notifier.watchdog_interval_s
         if window and notifier.is_ready and now - self._last_watchdog >= window / 4 and self.healthy(now, window):
@@ -313,19 +307,18 @@ class Pipeline:
         if self.outputs.recorder:
             self.outputs.recorder.write(image, frame.captured_mono)
         if self.outputs.window and not self.outputs.window.show(image):
-            self.user_quit = True
             self.stop.set()
 
     def _shutdown(self) -> None:
         """Stop every thread and close every output against one deadline; name what did not finish."""
         self.stop.set()
-        stopped = time.monotonic()
         deadline = Deadline(STOP_DEADLINE_S)
         if self.notifier is not None:
             self.notifier.stopping()
         joins = (("capture", self.capture, CAPTURE_SHARE_S), ("inference", self.inference, INFERENCE_SHARE_S))
+        # Each joins within its share of the deadline, the rest kept for the steps after it.
         unfinished = [
-            name for name, worker, share_s in joins if not worker.join(max(0.0, stopped + share_s - time.monotonic()))
+            name for name, worker, share_s in joins if not worker.join(deadline.left(STOP_DEADLINE_S - share_s))
         ]
         if not self.publisher.stop(deadline.at - 0.5 * deadline.left()):  # the last results, the last heartbeat
             unfinished.append("publish")
