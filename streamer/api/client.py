@@ -16,7 +16,6 @@ import re
 import ssl
 import urllib.request
 import zlib
-from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
@@ -191,13 +190,6 @@ class DetectionClient:
     def endpoint(self) -> str:
         return f"{self.api_url}/{self.model}"
 
-    def _params(self, **extra: Any) -> dict[str, Any]:
-        params: dict[str, Any] = {"confidence": self.confidence, "overlap": self.overlap}
-        if self._api_key:
-            params["api_key"] = self._api_key
-        params.update({k: v for k, v in extra.items() if v is not None})
-        return params
-
     def infer(self, body: bytes, read_timeout_s: float | None = None) -> Parsed:
         """POST one base64 JPEG body; return the parsed JSON response.  ``read_timeout_s``
         waits for the answer less long than ``timeout_s`` (a probe of an API that hangs)."""
@@ -223,7 +215,14 @@ class DetectionClient:
                 write=timeout.write,
                 pool=timeout.pool,
             )
-        params = self._params(image=image_url, format=None if fmt == "json" else fmt)
+        query = {
+            "confidence": self.confidence,
+            "overlap": self.overlap,
+            "api_key": self._api_key or None,
+            "image": image_url,
+            "format": None if fmt == "json" else fmt,
+        }
+        params = {name: value for name, value in query.items() if value is not None}
         headers = BODY_HEADERS if body is not None else {}
         where = self._where
         if self._closed:

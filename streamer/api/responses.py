@@ -148,9 +148,7 @@ def _check_points(pred: dict, key: str, index: int) -> None:
             raise _bad(f"predictions[{index}].{key} holds a point beyond {MAX_COORDINATE_PX} px")
 
 
-def _check_detection(pred: Any, index: int) -> None:
-    if not isinstance(pred, dict):
-        raise _bad(f"predictions[{index}] is {_json_type(pred)}, not an object")
+def _check_detection(pred: dict, index: int) -> None:
     for key in BOX_KEYS:
         if not _finite(pred.get(key)):
             raise _bad(f"predictions[{index}].{key} is not a finite number")
@@ -188,12 +186,9 @@ def parse_response(data: Any) -> Parsed:
         # A box with a key missing is a broken box, not a classification label.
         is_boxes = any(isinstance(p, dict) and any(k in p for k in BOX_KEYS) for p in preds)
         for i, pred in enumerate(preds):
-            if is_boxes:
-                _check_detection(pred, i)
-            elif not isinstance(pred, dict):
+            if not isinstance(pred, dict):
                 raise _bad(f"predictions[{i}] is {_json_type(pred)}, not an object")
-            else:
-                _check_label(pred, i)
+            (_check_detection if is_boxes else _check_label)(pred, i)
         if is_boxes:
             detections = tuple(_detection(p) for p in preds)
         else:
