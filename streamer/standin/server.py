@@ -102,11 +102,10 @@ class ApiServer:
         self.latency_ms = latency_ms
         # Answer with other class names (e.g. one holding markup), to test what shows them.
         self.class_names = dict(class_names or {})
-        self.detector = detector  # False: skip decoding and detection (fixed boxes), for benchmarks
-        # Answered instead of detecting, when given (e.g. hostile class names for a test).
+        # False: skip decoding and detection (fixed boxes), for benchmarks; predictions, when
+        # given, are answered instead of detecting (e.g. hostile class names for a test).
+        self.detector = detector and predictions is None
         self.fixed_predictions = FIXED_PREDICTIONS if predictions is None else tuple(predictions)
-        if predictions is not None:
-            self.detector = False
         self.jitter = jitter
         self.api_key = api_key
         self.models = models
@@ -213,13 +212,12 @@ class ApiServer:
             "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
             "predictions": predictions,
         }
-        if fmt == "json":
-            return 200, "application/json", json.dumps(response).encode(), {}
-        drawn = draw_detections(image.copy(), parse_response({"predictions": predictions}).detections)
-        jpeg = encode_jpeg(drawn, 95)
-        if fmt == "image":
-            return 200, "image/jpeg", jpeg, {}
-        response["visualization"] = base64.b64encode(jpeg).decode()
+        if fmt != "json":  # the boxes drawn on the image: alone, or in the JSON
+            drawn = draw_detections(image.copy(), parse_response({"predictions": predictions}).detections)
+            jpeg = encode_jpeg(drawn, 95)
+            if fmt == "image":
+                return 200, "image/jpeg", jpeg, {}
+            response["visualization"] = base64.b64encode(jpeg).decode()
         return 200, "application/json", json.dumps(response).encode(), {}
 
     def _delay(self) -> None:
