@@ -78,9 +78,7 @@ def threshold(params: dict[str, list[str]], name: str, default: float) -> float:
         raise HttpError(400, f"{name} must be a number, got {raw!r}") from None
     if value != value or value < 0:
         raise HttpError(400, f"{name} must be a non-negative number, got {raw!r}")
-    if value >= 1:
-        value /= 100
-    return max(0.01, value)
+    return max(0.01, value / 100 if value >= 1 else value)
 
 
 class ApiServer:
@@ -138,10 +136,6 @@ class ApiServer:
                     self._fault = None
             return fault
 
-    def count(self, status: int) -> None:
-        with self._lock:
-            self.counts[status] = self.counts.get(status, 0) + 1
-
     def start(self) -> ApiServer:
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="standin", daemon=True
@@ -195,17 +189,19 @@ class ApiServer:
             raise HttpError(400, f"format must be json, image or image_and_json, got {fmt!r}")
         started = time.perf_counter()
         image = self._image(params, headers, body)
-        if self.detector:
-            predictions = [p for p in detect(image) if p["confidence"] >= confidence]
-        else:  # a benchmark's server: the same answer every time, no detection work
-            predictions = [dict(p) for p in self.fixed_predictions]
+        predictions = (
+            [p for p in detect(image) if p["confidence"] >= confidence]
+            if self.detector
+            else [dict(p) for p in self.fixed_predictions]  # a benchmark's server: the same answer, no detection work
+        )
         max_det = params.get("max_detections", ["300"])[-1]
         predictions = predictions[: int(max_det) if max_det.isdigit() else 300]
         for p in predictions:
             p["detection_id"] = str(uuid.uuid4())
             p["class"] = self.class_names.get(p["class"], p["class"])
         took_s = time.perf_counter() - started  # the model's time; the delay stands for the network
-        self._delay()
+        if self.latency_ms > 0:
+            time.sleep(self.latency_ms * (1 + random.uniform(-self.jitter, self.jitter)) / 1000)
         response = {
             "inference_id": str(uuid.uuid4()),
             "time": round(took_s, 6),
@@ -219,11 +215,6 @@ class ApiServer:
                 return 200, "image/jpeg", jpeg, {}
             response["visualization"] = base64.b64encode(jpeg).decode()
         return 200, "application/json", json.dumps(response).encode(), {}
-
-    def _delay(self) -> None:
-        if self.latency_ms > 0:
-            spread = 1 + random.uniform(-self.jitter, self.jitter)
-            time.sleep(self.latency_ms * spread / 1000)
 
     def _image(self, params, headers, body: bytes) -> np.ndarray:
         url = params.get("image", [None])[-1]
@@ -320,8 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return self._error(413, f"Request body over {MAX_BODY_BYTES // 2**20} MB")
         body = self.rfile.read(length) if length else b""
-        fault = self.api._take_fault()
-        if fault is not None:
+        if (fault := self.api._take_fault()) is not None:
             return self._fault(fault)
         parts = urlsplit(self.path)
         try:
@@ -334,8 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, ctype, payload, extra)
 
     def _fault(self, fault: Fault) -> None:
-        if fault.hang_s:
-            time.sleep(fault.hang_s)
+        time.sleep(fault.hang_s)
         with self.api._lock:
             self.api.fault_counts[fault.label] = self.api.fault_counts.get(fault.label, 0) + 1
         extra = dict(fault.headers)
@@ -343,15 +332,16 @@ class _Handler(BaseHTTPRequestHandler):
             extra["Retry-After"] = fault.retry_after
         if fault.raw_body is not None:
             guessed = "text/html" if fault.raw_body.lstrip().startswith(b"<") else "application/json"
-            ctype = extra.pop("Content-Type", guessed)  # a test may send a wrong one on purpose
-            return self._send(fault.status, ctype, fault.raw_body, extra)
+            # A test may send a wrong Content-Type on purpose.
+            return self._send(fault.status, extra.pop("Content-Type", guessed), fault.raw_body, extra)
         self._error(fault.status, fault.message, extra)
 
     def _error(self, status: int, message: str, extra: dict | None = None) -> None:
         self._send(status, "application/json", json.dumps({"message": message}).encode(), extra or {})
 
     def _send(self, status: int, ctype: str, payload: bytes, extra: dict) -> None:
-        self.api.count(status)
+        with self.api._lock:
+            self.api.counts[status] = self.api.counts.get(status, 0) + 1
         try:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
