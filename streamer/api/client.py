@@ -113,8 +113,7 @@ def _server_message(response, body: bytes) -> str:
         message = None
     if not isinstance(message, str) or not message:
         message = f"HTTP {response.status_code} {response.reason_phrase}".strip()
-    message = " ".join(message.split())
-    return scrub(message[:200])
+    return scrub(" ".join(message.split())[:200])
 
 
 # "Missing api_key" (a self-hosted server that needs one), "Invalid api_key", "Required Roboflow API
@@ -165,8 +164,7 @@ class DetectionClient:
         self.confidence = confidence
         self.overlap = overlap
         self.timeout_s = timeout_s
-        proxy = proxy_for(self.api_url)
-        if proxy:
+        if proxy := proxy_for(self.api_url):
             log.info("API requests go through the proxy %s (from the environment)", url_for_display(proxy))
         try:
             self._http = httpx.Client(
@@ -327,10 +325,11 @@ class DetectionClient:
                 raise ApiMalformedResponse(
                     f"malformed API response: an HTML page, not JSON (the body starts {snippet!r})"
                 ) from None
-            if isinstance(exc, json.JSONDecodeError):
-                reason = f"{exc.msg.removesuffix(' at')} at character {exc.pos}"
-            else:
-                reason = str(exc).split(";")[0][:100]
+            reason = (
+                f"{exc.msg.removesuffix(' at')} at character {exc.pos}"
+                if isinstance(exc, json.JSONDecodeError)
+                else str(exc).split(";")[0][:100]
+            )
             raise ApiMalformedResponse(
                 f"malformed API response: not JSON ({reason}; the body starts {snippet!r})"
             ) from None

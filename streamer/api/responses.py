@@ -54,10 +54,7 @@ class Parsed:
         self, frame: Frame, sent_size: tuple[int, int], model: str, sent_at: float, received_at: float
     ) -> Result:
         """The Result for the frame that was sent, its boxes rescaled once into the frame's pixels."""
-        sent_w = self.image_width or sent_size[0]
-        sent_h = self.image_height or sent_size[1]
-        sx, sy = frame.width / sent_w, frame.height / sent_h
-        same = sx == 1.0 and sy == 1.0
+        sx, sy = frame.width / (self.image_width or sent_size[0]), frame.height / (self.image_height or sent_size[1])
         return Result(
             source=frame.source,
             frame_id=frame.frame_id,
@@ -65,7 +62,7 @@ class Parsed:
             captured_mono=frame.captured_mono,
             width=frame.width,
             height=frame.height,
-            detections=self.detections if same else tuple(d.scaled(sx, sy) for d in self.detections),
+            detections=self.detections if (sx, sy) == (1.0, 1.0) else tuple(d.scaled(sx, sy) for d in self.detections),
             labels=self.labels,
             multi_label=self.multi_label,
             model=model,
@@ -196,13 +193,15 @@ def parse_response(data: Any) -> Parsed:
     else:
         raise _bad(f"'predictions' is {_json_type(preds)}, not a list")
 
-    width = height = None
-    image = data.get("image")
-    if isinstance(image, dict):
-        w, h = image.get("width"), image.get("height")
-        if _finite(w) and _finite(h) and w > 0 and h > 0:
-            width, height = int(w), int(h)
-    time_s = data.get("time") if _finite(data.get("time")) else None
-    inference_id = data.get("inference_id") if isinstance(data.get("inference_id"), str) else None
-    extra = {k: v for k, v in data.items() if k not in KNOWN_TOP_LEVEL}
-    return Parsed(detections, labels, isinstance(preds, dict), width, height, time_s, inference_id, extra)
+    image = data["image"] if isinstance(data.get("image"), dict) else {}
+    w, h = image.get("width"), image.get("height")
+    size = (int(w), int(h)) if _finite(w) and _finite(h) and w > 0 and h > 0 else (None, None)
+    return Parsed(
+        detections,
+        labels,
+        isinstance(preds, dict),
+        *size,
+        time_s=data.get("time") if _finite(data.get("time")) else None,
+        inference_id=data.get("inference_id") if isinstance(data.get("inference_id"), str) else None,
+        extra={k: v for k, v in data.items() if k not in KNOWN_TOP_LEVEL},
+    )
