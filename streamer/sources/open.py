@@ -148,8 +148,6 @@ class CvSource:
             cap = cv2.VideoCapture(gstspec.pipeline_of(self.uri), cv2.CAP_GSTREAMER)
         elif self.kind == "webcam":
             cap = cv2.VideoCapture(int(self.uri) if self.uri.isdigit() else self.uri)
-            if cap.isOpened():
-                apply_mode(cap, self._mode)  # before the first read
         else:
             cap = cv2.VideoCapture(self.uri)
         if not cap.isOpened():
@@ -167,31 +165,26 @@ class CvSource:
                 else None
             )
             raise SourceError(f"cannot open {self.kind} {self.name}" + (f": {why}" if why else ""))
+        if self.kind == "webcam":
+            apply_mode(cap, self._mode)  # before the first read, and before the frame rate is read back
+            line, refused = report(self.name, self._mode, actual_mode(cap))
+            if line not in self._reported:  # once, and again only if a reopen gives another mode
+                self._reported[:] = [line]
+                (log.warning if refused else log.info)(line)
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps <= 240 else None
         if self.kind == "file":
             self._pacer = Pacer(self.fps or 30.0, self._stop)
-        if self.kind == "webcam":
-            self._report_mode(cap)
         self._cap = cap
 
-    def _report_mode(self, cap) -> None:
-        line, refused = report(self.name, self._mode, actual_mode(cap))
-        if line not in self._reported:  # once, and again only if a reopen gives another mode
-            self._reported[:] = [line]
-            (log.warning if refused else log.info)(line)
-
     def read(self) -> np.ndarray | None:
-        if self._cap is None:
-            return None
+        """The next frame, or None when the read fails or the file ends (only after a successful open)."""
         if self._pacer is not None:
             self._pacer.wait()
         ok, image = self._cap.read()
         if not ok or image is None or image.size == 0:
             return None
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        return image
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
 
     def close(self) -> None:
         cap, self._cap = self._cap, None
