@@ -9,7 +9,6 @@ not a general object detector.  Tests can make it misbehave with ``set_fault``.
 from __future__ import annotations
 
 import base64
-import binascii
 import email.parser
 import json
 import logging
@@ -117,11 +116,7 @@ class ApiServer:
         self._httpd = _HttpServer((host, port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        self.url = "http://{}:{}".format(*self._httpd.server_address[:2])  # the port picked, if 0 was asked
 
     def set_fault(self, fault: Fault | None) -> None:
         with self._lock:
@@ -239,7 +234,7 @@ class ApiServer:
             raise HttpError(400, "Empty request body: send a base64-encoded image")
         try:
             data = base64.b64decode(b"".join(body.split()), validate=True)
-        except (binascii.Error, ValueError):
+        except ValueError:  # binascii.Error is one
             raise HttpError(400, "Request body is not valid base64") from None
         return _decode(data)
 
