@@ -181,12 +181,9 @@ class DetectionClient:
                 f"SSL_CERT_FILE: cannot load {os.environ.get('SSL_CERT_FILE')!r} as CA certificates "
                 f"({scrub(str(exc))}); point it at a PEM file of certificates, or unset it"
             ) from None
+        self.endpoint = f"{self.api_url}/{self.model}"
         self._where = url_for_display(self.endpoint)  # for messages, worked out once
         self._closed = False
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.api_url}/{self.model}"
 
     def infer(self, body: bytes, read_timeout_s: float | None = None) -> Parsed:
         """POST one base64 JPEG body; return the parsed JSON response.  ``read_timeout_s``

@@ -57,9 +57,7 @@ class Pacing:
 
     def wait_s(self, in_flight: int) -> float | None:
         """Seconds until the next send is due (0: now), or None while in flight is at capacity."""
-        if in_flight >= self.capacity():
-            return None
-        return max(0.0, self.next_send_at - self._clock())
+        return None if in_flight >= self.capacity() else max(0.0, self.next_send_at - self._clock())
 
     def sent(self) -> None:
         now = self._clock()
@@ -134,11 +132,8 @@ class MotionGate:
 
     def __init__(self, min_change: float):
         self.min_change = min_change
+        self.enabled = min_change > 0
         self._last: np.ndarray | None = None  # thumbnail of the last frame answered
-
-    @property
-    def enabled(self) -> bool:
-        return self.min_change > 0
 
     @staticmethod
     def thumbnail(image: np.ndarray) -> np.ndarray:
@@ -147,9 +142,11 @@ class MotionGate:
 
     def worth_sending(self, thumb: np.ndarray) -> bool:
         """Whether a thumbnail changed enough against the last frame answered (always, before one)."""
-        if not self.enabled or self._last is None:
-            return True
-        return float(cv2.absdiff(thumb, self._last).mean()) / 255.0 >= self.min_change
+        return (
+            not self.enabled
+            or self._last is None
+            or float(cv2.absdiff(thumb, self._last).mean()) / 255.0 >= self.min_change
+        )
 
     def sent(self, thumb: np.ndarray) -> None:
         """Remember the thumbnail of a frame whose answer arrived: later frames compare with it."""
