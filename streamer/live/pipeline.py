@@ -158,16 +158,12 @@ class Pipeline:
 
     def run(self) -> int:
         """Run until stopped (signal, q/Esc, duration, end of file or a fatal error); exit code."""
-        self.publisher.start()
-        self.capture.start()
-        self.inference.start()
+        for worker in (self.publisher, self.capture, self.inference):
+            worker.start()
         try:
             self._output_loop()
         finally:
             self._shutdown()
-        return self._exit_code()
-
-    def _exit_code(self) -> int:
         errors = [w.error for w in (self.inference, self.capture, self.publisher) if w.error is not None]
         for error in errors:
             if isinstance(error, StreamerError):
@@ -176,7 +172,7 @@ class Pipeline:
 
     def snapshot(self, now: float | None = None, with_cpu: bool = False) -> Snapshot:
         """The run at this moment; any thread may ask."""
-        latest = self.results.latest()
+        latest = self.results.latest
         return self.stats.snapshot(
             frames_dropped=self.queue.dropped,
             last_result_mono=None if latest is None else latest.captured_mono,
@@ -277,7 +273,7 @@ class Pipeline:
         _, frame = self.latest_frame.get()
         if frame is None or raw:
             return frame
-        return replace(frame, image=self._draw(frame, self.results.latest(), time.monotonic()))
+        return replace(frame, image=self._draw(frame, self.results.latest, time.monotonic()))
 
     def event_frame(self, result: Result) -> Frame | None:
         """The newest frame with ``result`` drawn, the camera's name and the frame's time in a
@@ -303,7 +299,7 @@ class Pipeline:
         return image
 
     def _show(self, frame: Frame, now: float) -> None:
-        image = self._draw(frame, self.results.latest(), now)
+        image = self._draw(frame, self.results.latest, now)
         if self.outputs.recorder:
             self.outputs.recorder.write(image, frame.captured_mono)
         if self.outputs.window and not self.outputs.window.show(image):

@@ -45,7 +45,7 @@ class NewestResults:
         self._held: list = []  # heap of (release_at, seq, result)
         self._seq = 0
         self._backlog = backlog
-        self._latest = None
+        self.latest = None  # the last result released (read without the lock: one reference)
         self._last_frame_id = -1
         self.accepted = 0
         self.late = 0
@@ -80,14 +80,10 @@ class NewestResults:
                     self.late += 1
                     continue
                 self._last_frame_id = result.frame_id
-                self._latest = result
+                self.latest = result
                 self.accepted += 1
                 out.append(result)
         return out
-
-    def latest(self):
-        with self._lock:
-            return self._latest
 
 
 class Publisher:
@@ -162,11 +158,13 @@ class Publisher:
                 self._stop_all.set()
 
     def _sleep_s(self) -> float:
-        now = time.monotonic()
-        due = [IDLE_WAIT_S, self._last_heartbeat + self.heartbeat_s - now]
         release = self.results.next_release()
-        if release is not None:
-            due.append(release - now)
+        now = time.monotonic()
+        due = (
+            IDLE_WAIT_S,
+            self._last_heartbeat + self.heartbeat_s - now,
+            float("inf") if release is None else release - now,
+        )
         return max(0.0, min(due))
 
     def _release(self, now: float) -> None:
