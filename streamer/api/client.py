@@ -51,9 +51,7 @@ def proxy_for(url: str) -> str | None:
     parts = urlsplit(url)
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass_environment(parts.netloc, proxies):
-        return None
-    return proxy
+    return proxy if proxy and not urllib.request.proxy_bypass_environment(parts.netloc, proxies) else None
 
 
 def _inflater(content_encoding: str):
@@ -71,8 +69,7 @@ def _inflater(content_encoding: str):
 
 def _snippet(content: bytes) -> str:
     """The start of a body, fit for a one-line message: control characters as '?'."""
-    text = content[:60].decode("utf-8", "replace")
-    return scrub("".join(c if c.isprintable() else "?" for c in text))
+    return scrub("".join(c if c.isprintable() else "?" for c in content[:60].decode("utf-8", "replace")))
 
 
 def _unreachable(exc: httpx.HTTPError) -> str:
@@ -81,11 +78,9 @@ def _unreachable(exc: httpx.HTTPError) -> str:
     HTTP/1.1 and HTTP/2 alike: it is found down the chain of causes."""
     cause: BaseException | None = exc
     for _ in range(8):  # a few links: httpx's error, httpcore's, the ssl module's
-        if cause is None or isinstance(cause, ssl.SSLCertVerificationError):
-            break
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return _certificate_problem(cause)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return _certificate_problem(cause)
+        cause = cause and (cause.__cause__ or cause.__context__)  # None once the chain ends
     return scrub(str(exc)) or exc.__class__.__name__
 
 
