@@ -60,9 +60,8 @@ class NewestResults:
             self._seq += 1
             heapq.heappush(self._held, (release_at, self._seq, result))
             if len(self._held) > self._backlog:  # nobody is draining: keep the newest
-                kept = heapq.nlargest(self._backlog, self._held, key=lambda item: item[2].frame_id)
-                self.late += len(self._held) - len(kept)
-                self._held = kept
+                self.late += len(self._held) - self._backlog
+                self._held = heapq.nlargest(self._backlog, self._held, key=lambda item: item[2].frame_id)
                 heapq.heapify(self._held)
         return True
 
@@ -130,8 +129,6 @@ class Publisher:
         with self._wake:
             self._stopping = True
             self._wake.notify()
-        if self._thread.ident is None:  # never started (a failure at start-up): nothing was offered
-            return True
         self._thread.join(max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()
 
