@@ -149,6 +149,6 @@ class MotionGate:
         )
 
     def sent(self, thumb: np.ndarray) -> None:
-        """Remember the thumbnail of a frame whose answer arrived: later frames compare with it."""
-        if self.enabled:
-            self._last = thumb
+        """Remember the thumbnail of a frame whose answer arrived: later frames compare with it
+        (a gate that is off never looks at it)."""
+        self._last = thumb

@@ -200,10 +200,9 @@ class Pipeline:
                 self.stop.wait(self._idle_timeout(started))
             now = time.monotonic()
             frame_version, frame = self.latest_frame.get()
-            if frame is not None and frame_version != shown_frame:
+            if self.draws and frame is not None and frame_version != shown_frame:
                 shown_frame = frame_version
-                if self.draws:
-                    self._show(frame, now)
+                self._show(frame, now)
             if (
                 (window and not window.poll())  # q, Esc, or the window closed
                 or (self.duration_s is not None and now - started >= self.duration_s)
