@@ -77,10 +77,9 @@ class CaptureWorker:
         self._threads = [t for t in self._threads if t.is_alive()]
         return not self._threads
 
-    def check_stall(self, now: float | None = None) -> bool:
-        """Called by the supervisor: abandon a read or open blocked for too long and
-        start reading from a fresh source.  Returns whether it did."""
-        now = time.monotonic() if now is None else now
+    def check_stall(self, now: float) -> bool:
+        """Called by the supervisor (``now``: its monotonic time): abandon a read or open blocked
+        for too long and start reading from a fresh source.  Returns whether it did."""
         with self._state:  # decide and swap under the lock; log and start the thread after it
             busy = self._busy
             if busy is None or self.stop.is_set() or not self._thread.is_alive():

@@ -183,8 +183,7 @@ def authorization(challenge: str, login: tuple[str, str], method: str, url: str)
     """The Authorization header that answers a WWW-Authenticate challenge, computed as FFmpeg
     does (RFC 2617; the digest's uri is the whole request URL)."""
     user, password = login
-    scheme = challenge.split(None, 1)[0].lower()
-    if scheme == "basic":
+    if challenge.split(None, 1)[0].lower() == "basic":
         return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     params = {m[1].lower(): m[2] if m[2] is not None else m[3] for m in _PARAM.finditer(challenge)}
     realm, nonce = params.get("realm", ""), params.get("nonce", "")

@@ -52,8 +52,7 @@ class SyntheticScene:
         # Grey only (zero saturation), so nothing in it looks like a shape to the detector.
         ramp = np.linspace(20, 50, self.width, dtype=np.float32)[None, :]
         rows = np.linspace(0, 15, self.height, dtype=np.float32)[:, None]
-        grey = (ramp + rows).astype(np.uint8)
-        image = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+        image = cv2.cvtColor((ramp + rows).astype(np.uint8), cv2.COLOR_GRAY2BGR)
         step = max(16, self.width // 16)
         image[:, ::step] = image[::step] = 70  # the grid's lines, one pixel wide
         return image
