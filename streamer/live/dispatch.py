@@ -52,18 +52,15 @@ class InferenceSettings:
     budget_period: str = "hour"
 
 
-class _Deferred:
-    """A logger stand-in for code that runs under the worker's lock: lines are kept, and
-    written once the lock is released, so a slow or blocked stderr never holds it."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[int, tuple]] = []
+class _Deferred(list[tuple[int, tuple]]):
+    """A logger stand-in for code that runs under the worker's lock: (level, args) lines are
+    kept, and written once the lock is released, so a slow or blocked stderr never holds it."""
 
     def warning(self, *args: object) -> None:
-        self.lines.append((logging.WARNING, args))
+        self.append((logging.WARNING, args))
 
     def info(self, *args: object) -> None:
-        self.lines.append((logging.INFO, args))
+        self.append((logging.INFO, args))
 
 
 @dataclass
@@ -130,9 +127,9 @@ class InferenceWorker:
         self._seq = 0
         self._last_result: Result | None = None
         self._jobs: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        slots = settings.max_in_flight + self.max_hung
         self._threads = [named_thread("dispatch", self._guard, self._dispatch)] + [
-            named_thread(f"request-{i + 1}", self._guard, self._serve) for i in range(slots)
+            named_thread(f"request-{i + 1}", self._guard, self._serve)
+            for i in range(settings.max_in_flight + self.max_hung)  # hung requests hold a thread too
         ]
 
     @contextmanager
@@ -140,7 +137,8 @@ class InferenceWorker:
         """Hold the lock; the lines logged meanwhile are written after it is released."""
         with self._lock:
             yield
-            lines, self._log.lines = self._log.lines, []
+            lines = self._log.copy()
+            self._log.clear()
         for level, args in lines:
             log.log(level, *args)
 
@@ -226,15 +224,11 @@ class InferenceWorker:
     def _send(self, frame: Frame) -> None:
         """Hand the frame to a request thread, unless the budget or the motion gate skip it."""
         if self.budget.exhausted():  # the call this slot would have made is skipped
-            with self._lock:
-                self.finished_frames += 1
-                self.pacing.sent()
-                self.stats.skipped_budget += 1
-                self.stats.last_skip_mono = time.monotonic()
+            self._skip(frame, reuse=False)
             return
         thumb = self.gate.thumbnail(frame.image) if self.gate.enabled else None
         if thumb is not None and not self.gate.worth_sending(thumb):
-            self._reuse(frame)
+            self._skip(frame, reuse=True)
             return
         with self._locked():
             # While the dispatcher waited for the frame, an answer may have paused the sending
@@ -252,17 +246,21 @@ class InferenceWorker:
         self.budget.spend()
         self._jobs.put(request)
 
-    def _reuse(self, frame: Frame) -> None:
-        """The frame hardly differs from the last one answered: republish that one's result.
+    def _skip(self, frame: Frame, reuse: bool) -> None:
+        """The slot passes without a call: the budget is spent, or (``reuse``) the frame hardly
+        differs from the last one answered, whose result is then republished.
 
         Not while a request is out: its answer (for an older frame) would then be dropped as
         late.  The gate's reference is the frame of ``_last_result``, set only when an answer
         arrives, so the boxes republished always belong to the scene."""
         with self._lock:
             self.pacing.sent()
-            self.stats.skipped_no_change += 1
+            if reuse:
+                self.stats.skipped_no_change += 1
+            else:
+                self.stats.skipped_budget += 1
             self.stats.last_skip_mono = time.monotonic()
-            last = self._last_result if not self._outstanding else None
+            last = self._last_result if reuse and not self._outstanding else None
         try:
             if last is not None:
                 self.publisher.offer(last.for_frame(frame, reused=True))
