@@ -22,7 +22,7 @@ import httpx
 
 from streamer import __version__
 from streamer.api.responses import Parsed, parse_response
-from streamer.errors import ApiBadRequest, ApiError, ApiFatalError, ApiMalformedResponse, ApiTransientError, ConfigError
+from streamer.errors import ApiBadRequest, ApiFatalError, ApiMalformedResponse, ApiTransientError, ConfigError
 from streamer.redact import register_secret, scrub, url_for_display
 from streamer.retry import parse_retry_after
 
@@ -338,6 +338,3 @@ class DetectionClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-__all__ = ["DetectionClient", "ApiError", "BODY_CONTENT_TYPE"]
