@@ -15,8 +15,7 @@ def detect(image: np.ndarray, min_area_fraction: float = 0.002) -> list[dict]:
     """Find the scene's shapes by colour; predictions in the API's format, in image pixels."""
     # Extent from luminance, thresholded half-way between the ground (<= 70) and the
     # shapes (>= 130) so blurred edges split evenly; class from the component's hue.
-    luma = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    mask = (luma > 100).astype(np.uint8)
+    mask = (cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) > 100).astype(np.uint8)
     hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     min_area = min_area_fraction * image.shape[0] * image.shape[1]
@@ -31,14 +30,13 @@ def detect(image: np.ndarray, min_area_fraction: float = 0.002) -> list[dict]:
         shape = _nearest_hue(int(np.median(pixels[:, 0])))
         if shape is None:
             continue
-        fill = area / float(w * h)
         predictions.append(
             {
                 "x": x + w / 2,
                 "y": y + h / 2,
                 "width": float(w),
                 "height": float(h),
-                "confidence": round(min(0.99, 0.55 + 0.45 * fill), 3),
+                "confidence": round(min(0.99, 0.55 + 0.45 * area / (w * h)), 3),  # by how much of its box it fills
                 "class": shape.name,
                 "class_id": CLASS_IDS[shape.name],
             }
