@@ -64,9 +64,8 @@ def describe(mode: CameraMode) -> str:
 
 
 def _same(key: str, want: object, got: object) -> bool:
-    if key == "fps":  # drivers report 29.97 or 30.00003 for 30: within 1 % is the same
-        return abs(float(want) - float(got)) <= 0.01 * float(want) + 1e-9
-    return want == got
+    # Drivers report 29.97 or 30.00003 for 30 fps: within 1 % is the same.
+    return abs(float(want) - float(got)) <= 0.01 * float(want) + 1e-9 if key == "fps" else want == got
 
 
 def report(name: str, asked: CameraMode, got: CameraMode) -> tuple[str, bool]:

@@ -86,12 +86,8 @@ def parse_problem(pipeline: str) -> str | None:
 def element_names(pipeline: str) -> list[str]:
     """The factory names of a pipeline's elements, as far as text tells: the first word of each
     ``!``-separated part that is not caps (``video/x-raw,...``) or a pad reference (``t.``)."""
-    names = []
-    for part in pipeline.split("!"):
-        words = part.split()
-        if words and _ELEMENT.fullmatch(words[0]) and words[0] not in names:
-            names.append(words[0])
-    return names
+    parts = [part.split() for part in pipeline.split("!")]
+    return list(dict.fromkeys(words[0] for words in parts if words and _ELEMENT.fullmatch(words[0])))  # once each
 
 
 def missing_element(pipeline: str) -> str | None:

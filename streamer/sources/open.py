@@ -197,8 +197,7 @@ def make_source(config: Config, stop: threading.Event | None = None):
     uri = config.source.uri
     kind = source_kind(uri)
     if kind == "synthetic":
-        syn = config.synthetic
-        return SyntheticSource(syn.width, syn.height, syn.fps, stop)
+        return SyntheticSource(config.synthetic.width, config.synthetic.height, config.synthetic.fps, stop)
     if kind == "file" and not Path(uri).is_file():
         raise UsageError(
             f"source.uri: video file {url_for_display(uri)!r} not found; pass a file, a webcam index (0), "
