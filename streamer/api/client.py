@@ -291,8 +291,9 @@ class DetectionClient:
             target = self._redirect_base(response.headers.get("Location", ""))
             raise ApiFatalError(f"{where} redirects ({status}) elsewhere: set --api-url (api.url) to {target}", status)
         if status == 429 or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise ApiTransientError(f"{where} answered {status}: {message}", status, retry_after)
+            raise ApiTransientError(
+                f"{where} answered {status}: {message}", status, parse_retry_after(response.headers.get("Retry-After"))
+            )
         raise ApiBadRequest(f"{where} refused the request ({status}: {message})", status)
 
     def _redirect_base(self, location: str) -> str:

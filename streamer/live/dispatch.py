@@ -364,20 +364,19 @@ class InferenceWorker:
             self.stats.last_api_answer_mono = now
             if exc.retry_after_s:  # and said when to come back: quiet until then is not a fault
                 self.stats.api_quiet_until = now + delay
-        if self.breaker.is_open:
-            self.stats.api_state, self.stats.api_down_since = "down", self.breaker.opened_at
-            if not was_open:
-                self._log.warning(
-                    "API %s: %d requests in a row failed; sending one probe every %.1f-%.0f s "
-                    "(doubling) until it answers, or every %.0f s while no connection can be made",
-                    self.client.endpoint,
-                    self.breaker.failures_in_row,
-                    self.backoff.initial_s,
-                    self.backoff.max_s,
-                    UNSENT_PROBE_S,
-                )
-        else:
-            self.stats.api_state = "failing"
+        # While the breaker is closed its opened_at is None, as api_down_since already is.
+        self.stats.api_state = "down" if self.breaker.is_open else "failing"
+        self.stats.api_down_since = self.breaker.opened_at
+        if self.breaker.is_open and not was_open:
+            self._log.warning(
+                "API %s: %d requests in a row failed; sending one probe every %.1f-%.0f s "
+                "(doubling) until it answers, or every %.0f s while no connection can be made",
+                self.client.endpoint,
+                self.breaker.failures_in_row,
+                self.backoff.initial_s,
+                self.backoff.max_s,
+                UNSENT_PROBE_S,
+            )
         if delay > self.backoff.max_s:
             self._log.warning("API asks to wait %.0f s before the next request (Retry-After)", delay)
 
