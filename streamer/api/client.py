@@ -213,22 +213,28 @@ class DetectionClient:
             "format": None if fmt == "json" else fmt,
         }
         params = {name: value for name, value in query.items() if value is not None}
-        headers = BODY_HEADERS if body is not None else {}
         where = self._where
         if self._closed:
             raise ApiTransientError(f"cannot reach {where}: the client is closed")
         try:
             with self._http.stream(
-                "POST", self.endpoint, params=params, content=body, headers=headers, timeout=timeout
+                "POST",
+                self.endpoint,
+                params=params,
+                content=body,
+                headers=BODY_HEADERS if body is not None else {},
+                timeout=timeout,
             ) as response:
                 content = self._read_capped(response)
         except httpx.TimeoutException as exc:
             phase = TIMEOUT_PHASES.get(type(exc), "timeout")
             raise ApiTransientError(f"{where} did not answer within its timeout ({phase})", kind="timeout") from None
-        except httpx.ConnectError as exc:  # refused, reset or no route while connecting; TLS handshakes
-            raise ApiTransientError(f"cannot reach {where}: {_unreachable(exc)}", unsent=True) from None
-        except httpx.HTTPError as exc:  # reset after sending, proxy and protocol errors
-            raise ApiTransientError(f"cannot reach {where}: {_unreachable(exc)}") from None
+        except httpx.HTTPError as exc:
+            # A ConnectError (refused, reset or no route while connecting; TLS handshakes) sent
+            # nothing; others: reset after sending, proxy and protocol errors.
+            raise ApiTransientError(
+                f"cannot reach {where}: {_unreachable(exc)}", unsent=isinstance(exc, httpx.ConnectError)
+            ) from None
         except RuntimeError:  # httpx's word for a client closed by another thread meanwhile
             if not self._closed:
                 raise
