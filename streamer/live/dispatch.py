@@ -323,23 +323,22 @@ class InferenceWorker:
                 self.publisher.results.late += 1
                 return
             usual_s = self.pacing.latency_s  # before this answer joins the estimate
-            if self._succeeded(result, latency_s) and request.thumb is not None:
-                self.gate.sent(request.thumb)  # the gate compares later frames with this answered one
+            self._succeeded(result, latency_s, request.thumb)
         # An early answer waits until the usual latency has passed (holding it by at most
         # half its own latency), so that results go out at the even pace they were sent at.
         spread = self.settings.max_in_flight > 1 and usual_s is not None
         self.publisher.offer(result, request.sent_mono + min(usual_s, 1.5 * latency_s) if spread else 0.0)
         self.stats.inference_rate.tick()
 
-    def _succeeded(self, result: Result, latency_s: float) -> bool:
-        """Bookkeeping after an answer (the lock is held); whether it is the newest answer."""
+    def _succeeded(self, result: Result, latency_s: float, thumb: object) -> None:
+        """Bookkeeping after an answer (the lock is held)."""
         self.stats.last_api_answer_mono = time.monotonic()
         self.stats.results += 1
         self.stats.request_latency.add(latency_s)
         self.pacing.record_latency(latency_s)
-        newest = self._last_result is None or result.frame_id > self._last_result.frame_id
-        if newest:
+        if self._last_result is None or result.frame_id > self._last_result.frame_id:  # the newest answer
             self._last_result = result
+            self.gate.sent(thumb)  # the gate compares later frames with this answered one
         self._refused_in_row = 0
         self._refusal_backoff.reset()
         self._skips.recovered()
@@ -348,7 +347,6 @@ class InferenceWorker:
             self._log.info("API %s answers again after %.1f s down", self.client.endpoint, down_for)
         self.stats.api_state, self.stats.api_down_since = "ok", None
         self._faults.recovered()
-        return newest
 
     def _transient(self, exc: ApiTransientError, probe: bool = True) -> None:
         """429, 5xx, a timeout, no connection or a hung request: count it and pause sending for
