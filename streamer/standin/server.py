@@ -113,7 +113,8 @@ class ApiServer:
         self._connections: set = set()  # open client sockets, closed by stop() like a dying server
         self._fault: Fault | None = None
         self._lock = threading.Lock()
-        self._httpd = _HttpServer((host, port), _handler(self))
+        # Its own handler class, whose ``api`` is this server.
+        self._httpd = _HttpServer((host, port), type("Handler", (_Handler,), {"api": self}))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
         self.url = "http://{}:{}".format(*self._httpd.server_address[:2])  # the port picked, if 0 was asked
@@ -255,7 +256,7 @@ def _decode(data: bytes) -> np.ndarray:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """One connection to the stand-in; ``api`` is set on a subclass per self.api."""
+    """One connection to the stand-in; ``api`` is set on a subclass per ApiServer."""
 
     api: ApiServer
 
@@ -347,7 +348,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-
-
-def _handler(server: ApiServer) -> type[_Handler]:
-    return type("Handler", (_Handler,), {"api": server})
