@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 # The API reads the raw body as base64 whatever this says, but 400s without one.
 BODY_CONTENT_TYPE = "application/x-www-form-urlencoded"
-BODY_HEADERS = {"Content-Type": BODY_CONTENT_TYPE}
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 READ_CHUNK_BYTES = 64 * 1024
 INFLATE_STEP_BYTES = 1024 * 1024  # zlib builds its output twice over: keep each step small
@@ -222,7 +221,7 @@ class DetectionClient:
                 self.endpoint,
                 params=params,
                 content=body,
-                headers=BODY_HEADERS if body is not None else {},
+                headers={"Content-Type": BODY_CONTENT_TYPE} if body is not None else {},
                 timeout=timeout,
             ) as response:
                 content = self._read_capped(response)
