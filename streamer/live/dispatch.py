@@ -63,11 +63,10 @@ class _Deferred(list[tuple[int, tuple]]):
         self.append((logging.INFO, args))
 
 
-@dataclass
+@dataclass(eq=False)  # each one is itself: hashed and compared by identity
 class _Request:
     """One request handed from the dispatcher to a request thread."""
 
-    seq: int
     frame: Frame
     thumb: object  # the motion gate's thumbnail, or None
     probe: bool  # sent while the breaker was open
@@ -122,9 +121,8 @@ class InferenceWorker:
         # a 400 that every frame gets (e.g. a missing key) must not hammer the API.
         self.refusals_before_backoff = 3
         self._lock = threading.Condition()  # guards what follows; request threads notify the dispatcher
-        self._outstanding: dict[int, _Request] = {}
+        self._outstanding: set[_Request] = set()
         self._waiting_for_slot = False  # the dispatcher waits for a request to end
-        self._seq = 0
         self._last_result: Result | None = None
         self._jobs: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._threads = [named_thread("dispatch", self._guard, self._dispatch)] + [
@@ -198,21 +196,21 @@ class InferenceWorker:
         self._mark_hung(now)
         if self.pause_until > now:
             return self.pause_until - now
-        hung = sum(r.hung for r in self._outstanding.values())
+        hung = sum(r.hung for r in self._outstanding)
         counted = len(self._outstanding) - hung
         if hung >= self.max_hung or (self.breaker.is_open and counted):
             return None  # one probe at a time while the API is down
         return self.pacing.wait_s(counted)
 
     def _next_hang_check_s(self) -> float:
-        waiting = [r.sent_mono for r in self._outstanding.values() if not r.hung]
+        waiting = [r.sent_mono for r in self._outstanding if not r.hung]
         return max(0.01, min(waiting) + self.pacing.hang_after_s() - time.monotonic()) if waiting else IDLE_WAIT_S
 
     def _mark_hung(self, now: float) -> None:
         """Requests out longer than hang_after_s stop taking a slot, and count as failures
         (without moving the backoff on: the next probe goes out as soon as one hangs)."""
         limit = self.pacing.hang_after_s()
-        for request in self._outstanding.values():
+        for request in self._outstanding:
             if not request.hung and now - request.sent_mono > limit:
                 request.hung = True
                 self.stats.hung_requests += 1
@@ -236,12 +234,11 @@ class InferenceWorker:
             if self.stop.is_set() or self._wait_s() != 0:
                 self.queue.put_back(frame)
                 return
-            self._seq += 1
             # While requests fail, the next one waits no longer than a hung one is waited for:
             # probes of an API that hangs then end by themselves, and never pile up.
             timeout_s = self.pacing.hang_after_s() if self.breaker.failures_in_row else None
-            request = _Request(self._seq, frame, thumb, self.breaker.is_open, timeout_s, time.monotonic())
-            self._outstanding[request.seq] = request
+            request = _Request(frame, thumb, self.breaker.is_open, timeout_s, time.monotonic())
+            self._outstanding.add(request)
             self.pacing.sent()
         self.budget.spend()
         self._jobs.put(request)
@@ -282,7 +279,7 @@ class InferenceWorker:
                 self._infer(request)
             finally:
                 with self._lock:
-                    del self._outstanding[request.seq]
+                    self._outstanding.remove(request)
                     self.finished_frames += 1
                     if self._waiting_for_slot:  # otherwise it wakes at its own time: no wake-up to spare
                         self._lock.notify()
