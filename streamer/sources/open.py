@@ -146,10 +146,8 @@ class CvSource:
         elif self.kind == "gst":
             # No open or read timeout in this backend: a blocked call is the stall watchdog's.
             cap = cv2.VideoCapture(gstspec.pipeline_of(self.uri), cv2.CAP_GSTREAMER)
-        elif self.kind == "webcam":
+        else:  # a webcam by index or device, or a file (never all digits: that names a webcam)
             cap = cv2.VideoCapture(int(self.uri) if self.uri.isdigit() else self.uri)
-        else:
-            cap = cv2.VideoCapture(self.uri)
         if not cap.isOpened():
             cap.release()
             if self.kind == "gst":
