@@ -171,11 +171,10 @@ class ApiServer:
         auth = headers.get("Authorization", "")
         if not key and auth.startswith("Bearer "):
             key = auth[7:]
-        if self.api_key is not None:
-            if not key:
-                raise HttpError(400, "Missing api_key")
-            if key != self.api_key:
-                raise HttpError(401, "Unauthorized api_key")
+        if self.api_key is not None and not key:
+            raise HttpError(400, "Missing api_key")
+        if self.api_key is not None and key != self.api_key:
+            raise HttpError(401, "Unauthorized api_key")
         if self.models is not None and model not in self.models:
             raise HttpError(404, f"Model {model} not found")
         confidence = threshold(params, "confidence", 0.4)
@@ -340,9 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.api.counts[status] = self.api.counts.get(status, 0) + 1
         try:
             self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in extra.items():
+            for name, value in (("Content-Type", ctype), ("Content-Length", str(len(payload))), *extra.items()):
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
