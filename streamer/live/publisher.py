@@ -134,19 +134,17 @@ class Publisher:
 
     def _run(self) -> None:
         try:
-            while True:
+            stopping = False
+            while not stopping:
                 with self._wake:
                     if not self._stopping:
                         self._wake.wait(self._sleep_s())
                     stopping = self._stopping
                 now = time.monotonic()
-                self._release(float("inf") if stopping else now)
-                if stopping:
-                    self._heartbeat("stopped")
-                    return
-                if now - self._last_heartbeat >= self.heartbeat_s:
+                self._release(float("inf") if stopping else now)  # a stop releases even what is held
+                if stopping or now - self._last_heartbeat >= self.heartbeat_s:
                     self._last_heartbeat = now
-                    self._heartbeat("running")
+                    self._heartbeat("stopped" if stopping else "running")
         except BaseException as exc:  # a full disk, a bug: recorded, and it ends the run
             if not isinstance(exc, StreamerError):  # ours: one line at exit
                 log.error("publishing stopped by an unexpected error", exc_info=exc)
