@@ -221,12 +221,10 @@ class InferenceWorker:
 
     def _send(self, frame: Frame) -> None:
         """Hand the frame to a request thread, unless the budget or the motion gate skip it."""
-        if self.budget.exhausted():  # the call this slot would have made is skipped
-            self._skip(frame, reuse=False)
-            return
-        thumb = self.gate.thumbnail(frame.image) if self.gate.enabled else None
-        if thumb is not None and not self.gate.worth_sending(thumb):
-            self._skip(frame, reuse=True)
+        exhausted = self.budget.exhausted()  # then the call this slot would have made is skipped
+        thumb = self.gate.thumbnail(frame.image) if self.gate.enabled and not exhausted else None
+        if exhausted or (thumb is not None and not self.gate.worth_sending(thumb)):
+            self._skip(frame, reuse=not exhausted)
             return
         with self._locked():
             # While the dispatcher waited for the frame, an answer may have paused the sending
