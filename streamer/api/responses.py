@@ -134,11 +134,9 @@ def _bad(reason: str) -> ApiMalformedResponse:
 
 def _check_points(pred: dict, key: str, index: int) -> None:
     points = pred.get(key)
-    if points is None:
-        return
-    if not isinstance(points, list):
+    if points is not None and not isinstance(points, list):
         raise _bad(f"predictions[{index}].{key} is not a list")
-    for point in points:
+    for point in points or ():
         if not isinstance(point, dict) or not (_finite(point.get("x")) and _finite(point.get("y"))):
             raise _bad(f"predictions[{index}].{key} holds a point without numeric x and y")
         if max(abs(point["x"]), abs(point["y"])) > MAX_COORDINATE_PX:
