@@ -161,7 +161,7 @@ class CaptureWorker:
 
     def _loop(self, generation: int, source) -> None:
         opened, first = False, generation == 0
-        while self._current(generation):
+        while self._current(generation) and not self.finished.is_set():  # until a file ends (loop off)
             if not opened:
                 opened = self._open(generation, source, first)
                 first = False
@@ -171,8 +171,6 @@ class CaptureWorker:
                 return  # abandoned by the stall watchdog while blocked, or stopping
             if image is None:
                 opened = self._after_failed_read(generation, source)
-                if self.finished.is_set():
-                    return
                 continue
             self._publish(source, image)
 
