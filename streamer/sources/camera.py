@@ -34,13 +34,12 @@ def apply_mode(cap, mode: CameraMode) -> None:
     The pixel format goes first: with V4L2 it decides which sizes and rates exist (a USB camera
     offers 1080p at 30 fps only in MJPG), so a size asked before it may be refused."""
     fourcc = None if mode.fourcc is None else cv2.VideoWriter_fourcc(*mode.fourcc)
-    asked = (
+    for prop, value in (
         (cv2.CAP_PROP_FOURCC, fourcc),
         (cv2.CAP_PROP_FRAME_WIDTH, mode.width),
         (cv2.CAP_PROP_FRAME_HEIGHT, mode.height),
         (cv2.CAP_PROP_FPS, mode.fps),
-    )
-    for prop, value in asked:
+    ):
         if value is not None:
             cap.set(prop, value)
 

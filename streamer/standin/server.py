@@ -215,10 +215,9 @@ class ApiServer:
         url = params.get("image", [None])[-1]
         if url:
             try:
-                data = httpx.get(url, timeout=10.0, follow_redirects=True).raise_for_status().content
+                return _decode(httpx.get(url, timeout=10.0, follow_redirects=True).raise_for_status().content)
             except httpx.HTTPError as exc:
                 raise HttpError(400, f"Could not load image from URL: {exc.__class__.__name__}") from None
-            return _decode(data)
         content_type = headers.get("Content-Type")
         if not content_type:
             raise HttpError(400, "Missing Content-Type header")
