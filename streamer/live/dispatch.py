@@ -155,13 +155,12 @@ class InferenceWorker:
 
     def join(self, timeout: float) -> bool:
         """Wake every thread (they see the stop flag at once) and wait for them, up to timeout."""
-        deadline = time.monotonic() + timeout
         with self._lock:
             self._lock.notify_all()
         self.queue.wake()
         for _ in self._threads:
             self._jobs.put(None)
-        return not join_all(self._threads, deadline)
+        return not join_all(self._threads, time.monotonic() + timeout)
 
     def _guard(self, loop: Callable[[], None]) -> None:
         """Run a thread's loop; an error it does not handle (a refused key, a full disk, a bug)
