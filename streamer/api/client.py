@@ -66,11 +66,6 @@ def _inflater(content_encoding: str):
     )
 
 
-def _snippet(content: bytes) -> str:
-    """The start of a body, fit for a one-line message: control characters as '?'."""
-    return scrub("".join(c if c.isprintable() else "?" for c in content[:60].decode("utf-8", "replace")))
-
-
 def _unreachable(exc: httpx.HTTPError) -> str:
     """Why the API could not be reached: a refused TLS certificate said plainly, else httpx's
     reason.  httpx wraps the ssl module's error (in ConnectError) with ``raise ... from``, on
@@ -318,7 +313,8 @@ class DetectionClient:
         except RecursionError:  # a few hundred thousand "[" are enough
             raise ApiMalformedResponse("malformed API response: JSON nested too deeply to read") from None
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of 4300+ digits
-            snippet = _snippet(content)
+            # The start of the body, fit for a one-line message: control characters as '?'.
+            snippet = scrub("".join(c if c.isprintable() else "?" for c in content[:60].decode("utf-8", "replace")))
             if content.lstrip()[:1] == b"<":  # a proxy's or captive portal's page, mostly
                 raise ApiMalformedResponse(
                     f"malformed API response: an HTML page, not JSON (the body starts {snippet!r})"
