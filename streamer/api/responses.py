@@ -43,11 +43,10 @@ class Parsed:
         """Only the named classes (the hosted server ignores its own ``classes`` parameter)."""
         if not classes:
             return self
-        wanted = set(classes)
         return replace(
             self,
-            detections=tuple(d for d in self.detections if d.class_name in wanted),
-            labels=tuple(label for label in self.labels if label.class_name in wanted),
+            detections=tuple(d for d in self.detections if d.class_name in classes),
+            labels=tuple(label for label in self.labels if label.class_name in classes),
         )
 
     def result_for(
@@ -91,8 +90,7 @@ def _keypoint(point: dict) -> Keypoint:
 
 
 def _detection(pred: dict) -> Detection:
-    points, keypoints = pred.get("points"), pred.get("keypoints")
-    detection_id = pred.get("detection_id")
+    points, keypoints, detection_id = pred.get("points"), pred.get("keypoints"), pred.get("detection_id")
     return Detection(
         x=float(pred["x"]),
         y=float(pred["y"]),
@@ -109,8 +107,12 @@ def _detection(pred: dict) -> Detection:
 
 
 def _label(name: str, value: dict) -> Label:
-    rest = {k: v for k, v in value.items() if k not in ("class", "confidence", "class_id")}
-    return Label(name, float(value["confidence"]), _int(value.get("class_id")), frozen_mapping(rest))
+    return Label(
+        name,
+        float(value["confidence"]),
+        _int(value.get("class_id")),
+        frozen_mapping({k: v for k, v in value.items() if k not in ("class", "confidence", "class_id")}),
+    )
 
 
 def _finite(value: Any) -> bool:
