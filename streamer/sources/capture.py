@@ -81,10 +81,9 @@ class CaptureWorker:
         """Called by the supervisor (``now``: its monotonic time): abandon a read or open blocked
         for too long and start reading from a fresh source.  Returns whether it did."""
         with self._state:  # decide and swap under the lock; log and start the thread after it
-            busy = self._busy
-            if busy is None or self.stop.is_set() or not self._thread.is_alive():
+            if self._busy is None or self.stop.is_set() or not self._thread.is_alive():
                 return False
-            what, since, _ = busy
+            what, since, _ = self._busy
             if now - since < (self.open_limit_s if what == "open" else self.stall_timeout_s):
                 return False
             self.stats.source_stalls += 1
