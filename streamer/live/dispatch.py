@@ -26,7 +26,7 @@ from streamer.api.client import DetectionClient
 from streamer.errors import ApiBadRequest, ApiMalformedResponse, ApiTransientError, StreamerError
 from streamer.imaging import prepare_upload
 from streamer.live.pacing import CallBudget, MotionGate, Pacing
-from streamer.live.publisher import Publisher
+from streamer.live.publisher import IDLE_WAIT_S, Publisher
 from streamer.queues import DropOldestQueue
 from streamer.retry import Backoff, FaultLog
 from streamer.stats import Stats
@@ -35,7 +35,6 @@ from streamer.types import Frame, Result
 
 log = logging.getLogger(__name__)
 
-IDLE_WAIT_S = 1.0  # the longest any thread here sleeps before it looks at the stop flag again
 HUNG_PER_SLOT = 2  # hung requests allowed per request slot (max_in_flight)
 REFUSAL_BACKOFF_MAX_S = 2.0  # refused frames (400, HTML) in a row: the slowest resend pace
 
@@ -197,9 +196,8 @@ class InferenceWorker:
             return self.pause_until - now
         hung = sum(r.hung for r in self._outstanding)
         counted = len(self._outstanding) - hung
-        if hung >= self.max_hung or (self.breaker.is_open and counted):
-            return None  # one probe at a time while the API is down
-        return self.pacing.wait_s(counted)
+        # None too while the API is down and a probe is out: one probe at a time.
+        return None if hung >= self.max_hung or (self.breaker.is_open and counted) else self.pacing.wait_s(counted)
 
     def _next_hang_check_s(self) -> float:
         waiting = [r.sent_mono for r in self._outstanding if not r.hung]

@@ -24,7 +24,7 @@ from streamer.types import Delivery, Output, Result
 
 log = logging.getLogger(__name__)
 
-IDLE_WAIT_S = 1.0  # the longest the publisher sleeps before it looks at the stop flag again
+IDLE_WAIT_S = 1.0  # the longest a thread of the live path sleeps before it looks at the stop flag again
 SLOW_OUTPUT_S = 0.25  # an output whose deliver takes longer is named, once: it breaks the contract
 
 
