@@ -123,11 +123,6 @@ FATAL_STATUSES = {
 }
 
 
-def names_a_key_problem(message: str) -> bool:
-    """Whether an error message says the API key is missing or refused (not merely quotes it)."""
-    return bool(_KEY_WORDS.search(message) and _KEY_PROBLEMS.search(message))
-
-
 class DetectionClient:
     """Sends images to ``{api_url}/{model}`` and returns parsed responses."""
 
@@ -276,7 +271,9 @@ class DetectionClient:
             return
         message = _server_message(response, content)
         model, where = self.model, url_for_display(self.api_url)
-        if status == 401 or (status in (400, 403) and names_a_key_problem(message)):
+        # A 400 or 403 counts as a 401 when its message says the API key is missing or refused
+        # (not merely quotes it).
+        if status == 401 or (status in (400, 403) and _KEY_WORDS.search(message) and _KEY_PROBLEMS.search(message)):
             # A self-hosted server that needs a key answers 400 "Missing api_key": retrying
             # every frame for ever cannot help, so it is a configuration error like a 401.
             said = (
