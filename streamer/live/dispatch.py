@@ -231,8 +231,13 @@ class InferenceWorker:
                 return
             # While requests fail, the next one waits no longer than a hung one is waited for:
             # probes of an API that hangs then end by themselves, and never pile up.
-            timeout_s = self.pacing.hang_after_s() if self.breaker.failures_in_row else None
-            request = _Request(frame, thumb, self.breaker.is_open, timeout_s, time.monotonic())
+            request = _Request(
+                frame,
+                thumb,
+                probe=self.breaker.is_open,
+                timeout_s=self.pacing.hang_after_s() if self.breaker.failures_in_row else None,
+                sent_mono=time.monotonic(),
+            )
             self._outstanding.add(request)
             self.pacing.sent()
         self.budget.spend()
