@@ -78,8 +78,7 @@ def _int(value: Any) -> int | None:
 
 
 def _keypoint(point: dict) -> Keypoint:
-    name = point.get("class")
-    confidence = point.get("confidence")
+    name, confidence = point.get("class"), point.get("confidence")
     return Keypoint(
         float(point["x"]),
         float(point["y"]),

@@ -281,8 +281,7 @@ class Pipeline:
         if frame is None:
             return None
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(frame.captured_at))
-        caption = f"{self.name or self.source_name}  {stamp}"
-        return replace(frame, image=event_image(frame.image, result, caption))
+        return replace(frame, image=event_image(frame.image, result, f"{self.name or self.source_name}  {stamp}"))
 
     def _draw(self, frame: Frame, result: Result | None, now: float):
         image = frame.image.copy()  # the capture thread's frame is shared: draw on a copy

@@ -47,8 +47,7 @@ class NewestResults:
         self._backlog = backlog
         self.latest = None  # the last result released (read without the lock: one reference)
         self._last_frame_id = -1
-        self.accepted = 0
-        self.late = 0
+        self.accepted = self.late = 0  # results released, and results dropped as late
 
     def offer(self, result, release_at: float = 0.0) -> bool:
         """Hand in a result, to be released at ``release_at`` (monotonic; 0: at once).

@@ -101,8 +101,7 @@ class CvSource:
         self.name = url_for_display(uri) if kind == "stream" else scrub(uri) if kind == "gst" else uri
         self.is_file = kind == "file"
         self.fps: float | None = None
-        self._open_timeout_ms = int(open_timeout_s * 1000)
-        self._read_timeout_ms = int(read_timeout_s * 1000)
+        self._open_timeout_ms, self._read_timeout_ms = int(open_timeout_s * 1000), int(read_timeout_s * 1000)
         self._rtsp_transport = rtsp_transport
         self._stop = stop
         self._cap: cv2.VideoCapture | None = None

@@ -186,8 +186,7 @@ def authorization(challenge: str, login: tuple[str, str], method: str, url: str)
     if challenge.split(None, 1)[0].lower() == "basic":
         return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     params = {m[1].lower(): m[2] if m[2] is not None else m[3] for m in _PARAM.finditer(challenge)}
-    realm, nonce = params.get("realm", ""), params.get("nonce", "")
-    algorithm = params.get("algorithm", "MD5")
+    realm, nonce, algorithm = params.get("realm", ""), params.get("nonce", ""), params.get("algorithm", "MD5")
 
     def md5(text: str) -> str:
         return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()

@@ -108,8 +108,7 @@ class ApiServer:
         self.models = models
         self.counts: dict[int, int] = {}
         self.fault_counts: dict[str, int] = {}  # faults served, by label (a hang counts once answered)
-        self.in_flight = 0  # POSTs being handled now, and the most at once so far
-        self.max_in_flight_seen = 0
+        self.in_flight = self.max_in_flight_seen = 0  # POSTs being handled now, and the most at once so far
         self._connections: set = set()  # open client sockets, closed by stop() like a dying server
         self._fault: Fault | None = None
         self._lock = threading.Lock()
