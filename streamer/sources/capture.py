@@ -55,8 +55,7 @@ class CaptureWorker:
         self.finished = threading.Event()  # set when a file has ended (and loop is off)
         self.error: BaseException | None = None
         self._faults = FaultLog(log, f"source {source.name}")
-        self._next_id = 0
-        self._frames_at_open = 0
+        self._next_id = self._frames_at_open = 0  # the next frame's id, and what it was at the last open
         self._generation = 0
         self._busy: tuple[str, float, int] | None = None  # (read|open, monotonic start, generation)
         self._state = threading.Lock()  # guards _busy, _generation, _thread and _threads

@@ -47,9 +47,7 @@ def check_pipeline(pipeline: str) -> None:
     """Raise ConfigError (exit 2) when GStreamer cannot build ``pipeline``: an element that is not
     installed, a property an element lacks, a syntax error.  Says nothing when neither python3-gi
     nor gst-inspect-1.0 is there to ask: OpenCV's open then fails as before."""
-    problem = parse_problem(pipeline)
-    if problem is None:
-        problem = missing_element(pipeline)
+    problem = parse_problem(pipeline) or missing_element(pipeline)  # GStreamer's errors are never empty
     if problem is not None:
         raise ConfigError(f"source.uri: GStreamer cannot build the gst: pipeline: {scrub(problem)}{_hint(problem)}")
 
