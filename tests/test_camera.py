@@ -15,7 +15,7 @@ import pytest
 
 import streamer.sources.open as sources
 from streamer.config import ConfigError, load
-from streamer.sources.camera import CameraMode, fourcc_text
+from streamer.sources.camera import fourcc_text
 from streamer.sources.open import make_source
 
 MODES = {  # pixel format -> (width, height, fps) it offers
@@ -172,7 +172,3 @@ def test_bad_camera_settings_name_the_key(key, value, reason):
 def test_camera_settings_on_another_source_are_refused(uri, kind):
     with pytest.raises(ConfigError, match=rf"^source\.fourcc: applies to webcams only, .* names a {kind} source"):
         load(None, {"source.uri": uri, "source.fourcc": "MJPG"}, env={})
-
-
-def test_camera_mode_knows_when_nothing_is_asked():
-    assert not CameraMode().asked and CameraMode(fourcc="MJPG").asked

@@ -31,7 +31,7 @@ def _recovery_s(run: Running, server: ApiServer, fault: Fault, spell_s: float) -
     healed = time.monotonic()
 
     def fresh() -> bool:
-        latest = run.pipeline.results.latest()
+        latest = run.pipeline.results.latest
         return latest is not None and latest.captured_mono > healed
 
     assert wait_until(fresh, 20), "results never resumed"

@@ -116,7 +116,7 @@ def test_newest_results_drop_late_ones_and_keep_the_accepted_in_order():
     assert [r.frame_id for r in results.drain()] == [1, 3, 5]
     assert results.late == 2 and results.accepted == 3
     assert results.offer(_result(4)) is False and results.late == 3  # older than one released
-    assert results.drain() == [] and results.latest().frame_id == 5
+    assert results.drain() == [] and results.latest.frame_id == 5
 
 
 def test_newest_results_hold_an_early_answer_until_its_release_time():

@@ -22,7 +22,6 @@ from collections.abc import Callable
 
 from streamer.retry import Backoff
 
-CLOSED, OPEN = "closed", "open"
 UNSENT_PROBE_S = 1.0  # the longest wait between probes that cannot connect
 
 
@@ -35,19 +34,12 @@ class CircuitBreaker:
         self.backoff = backoff
         self.failures_to_open = failures_to_open
         self._clock = clock
-        self.state = CLOSED
         self.failures_in_row = 0
-        self.opened_at: float | None = None  # clock time the breaker last opened
-        self.times_opened = 0
-        self.probes = 0  # requests sent while open
+        self.opened_at: float | None = None  # clock time the breaker opened; None while closed
 
     @property
     def is_open(self) -> bool:
-        return self.state == OPEN
-
-    def before_request(self) -> None:
-        if self.state == OPEN:
-            self.probes += 1
+        return self.opened_at is not None
 
     def failure(self, retry_after_s: float | None = None, probe: bool = True, unsent: bool = False) -> float:
         """Record a failed request; the seconds to wait before the next one.
@@ -57,23 +49,16 @@ class CircuitBreaker:
         the backoff on: eight requests in flight must not double it eight times.  ``unsent``:
         no connection was made (see the module's docstring)."""
         self.failures_in_row += 1
-        if self.state == CLOSED and self.failures_in_row >= self.failures_to_open:
-            self.state = OPEN
+        if not self.is_open and self.failures_in_row >= self.failures_to_open:
             self.opened_at = self._clock()
-            self.times_opened += 1
-            return self._wait(retry_after_s, unsent)
-        if self.state == OPEN and probe:
-            return self._wait(retry_after_s, unsent)
-        return min(retry_after_s or 0.0, Backoff.RETRY_AFTER_LIMIT_S)
-
-    def _wait(self, retry_after_s: float | None, unsent: bool) -> float:
+        elif not (self.is_open and probe):  # neither opening nor a failed probe: only Retry-After
+            return min(retry_after_s or 0.0, Backoff.RETRY_AFTER_LIMIT_S)
         delay = self.backoff.next_delay(retry_after_s)
         return min(delay, UNSENT_PROBE_S) if unsent else delay
 
     def success(self) -> float | None:
         """Record a success; if it closed an open breaker, how long it had been open (s)."""
-        was_open_for = self._clock() - self.opened_at if self.state == OPEN and self.opened_at else None
-        self.state = CLOSED
+        was_open_for = self._clock() - self.opened_at if self.is_open else None
         self.failures_in_row = 0
         self.opened_at = None
         self.backoff.reset()

@@ -16,14 +16,13 @@ import re
 import ssl
 import urllib.request
 import zlib
-from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
 from streamer import __version__
 from streamer.api.responses import Parsed, parse_response
-from streamer.errors import ApiBadRequest, ApiError, ApiFatalError, ApiMalformedResponse, ApiTransientError, ConfigError
+from streamer.errors import ApiBadRequest, ApiFatalError, ApiMalformedResponse, ApiTransientError, ConfigError
 from streamer.redact import register_secret, scrub, url_for_display
 from streamer.retry import parse_retry_after
 
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 
 # The API reads the raw body as base64 whatever this says, but 400s without one.
 BODY_CONTENT_TYPE = "application/x-www-form-urlencoded"
-BODY_HEADERS = {"Content-Type": BODY_CONTENT_TYPE}
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 READ_CHUNK_BYTES = 64 * 1024
 INFLATE_STEP_BYTES = 1024 * 1024  # zlib builds its output twice over: keep each step small
@@ -52,9 +50,7 @@ def proxy_for(url: str) -> str | None:
     parts = urlsplit(url)
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass_environment(parts.netloc, proxies):
-        return None
-    return proxy
+    return proxy if proxy and not urllib.request.proxy_bypass_environment(parts.netloc, proxies) else None
 
 
 def _inflater(content_encoding: str):
@@ -70,23 +66,15 @@ def _inflater(content_encoding: str):
     )
 
 
-def _snippet(content: bytes) -> str:
-    """The start of a body, fit for a one-line message: control characters as '?'."""
-    text = content[:60].decode("utf-8", "replace")
-    return scrub("".join(c if c.isprintable() else "?" for c in text))
-
-
 def _unreachable(exc: httpx.HTTPError) -> str:
     """Why the API could not be reached: a refused TLS certificate said plainly, else httpx's
     reason.  httpx wraps the ssl module's error (in ConnectError) with ``raise ... from``, on
     HTTP/1.1 and HTTP/2 alike: it is found down the chain of causes."""
     cause: BaseException | None = exc
     for _ in range(8):  # a few links: httpx's error, httpcore's, the ssl module's
-        if cause is None or isinstance(cause, ssl.SSLCertVerificationError):
-            break
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return _certificate_problem(cause)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return _certificate_problem(cause)
+        cause = cause and (cause.__cause__ or cause.__context__)  # None once the chain ends
     return scrub(str(exc)) or exc.__class__.__name__
 
 
@@ -114,8 +102,7 @@ def _server_message(response, body: bytes) -> str:
         message = None
     if not isinstance(message, str) or not message:
         message = f"HTTP {response.status_code} {response.reason_phrase}".strip()
-    message = " ".join(message.split())
-    return scrub(message[:200])
+    return scrub(" ".join(message.split())[:200])
 
 
 # "Missing api_key" (a self-hosted server that needs one), "Invalid api_key", "Required Roboflow API
@@ -134,11 +121,6 @@ FATAL_STATUSES = {
     404: "model {model} was not found at {where} (404: {message}); check --model PROJECT/VERSION",
     423: "API usage is paused for this workspace (423: {message})",
 }
-
-
-def names_a_key_problem(message: str) -> bool:
-    """Whether an error message says the API key is missing or refused (not merely quotes it)."""
-    return bool(_KEY_WORDS.search(message) and _KEY_PROBLEMS.search(message))
 
 
 class DetectionClient:
@@ -166,8 +148,7 @@ class DetectionClient:
         self.confidence = confidence
         self.overlap = overlap
         self.timeout_s = timeout_s
-        proxy = proxy_for(self.api_url)
-        if proxy:
+        if proxy := proxy_for(self.api_url):
             log.info("API requests go through the proxy %s (from the environment)", url_for_display(proxy))
         try:
             self._http = httpx.Client(
@@ -184,19 +165,9 @@ class DetectionClient:
                 f"SSL_CERT_FILE: cannot load {os.environ.get('SSL_CERT_FILE')!r} as CA certificates "
                 f"({scrub(str(exc))}); point it at a PEM file of certificates, or unset it"
             ) from None
+        self.endpoint = f"{self.api_url}/{self.model}"
         self._where = url_for_display(self.endpoint)  # for messages, worked out once
         self._closed = False
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.api_url}/{self.model}"
-
-    def _params(self, **extra: Any) -> dict[str, Any]:
-        params: dict[str, Any] = {"confidence": self.confidence, "overlap": self.overlap}
-        if self._api_key:
-            params["api_key"] = self._api_key
-        params.update({k: v for k, v in extra.items() if v is not None})
-        return params
 
     def infer(self, body: bytes, read_timeout_s: float | None = None) -> Parsed:
         """POST one base64 JPEG body; return the parsed JSON response.  ``read_timeout_s``
@@ -223,23 +194,36 @@ class DetectionClient:
                 write=timeout.write,
                 pool=timeout.pool,
             )
-        params = self._params(image=image_url, format=None if fmt == "json" else fmt)
-        headers = BODY_HEADERS if body is not None else {}
+        query = {
+            "confidence": self.confidence,
+            "overlap": self.overlap,
+            "api_key": self._api_key or None,
+            "image": image_url,
+            "format": None if fmt == "json" else fmt,
+        }
+        params = {name: value for name, value in query.items() if value is not None}
         where = self._where
         if self._closed:
             raise ApiTransientError(f"cannot reach {where}: the client is closed")
         try:
             with self._http.stream(
-                "POST", self.endpoint, params=params, content=body, headers=headers, timeout=timeout
+                "POST",
+                self.endpoint,
+                params=params,
+                content=body,
+                headers={"Content-Type": BODY_CONTENT_TYPE} if body is not None else {},
+                timeout=timeout,
             ) as response:
                 content = self._read_capped(response)
         except httpx.TimeoutException as exc:
             phase = TIMEOUT_PHASES.get(type(exc), "timeout")
             raise ApiTransientError(f"{where} did not answer within its timeout ({phase})", kind="timeout") from None
-        except httpx.ConnectError as exc:  # refused, reset or no route while connecting; TLS handshakes
-            raise ApiTransientError(f"cannot reach {where}: {_unreachable(exc)}", unsent=True) from None
-        except httpx.HTTPError as exc:  # reset after sending, proxy and protocol errors
-            raise ApiTransientError(f"cannot reach {where}: {_unreachable(exc)}") from None
+        except httpx.HTTPError as exc:
+            # A ConnectError (refused, reset or no route while connecting; TLS handshakes) sent
+            # nothing; others: reset after sending, proxy and protocol errors.
+            raise ApiTransientError(
+                f"cannot reach {where}: {_unreachable(exc)}", unsent=isinstance(exc, httpx.ConnectError)
+            ) from None
         except RuntimeError:  # httpx's word for a client closed by another thread meanwhile
             if not self._closed:
                 raise
@@ -287,7 +271,9 @@ class DetectionClient:
             return
         message = _server_message(response, content)
         model, where = self.model, url_for_display(self.api_url)
-        if status == 401 or (status in (400, 403) and names_a_key_problem(message)):
+        # A 400 or 403 counts as a 401 when its message says the API key is missing or refused
+        # (not merely quotes it).
+        if status == 401 or (status in (400, 403) and _KEY_WORDS.search(message) and _KEY_PROBLEMS.search(message)):
             # A self-hosted server that needs a key answers 400 "Missing api_key": retrying
             # every frame for ever cannot help, so it is a configuration error like a 401.
             said = (
@@ -302,8 +288,9 @@ class DetectionClient:
             target = self._redirect_base(response.headers.get("Location", ""))
             raise ApiFatalError(f"{where} redirects ({status}) elsewhere: set --api-url (api.url) to {target}", status)
         if status == 429 or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise ApiTransientError(f"{where} answered {status}: {message}", status, retry_after)
+            raise ApiTransientError(
+                f"{where} answered {status}: {message}", status, parse_retry_after(response.headers.get("Retry-After"))
+            )
         raise ApiBadRequest(f"{where} refused the request ({status}: {message})", status)
 
     def _redirect_base(self, location: str) -> str:
@@ -323,15 +310,17 @@ class DetectionClient:
         except RecursionError:  # a few hundred thousand "[" are enough
             raise ApiMalformedResponse("malformed API response: JSON nested too deeply to read") from None
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of 4300+ digits
-            snippet = _snippet(content)
+            # The start of the body, fit for a one-line message: control characters as '?'.
+            snippet = scrub("".join(c if c.isprintable() else "?" for c in content[:60].decode("utf-8", "replace")))
             if content.lstrip()[:1] == b"<":  # a proxy's or captive portal's page, mostly
                 raise ApiMalformedResponse(
                     f"malformed API response: an HTML page, not JSON (the body starts {snippet!r})"
                 ) from None
-            if isinstance(exc, json.JSONDecodeError):
-                reason = f"{exc.msg.removesuffix(' at')} at character {exc.pos}"
-            else:
-                reason = str(exc).split(";")[0][:100]
+            reason = (
+                f"{exc.msg.removesuffix(' at')} at character {exc.pos}"
+                if isinstance(exc, json.JSONDecodeError)
+                else str(exc).split(";")[0][:100]
+            )
             raise ApiMalformedResponse(
                 f"malformed API response: not JSON ({reason}; the body starts {snippet!r})"
             ) from None
@@ -348,6 +337,3 @@ class DetectionClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-__all__ = ["DetectionClient", "ApiError", "BODY_CONTENT_TYPE"]

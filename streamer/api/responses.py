@@ -43,21 +43,17 @@ class Parsed:
         """Only the named classes (the hosted server ignores its own ``classes`` parameter)."""
         if not classes:
             return self
-        wanted = set(classes)
         return replace(
             self,
-            detections=tuple(d for d in self.detections if d.class_name in wanted),
-            labels=tuple(label for label in self.labels if label.class_name in wanted),
+            detections=tuple(d for d in self.detections if d.class_name in classes),
+            labels=tuple(label for label in self.labels if label.class_name in classes),
         )
 
     def result_for(
         self, frame: Frame, sent_size: tuple[int, int], model: str, sent_at: float, received_at: float
     ) -> Result:
         """The Result for the frame that was sent, its boxes rescaled once into the frame's pixels."""
-        sent_w = self.image_width or sent_size[0]
-        sent_h = self.image_height or sent_size[1]
-        sx, sy = frame.width / sent_w, frame.height / sent_h
-        same = sx == 1.0 and sy == 1.0
+        sx, sy = frame.width / (self.image_width or sent_size[0]), frame.height / (self.image_height or sent_size[1])
         return Result(
             source=frame.source,
             frame_id=frame.frame_id,
@@ -65,7 +61,7 @@ class Parsed:
             captured_mono=frame.captured_mono,
             width=frame.width,
             height=frame.height,
-            detections=self.detections if same else tuple(d.scaled(sx, sy) for d in self.detections),
+            detections=self.detections if (sx, sy) == (1.0, 1.0) else tuple(d.scaled(sx, sy) for d in self.detections),
             labels=self.labels,
             multi_label=self.multi_label,
             model=model,
@@ -82,8 +78,7 @@ def _int(value: Any) -> int | None:
 
 
 def _keypoint(point: dict) -> Keypoint:
-    name = point.get("class")
-    confidence = point.get("confidence")
+    name, confidence = point.get("class"), point.get("confidence")
     return Keypoint(
         float(point["x"]),
         float(point["y"]),
@@ -94,8 +89,7 @@ def _keypoint(point: dict) -> Keypoint:
 
 
 def _detection(pred: dict) -> Detection:
-    points, keypoints = pred.get("points"), pred.get("keypoints")
-    detection_id = pred.get("detection_id")
+    points, keypoints, detection_id = pred.get("points"), pred.get("keypoints"), pred.get("detection_id")
     return Detection(
         x=float(pred["x"]),
         y=float(pred["y"]),
@@ -112,8 +106,12 @@ def _detection(pred: dict) -> Detection:
 
 
 def _label(name: str, value: dict) -> Label:
-    rest = {k: v for k, v in value.items() if k not in ("class", "confidence", "class_id")}
-    return Label(name, float(value["confidence"]), _int(value.get("class_id")), frozen_mapping(rest))
+    return Label(
+        name,
+        float(value["confidence"]),
+        _int(value.get("class_id")),
+        frozen_mapping({k: v for k, v in value.items() if k not in ("class", "confidence", "class_id")}),
+    )
 
 
 def _finite(value: Any) -> bool:
@@ -137,20 +135,16 @@ def _bad(reason: str) -> ApiMalformedResponse:
 
 def _check_points(pred: dict, key: str, index: int) -> None:
     points = pred.get(key)
-    if points is None:
-        return
-    if not isinstance(points, list):
+    if points is not None and not isinstance(points, list):
         raise _bad(f"predictions[{index}].{key} is not a list")
-    for point in points:
+    for point in points or ():
         if not isinstance(point, dict) or not (_finite(point.get("x")) and _finite(point.get("y"))):
             raise _bad(f"predictions[{index}].{key} holds a point without numeric x and y")
         if max(abs(point["x"]), abs(point["y"])) > MAX_COORDINATE_PX:
             raise _bad(f"predictions[{index}].{key} holds a point beyond {MAX_COORDINATE_PX} px")
 
 
-def _check_detection(pred: Any, index: int) -> None:
-    if not isinstance(pred, dict):
-        raise _bad(f"predictions[{index}] is {_json_type(pred)}, not an object")
+def _check_detection(pred: dict, index: int) -> None:
     for key in BOX_KEYS:
         if not _finite(pred.get(key)):
             raise _bad(f"predictions[{index}].{key} is not a finite number")
@@ -188,12 +182,9 @@ def parse_response(data: Any) -> Parsed:
         # A box with a key missing is a broken box, not a classification label.
         is_boxes = any(isinstance(p, dict) and any(k in p for k in BOX_KEYS) for p in preds)
         for i, pred in enumerate(preds):
-            if is_boxes:
-                _check_detection(pred, i)
-            elif not isinstance(pred, dict):
+            if not isinstance(pred, dict):
                 raise _bad(f"predictions[{i}] is {_json_type(pred)}, not an object")
-            else:
-                _check_label(pred, i)
+            (_check_detection if is_boxes else _check_label)(pred, i)
         if is_boxes:
             detections = tuple(_detection(p) for p in preds)
         else:
@@ -201,13 +192,15 @@ def parse_response(data: Any) -> Parsed:
     else:
         raise _bad(f"'predictions' is {_json_type(preds)}, not a list")
 
-    width = height = None
-    image = data.get("image")
-    if isinstance(image, dict):
-        w, h = image.get("width"), image.get("height")
-        if _finite(w) and _finite(h) and w > 0 and h > 0:
-            width, height = int(w), int(h)
-    time_s = data.get("time") if _finite(data.get("time")) else None
-    inference_id = data.get("inference_id") if isinstance(data.get("inference_id"), str) else None
-    extra = {k: v for k, v in data.items() if k not in KNOWN_TOP_LEVEL}
-    return Parsed(detections, labels, isinstance(preds, dict), width, height, time_s, inference_id, extra)
+    image = data["image"] if isinstance(data.get("image"), dict) else {}
+    w, h = image.get("width"), image.get("height")
+    size = (int(w), int(h)) if _finite(w) and _finite(h) and w > 0 and h > 0 else (None, None)
+    return Parsed(
+        detections,
+        labels,
+        isinstance(preds, dict),
+        *size,
+        time_s=data.get("time") if _finite(data.get("time")) else None,
+        inference_id=data.get("inference_id") if isinstance(data.get("inference_id"), str) else None,
+        extra={k: v for k, v in data.items() if k not in KNOWN_TOP_LEVEL},
+    )

@@ -26,7 +26,7 @@ from streamer.api.client import DetectionClient
 from streamer.errors import ApiBadRequest, ApiMalformedResponse, ApiTransientError, StreamerError
 from streamer.imaging import prepare_upload
 from streamer.live.pacing import CallBudget, MotionGate, Pacing
-from streamer.live.publisher import Publisher
+from streamer.live.publisher import IDLE_WAIT_S, Publisher
 from streamer.queues import DropOldestQueue
 from streamer.retry import Backoff, FaultLog
 from streamer.stats import Stats
@@ -35,7 +35,6 @@ from streamer.types import Frame, Result
 
 log = logging.getLogger(__name__)
 
-IDLE_WAIT_S = 1.0  # the longest any thread here sleeps before it looks at the stop flag again
 HUNG_PER_SLOT = 2  # hung requests allowed per request slot (max_in_flight)
 REFUSAL_BACKOFF_MAX_S = 2.0  # refused frames (400, HTML) in a row: the slowest resend pace
 
@@ -52,25 +51,21 @@ class InferenceSettings:
     budget_period: str = "hour"
 
 
-class _Deferred:
-    """A logger stand-in for code that runs under the worker's lock: lines are kept, and
-    written once the lock is released, so a slow or blocked stderr never holds it."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[int, tuple]] = []
+class _Deferred(list[tuple[int, tuple]]):
+    """A logger stand-in for code that runs under the worker's lock: (level, args) lines are
+    kept, and written once the lock is released, so a slow or blocked stderr never holds it."""
 
     def warning(self, *args: object) -> None:
-        self.lines.append((logging.WARNING, args))
+        self.append((logging.WARNING, args))
 
     def info(self, *args: object) -> None:
-        self.lines.append((logging.INFO, args))
+        self.append((logging.INFO, args))
 
 
-@dataclass
+@dataclass(eq=False)  # each one is itself: hashed and compared by identity
 class _Request:
     """One request handed from the dispatcher to a request thread."""
 
-    seq: int
     frame: Frame
     thumb: object  # the motion gate's thumbnail, or None
     probe: bool  # sent while the breaker was open
@@ -115,7 +110,7 @@ class InferenceWorker:
         self._refusal_backoff = Backoff(self.backoff.initial_s, min(self.backoff.max_s, REFUSAL_BACKOFF_MAX_S))
         self.error: BaseException | None = None
         self.finished_frames = 0  # frames taken from the queue and fully handled
-        self.pause_until = 0.0  # monotonic end of a pause (backoff, Retry-After), else 0
+        self.pause_until = 0.0  # monotonic end of the last pause (backoff, Retry-After); past: none
         self.max_hung = HUNG_PER_SLOT * settings.max_in_flight
         self._log = _Deferred()  # under the lock, log through this
         self._faults = FaultLog(self._log, f"API {client.endpoint}")
@@ -125,21 +120,22 @@ class InferenceWorker:
         # a 400 that every frame gets (e.g. a missing key) must not hammer the API.
         self.refusals_before_backoff = 3
         self._lock = threading.Condition()  # guards what follows; request threads notify the dispatcher
-        self._outstanding: dict[int, _Request] = {}
+        self._outstanding: set[_Request] = set()
         self._waiting_for_slot = False  # the dispatcher waits for a request to end
-        self._seq = 0
         self._last_result: Result | None = None
         self._jobs: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        slots = settings.max_in_flight + self.max_hung
-        self._threads = [named_thread("dispatch", self._guard, self._dispatch)]
-        self._threads += [named_thread(f"request-{i + 1}", self._guard, self._serve) for i in range(slots)]
+        self._threads = [named_thread("dispatch", self._guard, self._dispatch)] + [
+            named_thread(f"request-{i + 1}", self._guard, self._serve)
+            for i in range(settings.max_in_flight + self.max_hung)  # hung requests hold a thread too
+        ]
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold the lock; the lines logged meanwhile are written after it is released."""
         with self._lock:
             yield
-            lines, self._log.lines = self._log.lines, []
+            lines = self._log.copy()
+            self._log.clear()
         for level, args in lines:
             log.log(level, *args)
 
@@ -158,13 +154,12 @@ class InferenceWorker:
 
     def join(self, timeout: float) -> bool:
         """Wake every thread (they see the stop flag at once) and wait for them, up to timeout."""
-        deadline = time.monotonic() + timeout
         with self._lock:
             self._lock.notify_all()
         self.queue.wake()
         for _ in self._threads:
             self._jobs.put(None)
-        return not join_all(self._threads, deadline)
+        return not join_all(self._threads, time.monotonic() + timeout)
 
     def _guard(self, loop: Callable[[], None]) -> None:
         """Run a thread's loop; an error it does not handle (a refused key, a full disk, a bug)
@@ -199,44 +194,34 @@ class InferenceWorker:
         self._mark_hung(now)
         if self.pause_until > now:
             return self.pause_until - now
-        hung = sum(r.hung for r in self._outstanding.values())
+        hung = sum(r.hung for r in self._outstanding)
         counted = len(self._outstanding) - hung
-        if hung >= self.max_hung or (self.breaker.is_open and counted):
-            return None  # one probe at a time while the API is down
-        return self.pacing.wait_s(counted)
+        # None too while the API is down and a probe is out: one probe at a time.
+        return None if hung >= self.max_hung or (self.breaker.is_open and counted) else self.pacing.wait_s(counted)
 
     def _next_hang_check_s(self) -> float:
-        waiting = [r.sent_mono for r in self._outstanding.values() if not r.hung]
-        if not waiting:
-            return IDLE_WAIT_S
-        return max(0.01, min(waiting) + self.pacing.hang_after_s() - time.monotonic())
+        waiting = [r.sent_mono for r in self._outstanding if not r.hung]
+        return max(0.01, min(waiting) + self.pacing.hang_after_s() - time.monotonic()) if waiting else IDLE_WAIT_S
 
     def _mark_hung(self, now: float) -> None:
         """Requests out longer than hang_after_s stop taking a slot, and count as failures
         (without moving the backoff on: the next probe goes out as soon as one hangs)."""
         limit = self.pacing.hang_after_s()
-        for request in self._outstanding.values():
+        for request in self._outstanding:
             if not request.hung and now - request.sent_mono > limit:
                 request.hung = True
                 self.stats.hung_requests += 1
-                delay = self._transient(
+                self._transient(
                     ApiTransientError(f"{self.client.endpoint} has not answered for {limit:.1f} s", kind="hung"),
                     probe=False,
                 )
-                self.pause_until = max(self.pause_until, now + delay)
 
     def _send(self, frame: Frame) -> None:
         """Hand the frame to a request thread, unless the budget or the motion gate skip it."""
-        if self.budget.exhausted():  # the call this slot would have made is skipped
-            with self._lock:
-                self.finished_frames += 1
-                self.pacing.sent()
-                self.stats.skipped_budget += 1
-                self.stats.last_skip_mono = time.monotonic()
-            return
-        thumb = self.gate.thumbnail(frame.image) if self.gate.enabled else None
-        if thumb is not None and not self.gate.worth_sending(thumb):
-            self._reuse(frame)
+        exhausted = self.budget.exhausted()  # then the call this slot would have made is skipped
+        thumb = self.gate.thumbnail(frame.image) if self.gate.enabled and not exhausted else None
+        if exhausted or (thumb is not None and not self.gate.worth_sending(thumb)):
+            self._skip(frame, reuse=not exhausted)
             return
         with self._locked():
             # While the dispatcher waited for the frame, an answer may have paused the sending
@@ -244,27 +229,35 @@ class InferenceWorker:
             if self.stop.is_set() or self._wait_s() != 0:
                 self.queue.put_back(frame)
                 return
-            self._seq += 1
             # While requests fail, the next one waits no longer than a hung one is waited for:
             # probes of an API that hangs then end by themselves, and never pile up.
-            timeout_s = self.pacing.hang_after_s() if self.breaker.failures_in_row else None
-            request = _Request(self._seq, frame, thumb, self.breaker.is_open, timeout_s, time.monotonic())
-            self._outstanding[request.seq] = request
+            request = _Request(
+                frame,
+                thumb,
+                probe=self.breaker.is_open,
+                timeout_s=self.pacing.hang_after_s() if self.breaker.failures_in_row else None,
+                sent_mono=time.monotonic(),
+            )
+            self._outstanding.add(request)
             self.pacing.sent()
         self.budget.spend()
         self._jobs.put(request)
 
-    def _reuse(self, frame: Frame) -> None:
-        """The frame hardly differs from the last one answered: republish that one's result.
+    def _skip(self, frame: Frame, reuse: bool) -> None:
+        """The slot passes without a call: the budget is spent, or (``reuse``) the frame hardly
+        differs from the last one answered, whose result is then republished.
 
         Not while a request is out: its answer (for an older frame) would then be dropped as
         late.  The gate's reference is the frame of ``_last_result``, set only when an answer
         arrives, so the boxes republished always belong to the scene."""
         with self._lock:
             self.pacing.sent()
-            self.stats.skipped_no_change += 1
+            if reuse:
+                self.stats.skipped_no_change += 1
+            else:
+                self.stats.skipped_budget += 1
             self.stats.last_skip_mono = time.monotonic()
-            last = self._last_result if not self._outstanding else None
+            last = self._last_result if reuse and not self._outstanding else None
         try:
             if last is not None:
                 self.publisher.offer(last.for_frame(frame, reused=True))
@@ -286,7 +279,7 @@ class InferenceWorker:
                 self._infer(request)
             finally:
                 with self._lock:
-                    del self._outstanding[request.seq]
+                    self._outstanding.remove(request)
                     self.finished_frames += 1
                     if self._waiting_for_slot:  # otherwise it wakes at its own time: no wake-up to spare
                         self._lock.notify()
@@ -300,30 +293,24 @@ class InferenceWorker:
             self.stats.requests += 1
             self.stats.send_rate.tick()
             self.stats.bytes_sent += len(upload.body)
-            self.breaker.before_request()
-        pause_s = 0.0
         try:
             parsed = self.client.infer(upload.body, read_timeout_s=request.timeout_s)
-        except ApiTransientError as exc:
-            # A short wait that ran out is a hang, not a probe the API failed: no longer backoff.
-            probe = request.probe and not (exc.kind == "timeout" and request.timeout_s is not None)
+        except (ApiTransientError, ApiMalformedResponse, ApiBadRequest) as exc:
             with self._locked():
-                if not request.hung:  # a hung request was counted as a failure already
-                    pause_s = self._transient(exc, probe)
-        except (ApiMalformedResponse, ApiBadRequest) as exc:
-            with self._locked():
-                if not request.hung:
-                    pause_s = self._refused(exc)
+                if request.hung:  # a hung request was counted as a failure already
+                    return
+                if isinstance(exc, ApiTransientError):
+                    # A short wait that ran out is a hang, not a probe the API failed: no longer backoff.
+                    self._transient(
+                        exc, request.probe and not (exc.kind == "timeout" and request.timeout_s is not None)
+                    )
+                else:
+                    self._refused(exc)
         else:
-            sent_size = (upload.sent_width, upload.sent_height)
             result = parsed.filtered(settings.classes).result_for(
-                frame, sent_size, self.client.model, sent_at, time.time()
+                frame, (upload.sent_width, upload.sent_height), self.client.model, sent_at, time.time()
             )
             self._answered(request, result)
-        finally:
-            if pause_s:
-                with self._lock:
-                    self.pause_until = max(self.pause_until, time.monotonic() + pause_s)
 
     def _answered(self, request: _Request, result: Result) -> None:
         """Bookkeeping after a 200, and the result to the publisher, with its release time."""
@@ -333,25 +320,22 @@ class InferenceWorker:
                 self.publisher.results.late += 1
                 return
             usual_s = self.pacing.latency_s  # before this answer joins the estimate
-            if self._succeeded(result, latency_s) and request.thumb is not None:
-                self.gate.sent(request.thumb)  # the gate compares later frames with this answered one
-        release_at = 0.0
-        if self.settings.max_in_flight > 1 and usual_s is not None:
-            # An early answer waits until the usual latency has passed (holding it by at most
-            # half its own latency), so that results go out at the even pace they were sent at.
-            release_at = request.sent_mono + min(usual_s, 1.5 * latency_s)
-        self.publisher.offer(result, release_at)
+            self._succeeded(result, latency_s, request.thumb)
+        # An early answer waits until the usual latency has passed (holding it by at most
+        # half its own latency), so that results go out at the even pace they were sent at.
+        spread = self.settings.max_in_flight > 1 and usual_s is not None
+        self.publisher.offer(result, request.sent_mono + min(usual_s, 1.5 * latency_s) if spread else 0.0)
         self.stats.inference_rate.tick()
 
-    def _succeeded(self, result: Result, latency_s: float) -> bool:
-        """Bookkeeping after an answer (the lock is held); whether it is the newest answer."""
+    def _succeeded(self, result: Result, latency_s: float, thumb: object) -> None:
+        """Bookkeeping after an answer (the lock is held)."""
         self.stats.last_api_answer_mono = time.monotonic()
         self.stats.results += 1
         self.stats.request_latency.add(latency_s)
         self.pacing.record_latency(latency_s)
-        newest = self._last_result is None or result.frame_id > self._last_result.frame_id
-        if newest:
+        if self._last_result is None or result.frame_id > self._last_result.frame_id:  # the newest answer
             self._last_result = result
+            self.gate.sent(thumb)  # the gate compares later frames with this answered one
         self._refused_in_row = 0
         self._refusal_backoff.reset()
         self._skips.recovered()
@@ -360,41 +344,40 @@ class InferenceWorker:
             self._log.info("API %s answers again after %.1f s down", self.client.endpoint, down_for)
         self.stats.api_state, self.stats.api_down_since = "ok", None
         self._faults.recovered()
-        return newest
 
-    def _transient(self, exc: ApiTransientError, probe: bool = True) -> float:
-        """429, 5xx, a timeout, no connection or a hung request: count it and ask the breaker
-        how long to wait (the lock is held)."""
+    def _transient(self, exc: ApiTransientError, probe: bool = True) -> None:
+        """429, 5xx, a timeout, no connection or a hung request: count it and pause sending for
+        as long as the breaker says (the lock is held)."""
         self.stats.api_transient_errors += 1
         self.stats.count_failure(exc.kind)
         self._faults.fault(str(exc))
         was_open = self.breaker.is_open
         delay = self.breaker.failure(exc.retry_after_s, probe=probe, unsent=exc.unsent)
+        now = time.monotonic()
+        self.pause_until = max(self.pause_until, now + delay)
         if exc.status is not None:  # it answered, if only with an error
-            now = time.monotonic()
             self.stats.last_api_answer_mono = now
             if exc.retry_after_s:  # and said when to come back: quiet until then is not a fault
                 self.stats.api_quiet_until = now + delay
-        if self.breaker.is_open:
-            self.stats.api_state, self.stats.api_down_since = "down", self.breaker.opened_at
-            if not was_open:
-                self._log.warning(
-                    "API %s: %d requests in a row failed; sending one probe every %.1f-%.0f s "
-                    "(doubling) until it answers, or every %.0f s while no connection can be made",
-                    self.client.endpoint,
-                    self.breaker.failures_in_row,
-                    self.backoff.initial_s,
-                    self.backoff.max_s,
-                    UNSENT_PROBE_S,
-                )
-        else:
-            self.stats.api_state = "failing"
+        # While the breaker is closed its opened_at is None, as api_down_since already is.
+        self.stats.api_state = "down" if self.breaker.is_open else "failing"
+        self.stats.api_down_since = self.breaker.opened_at
+        if self.breaker.is_open and not was_open:
+            self._log.warning(
+                "API %s: %d requests in a row failed; sending one probe every %.1f-%.0f s "
+                "(doubling) until it answers, or every %.0f s while no connection can be made",
+                self.client.endpoint,
+                self.breaker.failures_in_row,
+                self.backoff.initial_s,
+                self.backoff.max_s,
+                UNSENT_PROBE_S,
+            )
         if delay > self.backoff.max_s:
             self._log.warning("API asks to wait %.0f s before the next request (Retry-After)", delay)
-        return delay
 
-    def _refused(self, exc: ApiMalformedResponse | ApiBadRequest) -> float:
-        """A 400 or an answer that is not a valid response: skip this frame (the lock is held)."""
+    def _refused(self, exc: ApiMalformedResponse | ApiBadRequest) -> None:
+        """A 400 or an answer that is not a valid response: skip this frame, and after a few in a
+        row pause sending by a backoff (the lock is held)."""
         self.stats.last_api_answer_mono = time.monotonic()
         if isinstance(exc, ApiMalformedResponse):
             self.stats.api_malformed += 1
@@ -404,9 +387,7 @@ class InferenceWorker:
             self.stats.count_failure(f"http {exc.status}" if exc.status else "bad request")
         self._skips.fault(str(exc))
         self._refused_in_row += 1
-        delay = 0.0
-        if self._refused_in_row >= self.refusals_before_backoff:
-            delay = self._refusal_backoff.next_delay()
+        delay = self._refusal_backoff.next_delay() if self._refused_in_row >= self.refusals_before_backoff else 0.0
         if self.breaker.is_open:  # a probe got a broken answer: the breaker stays open, paced
             delay = max(delay, self.backoff.next_delay())
-        return delay
+        self.pause_until = max(self.pause_until, time.monotonic() + delay)

@@ -46,14 +46,10 @@ class Pacing:
     def hang_after_s(self) -> float:
         """How long a request may stay unanswered before it is given up on as hung:
         four times the recent p95 latency, and at least HANG_MIN_S."""
-        if not self._latencies:
-            return self.HANG_MIN_S
-        return max(self.HANG_MIN_S, 4 * quantile(self._latencies, 0.95))
+        return max(self.HANG_MIN_S, 4 * quantile(self._latencies, 0.95)) if self._latencies else self.HANG_MIN_S
 
     def interval_s(self) -> float:
-        latency = self.latency_s
-        by_latency = latency / self.max_in_flight if latency is not None else 0.0
-        return max(self.min_interval_s, by_latency)
+        return max(self.min_interval_s, (self.latency_s or 0.0) / self.max_in_flight)
 
     def capacity(self) -> int:
         """How many requests may be in flight now."""
@@ -61,9 +57,7 @@ class Pacing:
 
     def wait_s(self, in_flight: int) -> float | None:
         """Seconds until the next send is due (0: now), or None while in flight is at capacity."""
-        if in_flight >= self.capacity():
-            return None
-        return max(0.0, self.next_send_at - self._clock())
+        return None if in_flight >= self.capacity() else max(0.0, self.next_send_at - self._clock())
 
     def sent(self) -> None:
         now = self._clock()
@@ -90,17 +84,14 @@ class CallBudget:
 
     def _window_start(self, now: float) -> float:
         local = time.localtime(now)
-        if self.period == "hour":
-            return now - local.tm_min * 60 - local.tm_sec - (now % 1)
-        return now - local.tm_hour * 3600 - local.tm_min * 60 - local.tm_sec - (now % 1)
+        hours = local.tm_hour if self.period == "day" else 0
+        return now - hours * 3600 - local.tm_min * 60 - local.tm_sec - (now % 1)
 
     def window_end(self, now: float | None = None) -> float:
         now = self._clock() if now is None else now
         start = self._window_start(now)
-        if self.period == "hour":
-            return start + 3600
-        # The next local midnight (a day may be 23 or 25 hours long around DST changes).
-        return self._window_start(start + 26 * 3600)
+        # A day's end is the next local midnight (a day may be 23 or 25 hours long around DST changes).
+        return start + 3600 if self.period == "hour" else self._window_start(start + 26 * 3600)
 
     def _roll(self, now: float) -> None:
         start = self._window_start(now)
@@ -141,11 +132,8 @@ class MotionGate:
 
     def __init__(self, min_change: float):
         self.min_change = min_change
+        self.enabled = min_change > 0
         self._last: np.ndarray | None = None  # thumbnail of the last frame answered
-
-    @property
-    def enabled(self) -> bool:
-        return self.min_change > 0
 
     @staticmethod
     def thumbnail(image: np.ndarray) -> np.ndarray:
@@ -154,11 +142,13 @@ class MotionGate:
 
     def worth_sending(self, thumb: np.ndarray) -> bool:
         """Whether a thumbnail changed enough against the last frame answered (always, before one)."""
-        if not self.enabled or self._last is None:
-            return True
-        return float(cv2.absdiff(thumb, self._last).mean()) / 255.0 >= self.min_change
+        return (
+            not self.enabled
+            or self._last is None
+            or float(cv2.absdiff(thumb, self._last).mean()) / 255.0 >= self.min_change
+        )
 
     def sent(self, thumb: np.ndarray) -> None:
-        """Remember the thumbnail of a frame whose answer arrived: later frames compare with it."""
-        if self.enabled:
-            self._last = thumb
+        """Remember the thumbnail of a frame whose answer arrived: later frames compare with it
+        (a gate that is off never looks at it)."""
+        self._last = thumb

@@ -150,7 +150,6 @@ class Pipeline:
             self.queue, client, self.publisher, self.stats, stop, settings, backoff=api_backoff,
             failures_to_open=sup.probe_after_failures,
         )  # fmt: skip
-        self.user_quit = False
         self._last_watchdog = self._last_systemd_status = float("-inf")
 
     def add_output(self, output: Output) -> None:
@@ -159,27 +158,21 @@ class Pipeline:
 
     def run(self) -> int:
         """Run until stopped (signal, q/Esc, duration, end of file or a fatal error); exit code."""
-        self.publisher.start()
-        self.capture.start()
-        self.inference.start()
+        for worker in (self.publisher, self.capture, self.inference):
+            worker.start()
         try:
             self._output_loop()
         finally:
             self._shutdown()
-        return self._exit_code()
-
-    def _exit_code(self) -> int:
         errors = [w.error for w in (self.inference, self.capture, self.publisher) if w.error is not None]
         for error in errors:
             if isinstance(error, StreamerError):
                 raise error
-        if errors:  # logged with its traceback by the thread it ended
-            return EXIT_FAILURE
-        return EXIT_OK
+        return EXIT_FAILURE if errors else EXIT_OK  # any other was logged with its traceback by the thread it ended
 
     def snapshot(self, now: float | None = None, with_cpu: bool = False) -> Snapshot:
         """The run at this moment; any thread may ask."""
-        latest = self.results.latest()
+        latest = self.results.latest
         return self.stats.snapshot(
             frames_dropped=self.queue.dropped,
             last_result_mono=None if latest is None else latest.captured_mono,
@@ -198,26 +191,23 @@ class Pipeline:
         shown_frame = 0
         window = self.outputs.window
         while not self.stop.is_set():
-            if window:
-                self._changed.wait(0.02)
-                self._changed.clear()
-            elif self.draws:  # a recorder: frames wake it; without frames, look often for a stop
-                self._changed.wait(min(FILE_WAKE_S, self._idle_timeout(started)))
+            # A window is polled every 20 ms (HighGUI); a recorder alone: frames wake it, and
+            # without frames it looks often for a stop.
+            if self.draws:
+                self._changed.wait(0.02 if window else min(FILE_WAKE_S, self._idle_timeout(started)))
                 self._changed.clear()
             else:  # nothing to draw: sleep until a stop, or the next thing due
                 self.stop.wait(self._idle_timeout(started))
             now = time.monotonic()
             frame_version, frame = self.latest_frame.get()
-            if frame is not None and frame_version != shown_frame:
+            if self.draws and frame is not None and frame_version != shown_frame:
                 shown_frame = frame_version
-                if self.draws:
-                    self._show(frame, now)
-            if window and not window.poll():
-                self.user_quit = True
-                break
-            if self.duration_s is not None and now - started >= self.duration_s:
-                break
-            if self.capture.finished.is_set() and self._nothing_left_to_infer():
+                self._show(frame, now)
+            if (
+                (window and not window.poll())  # q, Esc, or the window closed
+                or (self.duration_s is not None and now - started >= self.duration_s)
+                or (self.capture.finished.is_set() and self._nothing_left_to_infer())
+            ):
                 break
             self.capture.check_stall(now)
             self._tell_systemd(now)
@@ -249,11 +239,10 @@ class Pipeline:
         notifier = self.notifier
         if notifier is None or not notifier.enabled:
             return
-        s = self.stats
         if now - self._last_systemd_status >= SYSTEMD_STATUS_S:  # `systemctl status` is true from the start
             self._last_systemd_status = now
             notifier.status(self.snapshot(now).line())
-        if not notifier.is_ready and s.last_frame_mono is not None and s.last_api_answer_mono is not None:
+        if not notifier.is_ready and None not in (self.stats.last_frame_mono, self.stats.last_api_answer_mono):
             notifier.ready(self.snapshot(now).line())
         window = notifier.watchdog_interval_s
         if window and notifier.is_ready and now - self._last_watchdog >= window / 4 and self.healthy(now, window):
@@ -283,7 +272,7 @@ class Pipeline:
         _, frame = self.latest_frame.get()
         if frame is None or raw:
             return frame
-        return replace(frame, image=self._draw(frame, self.results.latest(), time.monotonic()))
+        return replace(frame, image=self._draw(frame, self.results.latest, time.monotonic()))
 
     def event_frame(self, result: Result) -> Frame | None:
         """The newest frame with ``result`` drawn, the camera's name and the frame's time in a
@@ -292,8 +281,7 @@ class Pipeline:
         if frame is None:
             return None
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(frame.captured_at))
-        caption = f"{self.name or self.source_name}  {stamp}"
-        return replace(frame, image=event_image(frame.image, result, caption))
+        return replace(frame, image=event_image(frame.image, result, f"{self.name or self.source_name}  {stamp}"))
 
     def _draw(self, frame: Frame, result: Result | None, now: float):
         image = frame.image.copy()  # the capture thread's frame is shared: draw on a copy
@@ -309,23 +297,22 @@ class Pipeline:
         return image
 
     def _show(self, frame: Frame, now: float) -> None:
-        image = self._draw(frame, self.results.latest(), now)
+        image = self._draw(frame, self.results.latest, now)
         if self.outputs.recorder:
             self.outputs.recorder.write(image, frame.captured_mono)
         if self.outputs.window and not self.outputs.window.show(image):
-            self.user_quit = True
             self.stop.set()
 
     def _shutdown(self) -> None:
         """Stop every thread and close every output against one deadline; name what did not finish."""
         self.stop.set()
-        stopped = time.monotonic()
         deadline = Deadline(STOP_DEADLINE_S)
         if self.notifier is not None:
             self.notifier.stopping()
         joins = (("capture", self.capture, CAPTURE_SHARE_S), ("inference", self.inference, INFERENCE_SHARE_S))
+        # Each joins within its share of the deadline, the rest kept for the steps after it.
         unfinished = [
-            name for name, worker, share_s in joins if not worker.join(max(0.0, stopped + share_s - time.monotonic()))
+            name for name, worker, share_s in joins if not worker.join(deadline.left(STOP_DEADLINE_S - share_s))
         ]
         if not self.publisher.stop(deadline.at - 0.5 * deadline.left()):  # the last results, the last heartbeat
             unfinished.append("publish")

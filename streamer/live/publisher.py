@@ -24,7 +24,7 @@ from streamer.types import Delivery, Output, Result
 
 log = logging.getLogger(__name__)
 
-IDLE_WAIT_S = 1.0  # the longest the publisher sleeps before it looks at the stop flag again
+IDLE_WAIT_S = 1.0  # the longest a thread of the live path sleeps before it looks at the stop flag again
 SLOW_OUTPUT_S = 0.25  # an output whose deliver takes longer is named, once: it breaks the contract
 
 
@@ -45,10 +45,9 @@ class NewestResults:
         self._held: list = []  # heap of (release_at, seq, result)
         self._seq = 0
         self._backlog = backlog
-        self._latest = None
+        self.latest = None  # the last result released (read without the lock: one reference)
         self._last_frame_id = -1
-        self.accepted = 0
-        self.late = 0
+        self.accepted = self.late = 0  # results released, and results dropped as late
 
     def offer(self, result, release_at: float = 0.0) -> bool:
         """Hand in a result, to be released at ``release_at`` (monotonic; 0: at once).
@@ -60,9 +59,8 @@ class NewestResults:
             self._seq += 1
             heapq.heappush(self._held, (release_at, self._seq, result))
             if len(self._held) > self._backlog:  # nobody is draining: keep the newest
-                kept = heapq.nlargest(self._backlog, self._held, key=lambda item: item[2].frame_id)
-                self.late += len(self._held) - len(kept)
-                self._held = kept
+                self.late += len(self._held) - self._backlog
+                self._held = heapq.nlargest(self._backlog, self._held, key=lambda item: item[2].frame_id)
                 heapq.heapify(self._held)
         return True
 
@@ -80,14 +78,10 @@ class NewestResults:
                     self.late += 1
                     continue
                 self._last_frame_id = result.frame_id
-                self._latest = result
+                self.latest = result
                 self.accepted += 1
                 out.append(result)
         return out
-
-    def latest(self):
-        with self._lock:
-            return self._latest
 
 
 class Publisher:
@@ -134,26 +128,22 @@ class Publisher:
         with self._wake:
             self._stopping = True
             self._wake.notify()
-        if self._thread.ident is None:  # never started (a failure at start-up): nothing was offered
-            return True
         self._thread.join(max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()
 
     def _run(self) -> None:
         try:
-            while True:
+            stopping = False
+            while not stopping:
                 with self._wake:
                     if not self._stopping:
                         self._wake.wait(self._sleep_s())
                     stopping = self._stopping
                 now = time.monotonic()
-                self._release(float("inf") if stopping else now)
-                if stopping:
-                    self._heartbeat("stopped")
-                    return
-                if now - self._last_heartbeat >= self.heartbeat_s:
+                self._release(float("inf") if stopping else now)  # a stop releases even what is held
+                if stopping or now - self._last_heartbeat >= self.heartbeat_s:
                     self._last_heartbeat = now
-                    self._heartbeat("running")
+                    self._heartbeat("stopped" if stopping else "running")
         except BaseException as exc:  # a full disk, a bug: recorded, and it ends the run
             if not isinstance(exc, StreamerError):  # ours: one line at exit
                 log.error("publishing stopped by an unexpected error", exc_info=exc)
@@ -162,11 +152,13 @@ class Publisher:
                 self._stop_all.set()
 
     def _sleep_s(self) -> float:
-        now = time.monotonic()
-        due = [IDLE_WAIT_S, self._last_heartbeat + self.heartbeat_s - now]
         release = self.results.next_release()
-        if release is not None:
-            due.append(release - now)
+        now = time.monotonic()
+        due = (
+            IDLE_WAIT_S,
+            self._last_heartbeat + self.heartbeat_s - now,
+            float("inf") if release is None else release - now,
+        )
         return max(0.0, min(due))
 
     def _release(self, now: float) -> None:

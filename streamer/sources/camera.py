@@ -20,14 +20,6 @@ class CameraMode:
     fps: float | None = None
     fourcc: str | None = None
 
-    @property
-    def asked(self) -> bool:
-        return any(v is not None for v in (self.width, self.height, self.fps, self.fourcc))
-
-
-def fourcc_code(text: str) -> int:
-    return cv2.VideoWriter_fourcc(*text)
-
 
 def fourcc_text(code: float) -> str | None:
     """The four characters of a CAP_PROP_FOURCC value, or None when the backend gives none."""
@@ -41,14 +33,15 @@ def apply_mode(cap, mode: CameraMode) -> None:
 
     The pixel format goes first: with V4L2 it decides which sizes and rates exist (a USB camera
     offers 1080p at 30 fps only in MJPG), so a size asked before it may be refused."""
-    if mode.fourcc is not None:
-        cap.set(cv2.CAP_PROP_FOURCC, fourcc_code(mode.fourcc))
-    if mode.width is not None:
-        cap.set(cv2.CAP_PROP_FRAME_WIDTH, mode.width)
-    if mode.height is not None:
-        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, mode.height)
-    if mode.fps is not None:
-        cap.set(cv2.CAP_PROP_FPS, mode.fps)
+    fourcc = None if mode.fourcc is None else cv2.VideoWriter_fourcc(*mode.fourcc)
+    for prop, value in (
+        (cv2.CAP_PROP_FOURCC, fourcc),
+        (cv2.CAP_PROP_FRAME_WIDTH, mode.width),
+        (cv2.CAP_PROP_FRAME_HEIGHT, mode.height),
+        (cv2.CAP_PROP_FPS, mode.fps),
+    ):
+        if value is not None:
+            cap.set(prop, value)
 
 
 def actual_mode(cap) -> CameraMode:
@@ -70,9 +63,8 @@ def describe(mode: CameraMode) -> str:
 
 
 def _same(key: str, want: object, got: object) -> bool:
-    if key == "fps":  # drivers report 29.97 or 30.00003 for 30: within 1 % is the same
-        return abs(float(want) - float(got)) <= 0.01 * float(want) + 1e-9
-    return want == got
+    # Drivers report 29.97 or 30.00003 for 30 fps: within 1 % is the same.
+    return abs(float(want) - float(got)) <= 0.01 * float(want) + 1e-9 if key == "fps" else want == got
 
 
 def report(name: str, asked: CameraMode, got: CameraMode) -> tuple[str, bool]:

@@ -55,8 +55,7 @@ class CaptureWorker:
         self.finished = threading.Event()  # set when a file has ended (and loop is off)
         self.error: BaseException | None = None
         self._faults = FaultLog(log, f"source {source.name}")
-        self._next_id = 0
-        self._frames_at_open = 0
+        self._next_id = self._frames_at_open = 0  # the next frame's id, and what it was at the last open
         self._generation = 0
         self._busy: tuple[str, float, int] | None = None  # (read|open, monotonic start, generation)
         self._state = threading.Lock()  # guards _busy, _generation, _thread and _threads
@@ -77,15 +76,13 @@ class CaptureWorker:
         self._threads = [t for t in self._threads if t.is_alive()]
         return not self._threads
 
-    def check_stall(self, now: float | None = None) -> bool:
-        """Called by the supervisor: abandon a read or open blocked for too long and
-        start reading from a fresh source.  Returns whether it did."""
-        now = time.monotonic() if now is None else now
+    def check_stall(self, now: float) -> bool:
+        """Called by the supervisor (``now``: its monotonic time): abandon a read or open blocked
+        for too long and start reading from a fresh source.  Returns whether it did."""
         with self._state:  # decide and swap under the lock; log and start the thread after it
-            busy = self._busy
-            if busy is None or self.stop.is_set() or not self._thread.is_alive():
+            if self._busy is None or self.stop.is_set() or not self._thread.is_alive():
                 return False
-            what, since, _ = busy
+            what, since, _ = self._busy
             if now - since < (self.open_limit_s if what == "open" else self.stall_timeout_s):
                 return False
             self.stats.source_stalls += 1
@@ -128,13 +125,10 @@ class CaptureWorker:
     def _run(self, generation: int, source) -> None:
         try:
             self._loop(generation, source)
-        except StreamerError as exc:  # said in one line by the CLI
-            if generation == self._generation:
-                self.error = exc
-                self.stop.set()
         except BaseException as exc:  # fail fast: record, stop everything
             if generation == self._generation:
-                log.exception("capture stopped by an unexpected error")
+                if not isinstance(exc, StreamerError):  # ours: said in one line by the CLI
+                    log.exception("capture stopped by an unexpected error")
                 self.error = exc
                 self.stop.set()
         finally:
@@ -155,10 +149,7 @@ class CaptureWorker:
                 ) from None
             if first and not getattr(source, "retry_first_open", False):
                 raise  # a local pipeline (libcamerasrc ...) that does not open: say so and stop, exit 1
-            self.stats.source_state = "reconnecting"
-            self._faults.fault(str(exc))
-            self.stop.wait(self.backoff.next_delay())
-            return False
+            return self._reconnect(str(exc))
         if not self._current(generation):
             return False
         self._frames_at_open = self._next_id
@@ -168,7 +159,7 @@ class CaptureWorker:
 
     def _loop(self, generation: int, source) -> None:
         opened, first = False, generation == 0
-        while self._current(generation):
+        while self._current(generation) and not self.finished.is_set():  # until a file ends (loop off)
             if not opened:
                 opened = self._open(generation, source, first)
                 first = False
@@ -178,8 +169,6 @@ class CaptureWorker:
                 return  # abandoned by the stall watchdog while blocked, or stopping
             if image is None:
                 opened = self._after_failed_read(generation, source)
-                if self.finished.is_set():
-                    return
                 continue
             self._publish(source, image)
 
@@ -200,8 +189,12 @@ class CaptureWorker:
             self.finished.set()
             return False
         # A live source that stopped delivering: release, back off, reopen (docs/facts.md).
+        return self._reconnect("read failed; reopening")
+
+    def _reconnect(self, fault: str) -> bool:
+        """Log the fault, back off before the next open; False: the source is not open."""
         self.stats.source_state = "reconnecting"
-        self._faults.fault("read failed; reopening")
+        self._faults.fault(fault)
         self.stop.wait(self.backoff.next_delay())
         return False
 
@@ -214,6 +207,5 @@ class CaptureWorker:
         self.stats.frames_read += 1
         self.stats.last_frame_mono = now_mono
         self.stats.capture_rate.tick(now_mono)
-        if self.backoff.failures or self._faults.failing:
-            self.backoff.reset()
-            self._faults.recovered()
+        self.backoff.reset()  # both cheap no-ops unless the source was failing
+        self._faults.recovered()

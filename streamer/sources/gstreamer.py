@@ -18,6 +18,11 @@ import re
 import shutil
 import subprocess
 
+import cv2
+
+from streamer.errors import ConfigError
+from streamer.redact import scrub
+
 NO_GSTREAMER = (
     "this OpenCV ({version}) was built without GStreamer, which gst: sources need; use Debian's or "
     "Raspberry Pi OS's python3-opencv (apt install python3-opencv, then a venv made with "
@@ -34,10 +39,6 @@ def has_gstreamer(build_information: str) -> bool:
 
 def check_backend() -> None:
     """Raise ConfigError (exit 2) when this cv2 cannot open a gst: source."""
-    import cv2
-
-    from streamer.errors import ConfigError
-
     if not has_gstreamer(cv2.getBuildInformation()):
         raise ConfigError("source.uri: " + NO_GSTREAMER.format(version=cv2.__version__))
 
@@ -46,12 +47,7 @@ def check_pipeline(pipeline: str) -> None:
     """Raise ConfigError (exit 2) when GStreamer cannot build ``pipeline``: an element that is not
     installed, a property an element lacks, a syntax error.  Says nothing when neither python3-gi
     nor gst-inspect-1.0 is there to ask: OpenCV's open then fails as before."""
-    from streamer.errors import ConfigError
-    from streamer.redact import scrub
-
-    problem = parse_problem(pipeline)
-    if problem is None:
-        problem = missing_element(pipeline)
+    problem = parse_problem(pipeline) or missing_element(pipeline)  # GStreamer's errors are never empty
     if problem is not None:
         raise ConfigError(f"source.uri: GStreamer cannot build the gst: pipeline: {scrub(problem)}{_hint(problem)}")
 
@@ -88,12 +84,8 @@ def parse_problem(pipeline: str) -> str | None:
 def element_names(pipeline: str) -> list[str]:
     """The factory names of a pipeline's elements, as far as text tells: the first word of each
     ``!``-separated part that is not caps (``video/x-raw,...``) or a pad reference (``t.``)."""
-    names = []
-    for part in pipeline.split("!"):
-        words = part.split()
-        if words and _ELEMENT.fullmatch(words[0]) and words[0] not in names:
-            names.append(words[0])
-    return names
+    parts = [part.split() for part in pipeline.split("!")]
+    return list(dict.fromkeys(words[0] for words in parts if words and _ELEMENT.fullmatch(words[0])))  # once each
 
 
 def missing_element(pipeline: str) -> str | None:

@@ -59,7 +59,6 @@ class Pacer:
 class SyntheticSource:
     """The built-in scene, generated at its frame rate.  Frame n of the scene is frame_id n."""
 
-    is_live = True
     is_file = False
 
     def __init__(self, width: int, height: int, fps: float, stop: threading.Event | None = None, moving: bool = True):
@@ -100,11 +99,9 @@ class CvSource:
         self.uri = uri
         self.kind = kind  # "webcam", "stream", "gst" or "file"
         self.name = url_for_display(uri) if kind == "stream" else scrub(uri) if kind == "gst" else uri
-        self.is_live = kind != "file"
         self.is_file = kind == "file"
         self.fps: float | None = None
-        self._open_timeout_ms = int(open_timeout_s * 1000)
-        self._read_timeout_ms = int(read_timeout_s * 1000)
+        self._open_timeout_ms, self._read_timeout_ms = int(open_timeout_s * 1000), int(read_timeout_s * 1000)
         self._rtsp_transport = rtsp_transport
         self._stop = stop
         self._cap: cv2.VideoCapture | None = None
@@ -148,12 +145,8 @@ class CvSource:
         elif self.kind == "gst":
             # No open or read timeout in this backend: a blocked call is the stall watchdog's.
             cap = cv2.VideoCapture(gstspec.pipeline_of(self.uri), cv2.CAP_GSTREAMER)
-        elif self.kind == "webcam":
+        else:  # a webcam by index or device, or a file (never all digits: that names a webcam)
             cap = cv2.VideoCapture(int(self.uri) if self.uri.isdigit() else self.uri)
-            if cap.isOpened():
-                apply_mode(cap, self._mode)  # before the first read
-        else:
-            cap = cv2.VideoCapture(self.uri)
         if not cap.isOpened():
             cap.release()
             if self.kind == "gst":
@@ -169,31 +162,26 @@ class CvSource:
                 else None
             )
             raise SourceError(f"cannot open {self.kind} {self.name}" + (f": {why}" if why else ""))
+        if self.kind == "webcam":
+            apply_mode(cap, self._mode)  # before the first read, and before the frame rate is read back
+            line, refused = report(self.name, self._mode, actual_mode(cap))
+            if line not in self._reported:  # once, and again only if a reopen gives another mode
+                self._reported[:] = [line]
+                (log.warning if refused else log.info)(line)
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps <= 240 else None
         if self.kind == "file":
             self._pacer = Pacer(self.fps or 30.0, self._stop)
-        if self.kind == "webcam":
-            self._report_mode(cap)
         self._cap = cap
 
-    def _report_mode(self, cap) -> None:
-        line, refused = report(self.name, self._mode, actual_mode(cap))
-        if line not in self._reported:  # once, and again only if a reopen gives another mode
-            self._reported[:] = [line]
-            (log.warning if refused else log.info)(line)
-
     def read(self) -> np.ndarray | None:
-        if self._cap is None:
-            return None
+        """The next frame, or None when the read fails or the file ends (only after a successful open)."""
         if self._pacer is not None:
             self._pacer.wait()
         ok, image = self._cap.read()
         if not ok or image is None or image.size == 0:
             return None
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        return image
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
 
     def close(self) -> None:
         cap, self._cap = self._cap, None
@@ -206,8 +194,7 @@ def make_source(config: Config, stop: threading.Event | None = None):
     uri = config.source.uri
     kind = source_kind(uri)
     if kind == "synthetic":
-        syn = config.synthetic
-        return SyntheticSource(syn.width, syn.height, syn.fps, stop)
+        return SyntheticSource(config.synthetic.width, config.synthetic.height, config.synthetic.fps, stop)
     if kind == "file" and not Path(uri).is_file():
         raise UsageError(
             f"source.uri: video file {url_for_display(uri)!r} not found; pass a file, a webcam index (0), "

@@ -95,11 +95,16 @@ def _http_status(uri: str, where: str, timeout_s: float) -> str:
             status = response.status_code  # headers only: an MJPEG body never ends
     except httpx.HTTPError as exc:
         return f"{where} accepts connections but HTTP fails: {scrub(str(exc)) or exc.__class__.__name__}"
-    if status in HTTP_HINTS:
-        return f"HTTP {status} from {where}: {HTTP_HINTS[status]}"
-    if status >= 400:
-        return f"HTTP {status} from {where}"
-    return f"{where} answers HTTP {status}, but OpenCV cannot read the stream in it (check its format)"
+    return (
+        _refusal("HTTP", status, where, HTTP_HINTS)
+        or f"{where} answers HTTP {status}, but OpenCV cannot read the stream in it (check its format)"
+    )
+
+
+def _refusal(protocol: str, status: int, where: str, hints: dict[int, str]) -> str | None:
+    """``RTSP 404 from HOST:PORT``, with the hint for that status if there is one; None below 400."""
+    said = f"{protocol} {status} from {where}"
+    return f"{said}: {hints[status]}" if status in hints else said if status >= 400 else None
 
 
 def _rtsp_status(sock: socket.socket, uri: str, where: str, timeout_s: float) -> str:
@@ -121,11 +126,7 @@ def _rtsp_status(sock: socket.socket, uri: str, where: str, timeout_s: float) ->
         return f"{where} accepts connections but does not answer RTSP ({reason}; is this its RTSP port?)"
     if status == 401 and parts.password is None:
         return f"RTSP 401 from {where}: the camera wants a user and password; put them in the URL (rtsp://USER:PASSWORD@...)"
-    if status in RTSP_HINTS:
-        return f"RTSP {status} from {where}: {RTSP_HINTS[status]}"
-    if status >= 400:
-        return f"RTSP {status} from {where}"
-    return (
+    return _refusal("RTSP", status, where, RTSP_HINTS) or (
         f"{where} answers RTSP {status} for this stream, so OpenCV cannot read the stream itself "
         "(--log-level debug shows FFmpeg's own reason)"
     )
@@ -182,12 +183,10 @@ def authorization(challenge: str, login: tuple[str, str], method: str, url: str)
     """The Authorization header that answers a WWW-Authenticate challenge, computed as FFmpeg
     does (RFC 2617; the digest's uri is the whole request URL)."""
     user, password = login
-    scheme = challenge.split(None, 1)[0].lower()
-    if scheme == "basic":
+    if challenge.split(None, 1)[0].lower() == "basic":
         return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     params = {m[1].lower(): m[2] if m[2] is not None else m[3] for m in _PARAM.finditer(challenge)}
-    realm, nonce = params.get("realm", ""), params.get("nonce", "")
-    algorithm = params.get("algorithm", "MD5")
+    realm, nonce, algorithm = params.get("realm", ""), params.get("nonce", ""), params.get("algorithm", "MD5")
 
     def md5(text: str) -> str:
         return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()

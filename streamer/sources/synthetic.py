@@ -46,20 +46,12 @@ class SyntheticScene:
 
     def __init__(self, width: int = 1280, height: int = 720, fps: float = 30.0, moving: bool = True):
         self.width, self.height, self.fps, self.moving = width, height, fps, moving
-        self._background = self._make_background()
-
-    def _make_background(self) -> np.ndarray:
-        # Grey only (zero saturation), so nothing in it looks like a shape to the detector.
-        ramp = np.linspace(20, 50, self.width, dtype=np.float32)[None, :]
-        rows = np.linspace(0, 15, self.height, dtype=np.float32)[:, None]
-        grey = (ramp + rows).astype(np.uint8)
-        image = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
-        step = max(16, self.width // 16)
-        for x in range(0, self.width, step):
-            cv2.line(image, (x, 0), (x, self.height - 1), (70, 70, 70), 1)
-        for y in range(0, self.height, step):
-            cv2.line(image, (0, y), (self.width - 1, y), (70, 70, 70), 1)
-        return image
+        # The background: grey only (zero saturation), so nothing in it looks like a shape to the detector.
+        ramp = np.linspace(20, 50, width, dtype=np.float32)[None, :]
+        rows = np.linspace(0, 15, height, dtype=np.float32)[:, None]
+        self._background = cv2.cvtColor((ramp + rows).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+        step = max(16, width // 16)
+        self._background[:, ::step] = self._background[::step] = 70  # the grid's lines, one pixel wide
 
     def boxes(self, frame_id: int) -> list[tuple[str, tuple[int, int, int, int]]]:
         """True corner boxes (x0, y0, x1, y1), exclusive ends, in this scene's pixels."""

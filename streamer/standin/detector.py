@@ -15,8 +15,7 @@ def detect(image: np.ndarray, min_area_fraction: float = 0.002) -> list[dict]:
     """Find the scene's shapes by colour; predictions in the API's format, in image pixels."""
     # Extent from luminance, thresholded half-way between the ground (<= 70) and the
     # shapes (>= 130) so blurred edges split evenly; class from the component's hue.
-    luma = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    mask = (luma > 100).astype(np.uint8)
+    mask = (cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) > 100).astype(np.uint8)
     hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     min_area = min_area_fraction * image.shape[0] * image.shape[1]
@@ -31,14 +30,13 @@ def detect(image: np.ndarray, min_area_fraction: float = 0.002) -> list[dict]:
         shape = _nearest_hue(int(np.median(pixels[:, 0])))
         if shape is None:
             continue
-        fill = area / float(w * h)
         predictions.append(
             {
                 "x": x + w / 2,
                 "y": y + h / 2,
                 "width": float(w),
                 "height": float(h),
-                "confidence": round(min(0.99, 0.55 + 0.45 * fill), 3),
+                "confidence": round(min(0.99, 0.55 + 0.45 * area / (w * h)), 3),  # by how much of its box it fills
                 "class": shape.name,
                 "class_id": CLASS_IDS[shape.name],
             }
@@ -47,10 +45,9 @@ def detect(image: np.ndarray, min_area_fraction: float = 0.002) -> list[dict]:
 
 
 def _nearest_hue(hue: int) -> Shape | None:
-    best, best_distance = None, 16
-    for shape in SHAPES:
-        distance = abs(hue - shape.hue)
-        distance = min(distance, 180 - distance)  # hue is circular
-        if distance < best_distance:
-            best, best_distance = shape, distance
-    return best
+    def distance(shape: Shape) -> int:
+        apart = abs(hue - shape.hue)
+        return min(apart, 180 - apart)  # hue is circular
+
+    nearest = min(SHAPES, key=distance)
+    return nearest if distance(nearest) < 16 else None

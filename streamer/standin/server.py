@@ -9,7 +9,6 @@ not a general object detector.  Tests can make it misbehave with ``set_fault``.
 from __future__ import annotations
 
 import base64
-import binascii
 import email.parser
 import json
 import logging
@@ -78,9 +77,7 @@ def threshold(params: dict[str, list[str]], name: str, default: float) -> float:
         raise HttpError(400, f"{name} must be a number, got {raw!r}") from None
     if value != value or value < 0:
         raise HttpError(400, f"{name} must be a non-negative number, got {raw!r}")
-    if value >= 1:
-        value /= 100
-    return max(0.01, value)
+    return max(0.01, value / 100 if value >= 1 else value)
 
 
 class ApiServer:
@@ -102,29 +99,24 @@ class ApiServer:
         self.latency_ms = latency_ms
         # Answer with other class names (e.g. one holding markup), to test what shows them.
         self.class_names = dict(class_names or {})
-        self.detector = detector  # False: skip decoding and detection (fixed boxes), for benchmarks
-        # Answered instead of detecting, when given (e.g. hostile class names for a test).
+        # False: skip decoding and detection (fixed boxes), for benchmarks; predictions, when
+        # given, are answered instead of detecting (e.g. hostile class names for a test).
+        self.detector = detector and predictions is None
         self.fixed_predictions = FIXED_PREDICTIONS if predictions is None else tuple(predictions)
-        if predictions is not None:
-            self.detector = False
         self.jitter = jitter
         self.api_key = api_key
         self.models = models
         self.counts: dict[int, int] = {}
         self.fault_counts: dict[str, int] = {}  # faults served, by label (a hang counts once answered)
-        self.in_flight = 0  # POSTs being handled now, and the most at once so far
-        self.max_in_flight_seen = 0
+        self.in_flight = self.max_in_flight_seen = 0  # POSTs being handled now, and the most at once so far
         self._connections: set = set()  # open client sockets, closed by stop() like a dying server
         self._fault: Fault | None = None
         self._lock = threading.Lock()
-        self._httpd = _HttpServer((host, port), _handler(self))
+        # Its own handler class, whose ``api`` is this server.
+        self._httpd = _HttpServer((host, port), type("Handler", (_Handler,), {"api": self}))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        self.url = "http://{}:{}".format(*self._httpd.server_address[:2])  # the port picked, if 0 was asked
 
     def set_fault(self, fault: Fault | None) -> None:
         with self._lock:
@@ -138,10 +130,6 @@ class ApiServer:
                 if fault.remaining <= 0:
                     self._fault = None
             return fault
-
-    def count(self, status: int) -> None:
-        with self._lock:
-            self.counts[status] = self.counts.get(status, 0) + 1
 
     def start(self) -> ApiServer:
         self._thread = threading.Thread(
@@ -182,11 +170,10 @@ class ApiServer:
         auth = headers.get("Authorization", "")
         if not key and auth.startswith("Bearer "):
             key = auth[7:]
-        if self.api_key is not None:
-            if not key:
-                raise HttpError(400, "Missing api_key")
-            if key != self.api_key:
-                raise HttpError(401, "Unauthorized api_key")
+        if self.api_key is not None and not key:
+            raise HttpError(400, "Missing api_key")
+        if self.api_key is not None and key != self.api_key:
+            raise HttpError(401, "Unauthorized api_key")
         if self.models is not None and model not in self.models:
             raise HttpError(404, f"Model {model} not found")
         confidence = threshold(params, "confidence", 0.4)
@@ -196,45 +183,40 @@ class ApiServer:
             raise HttpError(400, f"format must be json, image or image_and_json, got {fmt!r}")
         started = time.perf_counter()
         image = self._image(params, headers, body)
-        if self.detector:
-            predictions = [p for p in detect(image) if p["confidence"] >= confidence]
-        else:  # a benchmark's server: the same answer every time, no detection work
-            predictions = [dict(p) for p in self.fixed_predictions]
+        predictions = (
+            [p for p in detect(image) if p["confidence"] >= confidence]
+            if self.detector
+            else [dict(p) for p in self.fixed_predictions]  # a benchmark's server: the same answer, no detection work
+        )
         max_det = params.get("max_detections", ["300"])[-1]
         predictions = predictions[: int(max_det) if max_det.isdigit() else 300]
         for p in predictions:
             p["detection_id"] = str(uuid.uuid4())
             p["class"] = self.class_names.get(p["class"], p["class"])
         took_s = time.perf_counter() - started  # the model's time; the delay stands for the network
-        self._delay()
+        if self.latency_ms > 0:
+            time.sleep(self.latency_ms * (1 + random.uniform(-self.jitter, self.jitter)) / 1000)
         response = {
             "inference_id": str(uuid.uuid4()),
             "time": round(took_s, 6),
             "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
             "predictions": predictions,
         }
-        if fmt == "json":
-            return 200, "application/json", json.dumps(response).encode(), {}
-        drawn = draw_detections(image.copy(), parse_response({"predictions": predictions}).detections)
-        jpeg = encode_jpeg(drawn, 95)
-        if fmt == "image":
-            return 200, "image/jpeg", jpeg, {}
-        response["visualization"] = base64.b64encode(jpeg).decode()
+        if fmt != "json":  # the boxes drawn on the image: alone, or in the JSON
+            drawn = draw_detections(image.copy(), parse_response({"predictions": predictions}).detections)
+            jpeg = encode_jpeg(drawn, 95)
+            if fmt == "image":
+                return 200, "image/jpeg", jpeg, {}
+            response["visualization"] = base64.b64encode(jpeg).decode()
         return 200, "application/json", json.dumps(response).encode(), {}
-
-    def _delay(self) -> None:
-        if self.latency_ms > 0:
-            spread = 1 + random.uniform(-self.jitter, self.jitter)
-            time.sleep(self.latency_ms * spread / 1000)
 
     def _image(self, params, headers, body: bytes) -> np.ndarray:
         url = params.get("image", [None])[-1]
         if url:
             try:
-                data = httpx.get(url, timeout=10.0, follow_redirects=True).raise_for_status().content
+                return _decode(httpx.get(url, timeout=10.0, follow_redirects=True).raise_for_status().content)
             except httpx.HTTPError as exc:
                 raise HttpError(400, f"Could not load image from URL: {exc.__class__.__name__}") from None
-            return _decode(data)
         content_type = headers.get("Content-Type")
         if not content_type:
             raise HttpError(400, "Missing Content-Type header")
@@ -250,7 +232,7 @@ class ApiServer:
             raise HttpError(400, "Empty request body: send a base64-encoded image")
         try:
             data = base64.b64decode(b"".join(body.split()), validate=True)
-        except (binascii.Error, ValueError):
+        except ValueError:  # binascii.Error is one
             raise HttpError(400, "Request body is not valid base64") from None
         return _decode(data)
 
@@ -271,7 +253,7 @@ def _decode(data: bytes) -> np.ndarray:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """One connection to the stand-in; ``api`` is set on a subclass per self.api."""
+    """One connection to the stand-in; ``api`` is set on a subclass per ApiServer."""
 
     api: ApiServer
 
@@ -322,8 +304,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return self._error(413, f"Request body over {MAX_BODY_BYTES // 2**20} MB")
         body = self.rfile.read(length) if length else b""
-        fault = self.api._take_fault()
-        if fault is not None:
+        if (fault := self.api._take_fault()) is not None:
             return self._fault(fault)
         parts = urlsplit(self.path)
         try:
@@ -336,8 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, ctype, payload, extra)
 
     def _fault(self, fault: Fault) -> None:
-        if fault.hang_s:
-            time.sleep(fault.hang_s)
+        time.sleep(fault.hang_s)
         with self.api._lock:
             self.api.fault_counts[fault.label] = self.api.fault_counts.get(fault.label, 0) + 1
         extra = dict(fault.headers)
@@ -345,26 +325,21 @@ class _Handler(BaseHTTPRequestHandler):
             extra["Retry-After"] = fault.retry_after
         if fault.raw_body is not None:
             guessed = "text/html" if fault.raw_body.lstrip().startswith(b"<") else "application/json"
-            ctype = extra.pop("Content-Type", guessed)  # a test may send a wrong one on purpose
-            return self._send(fault.status, ctype, fault.raw_body, extra)
+            # A test may send a wrong Content-Type on purpose.
+            return self._send(fault.status, extra.pop("Content-Type", guessed), fault.raw_body, extra)
         self._error(fault.status, fault.message, extra)
 
     def _error(self, status: int, message: str, extra: dict | None = None) -> None:
         self._send(status, "application/json", json.dumps({"message": message}).encode(), extra or {})
 
     def _send(self, status: int, ctype: str, payload: bytes, extra: dict) -> None:
-        self.api.count(status)
+        with self.api._lock:
+            self.api.counts[status] = self.api.counts.get(status, 0) + 1
         try:
             self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in extra.items():
+            for name, value in (("Content-Type", ctype), ("Content-Length", str(len(payload))), *extra.items()):
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-
-
-def _handler(server: ApiServer) -> type[_Handler]:
-    return type("Handler", (_Handler,), {"api": server})
