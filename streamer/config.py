@@ -258,9 +258,7 @@ def _mqtt_protocol(value: Any) -> str:
     return str(value)
 
 
-def _topic_prefix(value: Any) -> str | None:
-    if value is None:  # mqtt.discovery_prefix: null has always been let through (as None)
-        return None
+def _topic_prefix(value: Any) -> str:
     if not isinstance(value, str) or not value.strip("/") or any(c in value for c in "+#\0") or value[0] == "$":
         raise ValueError("expected a topic such as streamer/front-door, without + # or a NUL, not starting with $")
     return value.strip("/")

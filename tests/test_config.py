@@ -65,6 +65,7 @@ BAD = [
     ("output:\n  zmq_status_topic: detections-status\n", "output.zmq_status_topic", "prefix"),
     # (file text, the key path the one-line error must name, a word from the reason)
     ("inference:\n  confidence: 1.5\n", "inference.confidence", "fraction"),
+    ("mqtt:\n  discovery_prefix: null\n", "mqtt.discovery_prefix", "topic"),  # not topics under "None/"
     ("inference:\n  confidence: 40\n", "inference.confidence", "0.4"),
     ("inference:\n  confidence: 1\n", "inference.confidence", "for 1 % write 0.01"),  # the API reads 1 as 1 %
     ("inference:\n  classes: ',,'\n", "inference.classes", "class names"),

@@ -62,6 +62,17 @@ def test_results_resume_within_seconds_after_a_hung_api_whatever_the_timeout(spe
     assert recovered_s < 8.0, f"results resumed {recovered_s:.1f} s after the API came back"
 
 
+def test_a_first_backoff_longer_than_the_refusal_pace_still_runs():
+    """api.backoff_initial_s may be up to 60 s; refused frames are resent at most 2 s apart.
+    A first backoff above that once stopped streamer at start with a ValueError."""
+    with ApiServer("127.0.0.1", 0) as server:
+        run = Running(server.url, backoff_initial_s=3.0, backoff_max_s=30.0)
+        try:
+            assert wait_until(lambda: run.pipeline.results.accepted >= 3, 10)
+        finally:
+            run.finish()
+
+
 def test_hung_requests_are_capped_and_their_late_answers_dropped():
     """At most 2 x max_in_flight hung requests are outstanding at once; an answer that comes
     after its request was given up on is not published."""

@@ -107,7 +107,8 @@ class InferenceWorker:
         self.pacing = Pacing(settings.max_in_flight, settings.max_fps)
         self.budget = CallBudget(settings.budget_calls, settings.budget_period)
         self.gate = MotionGate(settings.min_change)
-        self._refusal_backoff = Backoff(self.backoff.initial_s, min(self.backoff.max_s, REFUSAL_BACKOFF_MAX_S))
+        refusal_max_s = min(self.backoff.max_s, REFUSAL_BACKOFF_MAX_S)  # api.backoff_initial_s may be above it
+        self._refusal_backoff = Backoff(min(self.backoff.initial_s, refusal_max_s), refusal_max_s)
         self.error: BaseException | None = None
         self.finished_frames = 0  # frames taken from the queue and fully handled
         self.pause_until = 0.0  # monotonic end of the last pause (backoff, Retry-After); past: none
