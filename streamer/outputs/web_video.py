@@ -15,11 +15,9 @@ import time
 from collections.abc import Callable
 
 from streamer.imaging import encode_jpeg
-from streamer.threads import named_thread
+from streamer.threads import IDLE_WAIT_S, named_thread
 
 log = logging.getLogger(__name__)
-
-IDLE_WAIT_S = 1.0  # how often an idle encoder looks for a stop
 
 
 class NewestSlot:
