@@ -10,6 +10,7 @@ Whatever the user sets in the environment is left alone.
 
 from __future__ import annotations
 
+import logging
 import os
 
 QUIET = {"OPENCV_LOG_LEVEL": "OFF", "OPENCV_FFMPEG_LOGLEVEL": "-8"}  # -8: AV_LOG_QUIET
@@ -24,12 +25,14 @@ def silence() -> None:
             _ours.add(name)
 
 
-def apply(debug: bool) -> None:
-    """Before the first open: silence, or at debug level give OpenCV and FFmpeg their voice back.
+def apply() -> None:
+    """Before the first open (OpenCV reads FFmpeg's level when its FFmpeg backend starts, so
+    before the first VideoCapture or VideoWriter): silence, or when streamer logs at debug
+    level give OpenCV and FFmpeg their voice back.
 
     OpenCV 4.6 (Debian's) has no cv2.utils.logging: there, once cv2 is imported, only
     OPENCV_LOG_LEVEL=INFO set by the user brings OpenCV's own lines back."""
-    if not debug:
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
         silence()
         return
     for name in list(_ours):

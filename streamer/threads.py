@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
+
+from streamer.errors import StreamerError
+
+IDLE_WAIT_S = 1.0  # the longest an idle worker thread sleeps before it looks at the stop flag again
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
 
@@ -31,6 +36,20 @@ def named_thread(name: str, target: Callable[..., object], *args: object) -> thr
         target(*args)
 
     return threading.Thread(target=run, name=name, daemon=True)
+
+
+def record_failure(
+    exc: BaseException, owner: Any, stop: threading.Event | None, what: str, logger: logging.Logger
+) -> None:
+    """A worker thread's loop raised what it does not handle (a refused key, a full disk, a
+    bug): log it unless it is ours (a StreamerError is said in one line at exit), keep the
+    first such error in ``owner.error`` and set ``stop``, which ends the run."""
+    if not isinstance(exc, StreamerError):
+        logger.error("%s stopped by an unexpected error", what, exc_info=exc)
+    if owner.error is None:
+        owner.error = exc
+    if stop is not None:
+        stop.set()
 
 
 def join_all(threads: list[threading.Thread], deadline: float) -> list[str]:

@@ -20,10 +20,10 @@ from streamer.errors import ConfigError
 from streamer.live.dispatch import InferenceSettings
 from streamer.live.pipeline import Outputs
 from streamer.names import class_slug
-from streamer.outputs import homeassistant as ha
 from streamer.outputs.mqtt import MqttPublisher
 from streamer.standin.server import ApiServer
 from support import tls
+from support.homeassistant import missing_keys
 from support.mosquitto import PASSWORD, USER, Broker, Recorder, tools_available
 from support.running import Running, streamer_threads, wait_until
 
@@ -118,7 +118,7 @@ def test_run_publishes_every_topic_and_says_offline_at_exit(broker, api, spawn, 
         assert discovery.wait_for(lambda m: len(m) >= 12, 5)
     for message in discovery.messages:
         component = message.topic.split("/")[1]
-        assert message.retain and ha.missing_keys(component, json.loads(message.payload)) == []
+        assert message.retain and missing_keys(component, json.loads(message.payload)) == []
     assert {m.topic.split("/")[1] for m in discovery.messages} == {"binary_sensor", "sensor", "camera"}
     assert PASSWORD not in proc.stdout + proc.stderr
 
@@ -277,7 +277,7 @@ def test_publishing_never_waits_for_a_broker_that_is_gone(broker, tmp_path):
     publisher = _publisher(broker, tmp_path)
     try:
         broker.kill()
-        assert wait_until(lambda: not publisher.connected, 5)
+        assert wait_until(lambda: not publisher._connected.is_set(), 5)
         started = time.monotonic()
         results = [publisher.send(b'{"predictions": [{"class": "person"}]}') for _ in range(2000)]
         assert time.monotonic() - started < 1.0

@@ -13,6 +13,7 @@ from streamer.names import class_slug, source_name
 from streamer.outputs import homeassistant as ha
 from streamer.outputs.class_topics import ClassTopics, links
 from streamer.stats import Stats
+from support.homeassistant import missing_keys
 
 SAFE = re.compile(r"^[a-z0-9_-]{1,64}$")
 HOSTILE = ["a/b", "+", "#", "x\0y", "c" * 1000, "人", "", "  ", "$SYS", "person/#/+", "../..", "Hard Hat"]
@@ -114,12 +115,12 @@ def test_discovery_payloads_have_the_keys_home_assistant_requires():
     for topic, payload in _all_configs():
         component = topic.split("/")[1]
         components.add(component)
-        assert ha.missing_keys(component, payload) == [], topic
+        assert missing_keys(component, payload) == [], topic
         assert payload["availability"][0]["topic"] == "streamer/front-door/availability"
         assert payload["device"]["identifiers"] == ["streamer_front-door"]
     assert components == {"binary_sensor", "sensor", "camera"}
-    assert ha.missing_keys("camera", {"name": "x"}) == ["topic", "unique_id", "device"]
-    assert ha.missing_keys("sensor", {"state_topic": "t", "unique_id": "u", "device": {"name": "d"}}) == [
+    assert missing_keys("camera", {"name": "x"}) == ["topic", "unique_id", "device"]
+    assert missing_keys("sensor", {"state_topic": "t", "unique_id": "u", "device": {"name": "d"}}) == [
         "device.identifiers"
     ]
 

@@ -19,6 +19,7 @@ from streamer.errors import ConfigError
 from streamer.imaging import encode_jpeg
 from streamer.outputs.metrics import MAX_LABELS, Metrics
 from streamer.outputs.web import WebServer, WebSettings, web_settings
+from streamer.outputs.web_video import NewestSlot
 from streamer.stats import Stats
 from streamer.types import Delivery, Detection, Result
 from support.running import streamer_threads, wait_until
@@ -136,15 +137,19 @@ def frames_go_by(served, count: int = 30) -> None:
     wait_until(lambda: stats.frames_read >= read + count, 10, f"{count} more frames read")
 
 
-def test_no_jpeg_is_encoded_until_a_viewer_comes_and_none_after_it_leaves(served):
+def test_no_jpeg_is_encoded_until_a_viewer_comes_and_none_after_it_leaves(served, monkeypatch):
+    feed = served.web.feed
+    encoded = []  # each JPEG the encoder thread made and handed to the viewers
+    publish = feed._publish
+    monkeypatch.setattr(feed, "_publish", lambda jpeg: (encoded.append(1), publish(jpeg)))
     frames_go_by(served)
-    assert served.web.feed.encoded == 0
+    assert len(encoded) == 0
     frames = mjpeg_frames(served.url + "/stream.mjpg", 3)
     assert len(frames) == 3 and all(f is not None and f.shape == (360, 640, 3) for f in frames)
     assert wait_until(lambda: served.web.feed.viewers == 0, 5)
-    after = served.web.feed.encoded
+    after = len(encoded)
     frames_go_by(served)
-    assert served.web.feed.encoded == after
+    assert len(encoded) == after
 
 
 def test_the_stream_keeps_to_its_rate_and_size(api_server):
@@ -161,14 +166,23 @@ def test_the_stream_keeps_to_its_rate_and_size(api_server):
         s.close()
 
 
-def test_a_viewer_that_never_reads_has_frames_dropped_not_queued(served):
+def test_a_viewer_that_never_reads_has_frames_dropped_not_queued(served, monkeypatch):
+    dropped: dict[NewestSlot, int] = {}  # per viewer, the items replaced before it took them
+    put = NewestSlot.put
+
+    def counting_put(slot: NewestSlot, item: bytes) -> None:
+        if slot._item is not None:
+            dropped[slot] = dropped.get(slot, 0) + 1
+        put(slot, item)
+
+    monkeypatch.setattr(NewestSlot, "put", counting_put)
     stalled = socket.create_connection(("127.0.0.1", served.web.address[1]))
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
     try:
         assert wait_until(lambda: served.web.feed.viewers == 1, 5)
         # It takes no bytes: once its socket is full, its newest-frame slot replaces frames.
-        assert wait_until(lambda: any(slot.dropped > 5 for slot in served.web._viewers), 20)
+        assert wait_until(lambda: any(n > 5 for n in dropped.values()), 20)
         frames = mjpeg_frames(served.url + "/stream.mjpg", 5)  # another viewer is served meanwhile
         assert len(frames) == 5
         assert served.pipeline.stats.capture_rate.rate() > 20

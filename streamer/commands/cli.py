@@ -183,31 +183,30 @@ As a subscriber's pair, for a publisher with output.zmq_curve_clients_dir:
 
 def _listen_parser(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "listen", "subscribe to a feed and print each message as a JSON line", cmd_listen)
-    p.add_argument(
-        "--connect",
-        default="tcp://127.0.0.1:5555",
-        metavar="ENDPOINT",
-        help="the feed to read: an endpoint, or just a port (5555 means tcp://127.0.0.1:5555; default 5555)",
-    )
-    p.add_argument("--topic", default="", help="topic prefix to subscribe to (default: every topic)")
-    p.add_argument("--count", type=int, metavar="N", help="exit after N messages")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        metavar="S",
-        help="exit 1 when no message arrives for S seconds (a probe: --count 1 --timeout 10)",
-    )
-    p.add_argument(
-        "--server-key",
-        metavar="FILE",
-        help="the publisher's public certificate (.key): read a feed encrypted with CURVE",
-    )
-    p.add_argument(
-        "--client-key",
-        metavar="FILE",
-        help="this subscriber's secret certificate (.key_secret), "
-        "for a publisher that admits only listed clients (default: a throwaway key pair)",
-    )
+    for flag, spec in {
+        "--connect": {
+            "default": "tcp://127.0.0.1:5555",
+            "metavar": "ENDPOINT",
+            "help": "the feed to read: an endpoint, or just a port (5555 means tcp://127.0.0.1:5555; default 5555)",
+        },
+        "--topic": {"default": "", "help": "topic prefix to subscribe to (default: every topic)"},
+        "--count": {"type": int, "metavar": "N", "help": "exit after N messages"},
+        "--timeout": {
+            "type": float,
+            "metavar": "S",
+            "help": "exit 1 when no message arrives for S seconds (a probe: --count 1 --timeout 10)",
+        },
+        "--server-key": {
+            "metavar": "FILE",
+            "help": "the publisher's public certificate (.key): read a feed encrypted with CURVE",
+        },
+        "--client-key": {
+            "metavar": "FILE",
+            "help": "this subscriber's secret certificate (.key_secret), "
+            "for a publisher that admits only listed clients (default: a throwaway key pair)",
+        },
+    }.items():
+        p.add_argument(flag, **spec)
     add_flags(p, LOGGING)
 
 
@@ -218,12 +217,15 @@ def _tool_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="server", help="file name of the pair (default: server)")
 
     p = command(sub, "serve", "a local stand-in for the detection API (synthetic shapes only)", cmd_serve)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=9001, help="port to listen on (default 9001, as Roboflow Inference)")
-    p.add_argument("--latency-ms", type=float, default=0.0, help="add this delay to every answer (default 0)")
-    p.add_argument("--jitter", type=float, default=0.0, help="spread of the delay, e.g. 0.1 for +-10%% (default 0)")
-    p.add_argument("--api-key", help="require this key (401 for any other)")
-    p.add_argument("--model", action="append", help="serve only this model id (repeatable; default: any)")
+    for flag, spec in {
+        "--host": {"default": "127.0.0.1", "help": "address to listen on (default 127.0.0.1: this machine only)"},
+        "--port": {"type": int, "default": 9001, "help": "port to listen on (default 9001, as Roboflow Inference)"},
+        "--latency-ms": {"type": float, "default": 0.0, "help": "add this delay to every answer (default 0)"},
+        "--jitter": {"type": float, "default": 0.0, "help": "spread of the delay, e.g. 0.1 for +-10%% (default 0)"},
+        "--api-key": {"help": "require this key (401 for any other)"},
+        "--model": {"action": "append", "help": "serve only this model id (repeatable; default: any)"},
+    }.items():
+        p.add_argument(flag, **spec)
     add_flags(p, LOGGING)
 
 

@@ -20,6 +20,7 @@ import cv2
 import httpx
 import numpy as np
 
+from streamer import cvlog
 from streamer.api.client import DetectionClient
 from streamer.api.responses import Parsed
 from streamer.commands.options import add_flags, command, config_from_args
@@ -310,9 +311,7 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
         raise UsageError(f"input video {args.input!r} not found")
     if not 1 <= args.workers <= 32:
         raise UsageError(f"--workers: expected 1 to 32, got {args.workers}")
-    from streamer.sources.open import quiet_ffmpeg
-
-    quiet_ffmpeg()
+    cvlog.apply()
     cap = cv2.VideoCapture(args.input)
     if not cap.isOpened():
         raise UsageError(f"{args.input}: not a video OpenCV can read")

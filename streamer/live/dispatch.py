@@ -23,14 +23,14 @@ from dataclasses import dataclass
 
 from streamer.api.breaker import UNSENT_PROBE_S, CircuitBreaker
 from streamer.api.client import DetectionClient
-from streamer.errors import ApiBadRequest, ApiMalformedResponse, ApiTransientError, StreamerError
+from streamer.errors import ApiBadRequest, ApiMalformedResponse, ApiTransientError
 from streamer.imaging import prepare_upload
 from streamer.live.pacing import CallBudget, MotionGate, Pacing
-from streamer.live.publisher import IDLE_WAIT_S, Publisher
+from streamer.live.publisher import Publisher
 from streamer.queues import DropOldestQueue
 from streamer.retry import Backoff, FaultLog
 from streamer.stats import Stats
-from streamer.threads import join_all, named_thread
+from streamer.threads import IDLE_WAIT_S, join_all, named_thread, record_failure
 from streamer.types import Frame, Result
 
 log = logging.getLogger(__name__)
@@ -168,11 +168,7 @@ class InferenceWorker:
         try:
             loop()
         except BaseException as exc:
-            if not isinstance(exc, StreamerError):  # ours: one line at exit
-                log.error("inference stopped by an unexpected error", exc_info=exc)
-            if self.error is None:
-                self.error = exc
-            self.stop.set()
+            record_failure(exc, self, self.stop, "inference", log)
 
     # --- the dispatch thread ---
 

@@ -16,15 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from streamer.errors import StreamerError
 from streamer.message import encode_message, result_message, status_message
 from streamer.stats import Snapshot, Stats
-from streamer.threads import named_thread
+from streamer.threads import IDLE_WAIT_S, named_thread, record_failure
 from streamer.types import Delivery, Output, Result
 
 log = logging.getLogger(__name__)
 
-IDLE_WAIT_S = 1.0  # the longest a thread of the live path sleeps before it looks at the stop flag again
 SLOW_OUTPUT_S = 0.25  # an output whose deliver takes longer is named, once: it breaks the contract
 
 
@@ -145,11 +143,7 @@ class Publisher:
                     self._last_heartbeat = now
                     self._heartbeat("stopped" if stopping else "running")
         except BaseException as exc:  # a full disk, a bug: recorded, and it ends the run
-            if not isinstance(exc, StreamerError):  # ours: one line at exit
-                log.error("publishing stopped by an unexpected error", exc_info=exc)
-            self.error = exc
-            if self._stop_all is not None:
-                self._stop_all.set()
+            record_failure(exc, self, self._stop_all, "publishing", log)
 
     def _sleep_s(self) -> float:
         release = self.results.next_release()

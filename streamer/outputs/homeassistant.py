@@ -17,14 +17,6 @@ from typing import Any
 
 from streamer import __version__
 
-# The keys Home Assistant's MQTT integration documents as required, per component, plus
-# what device-based discovery needs (a unique_id, and a device with identifiers).
-REQUIRED = {
-    "binary_sensor": ("state_topic",),
-    "sensor": ("state_topic",),
-    "camera": ("topic",),
-}
-DISCOVERY_REQUIRED = ("unique_id", "device")
 ONLINE, OFFLINE = "online", "offline"
 LINKS = ("source", "api")  # <prefix>/source and <prefix>/api: online while it works
 CLASS_OBJECTS = (("binary_sensor", "_detected"), ("sensor", "_count"))  # a class's object ids: <slug><suffix>
@@ -165,12 +157,3 @@ def device_configs(
             camera = _entity(name, prefix, object_id, title, topic=f"{prefix}/{object_id}")
             configs.append((f"{node % 'camera'}/{object_id}/config", camera))
     return configs
-
-
-def missing_keys(component: str, payload: dict[str, Any]) -> list[str]:
-    """The documented required keys a discovery payload lacks (empty: it is complete)."""
-    keys = [*REQUIRED[component], *DISCOVERY_REQUIRED]
-    missing = [key for key in keys if not payload.get(key)]
-    if payload.get("device") and not payload["device"].get("identifiers"):
-        missing.append("device.identifiers")
-    return missing

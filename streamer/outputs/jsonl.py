@@ -51,7 +51,6 @@ class JsonlWriter:
         self.path = path
         self.output_name = "jsonl"
         self.dropped = 0  # lines not written: the queue was full, or the file was paused
-        self.rotations = 0
         self.error: OutputError | None = None
         self._what = what
         self._raised = False
@@ -184,7 +183,6 @@ class JsonlWriter:
         else:
             os.unlink(self.path)
         self._adopt(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
-        self.rotations += 1
 
     def _failed(self, exc: OSError, size_before: int | None) -> None:
         """A write failed: cut off a half-written line; offline, keep the error to raise;

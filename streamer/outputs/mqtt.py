@@ -233,11 +233,6 @@ class MqttPublisher:
 
     # --- the sink ---
 
-    @property
-    def connected(self) -> bool:
-        """True while the broker has accepted the connection."""
-        return self._connected.is_set()
-
     def deliver(self, delivery: Delivery) -> None:
         if delivery.kind == "status":
             self.send_status(delivery.payload, delivery.status)

@@ -15,11 +15,9 @@ import time
 from collections.abc import Callable
 
 from streamer.imaging import encode_jpeg
-from streamer.threads import named_thread
+from streamer.threads import IDLE_WAIT_S, named_thread
 
 log = logging.getLogger(__name__)
-
-IDLE_WAIT_S = 1.0  # how often an idle encoder looks for a stop
 
 
 class NewestSlot:
@@ -28,11 +26,8 @@ class NewestSlot:
     def __init__(self) -> None:
         self._item: bytes | None = None
         self._ready = asyncio.Event()
-        self.dropped = 0  # items replaced before the viewer took them
 
     def put(self, item: bytes) -> None:
-        if self._item is not None:
-            self.dropped += 1
         self._item = item
         self._ready.set()
 
@@ -69,7 +64,6 @@ class VideoFeed:
         self.viewers = 0  # watch() calls less unwatch() calls
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self.encoded = 0  # frames encoded for viewers, for tests and the bench
         self._thread = named_thread("web-video", self._run)
 
     def start(self) -> None:
@@ -113,5 +107,4 @@ class VideoFeed:
                 log.exception("could not encode a frame for the web page")
                 continue
             if jpeg is not None:
-                self.encoded += 1
                 self._publish(jpeg)

@@ -6,11 +6,11 @@ import logging
 import threading
 import time
 
-from streamer.errors import SourceError, StreamerError, UsageError
+from streamer.errors import SourceError, UsageError
 from streamer.queues import DropOldestQueue, Latest
 from streamer.retry import Backoff, FaultLog
 from streamer.stats import Stats
-from streamer.threads import join_all, named_thread
+from streamer.threads import join_all, named_thread, record_failure
 from streamer.types import Frame
 
 log = logging.getLogger(__name__)
@@ -126,11 +126,8 @@ class CaptureWorker:
         try:
             self._loop(generation, source)
         except BaseException as exc:  # fail fast: record, stop everything
-            if generation == self._generation:
-                if not isinstance(exc, StreamerError):  # ours: said in one line by the CLI
-                    log.exception("capture stopped by an unexpected error")
-                self.error = exc
-                self.stop.set()
+            if generation == self._generation:  # not an abandoned thread's
+                record_failure(exc, self, self.stop, "capture", log)
         finally:
             source.close()
 

@@ -32,13 +32,6 @@ log = logging.getLogger(__name__)
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 
 
-def quiet_ffmpeg() -> None:
-    """Silence OpenCV's and FFmpeg's own log lines unless streamer logs at debug level (see
-    streamer.cvlog).  OpenCV reads FFmpeg's level when its FFmpeg backend starts, so this must
-    run before the first VideoCapture or VideoWriter."""
-    cvlog.apply(logging.getLogger().isEnabledFor(logging.DEBUG))
-
-
 class Pacer:
     """Sleeps so that successive frames come ``1 / fps`` apart, like a live camera."""
 
@@ -127,7 +120,7 @@ class CvSource:
 
     def open(self) -> None:
         self.close()
-        quiet_ffmpeg()
+        cvlog.apply()
         if self.kind == "stream":
             # Must be in the environment before the first open (docs/facts.md; opencv#21558).
             os.environ.setdefault(FFMPEG_OPTIONS_ENV, f"rtsp_transport;{self._rtsp_transport}")
