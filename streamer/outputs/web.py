@@ -28,7 +28,7 @@ from streamer.outputs.metrics import CONTENT_TYPE, Metrics
 from streamer.outputs.web_page import PAGE
 from streamer.outputs.web_video import NewestSlot, VideoFeed
 from streamer.redact import register_secret
-from streamer.threads import named_thread, set_os_thread_name
+from streamer.threads import join_all, named_thread, set_os_thread_name
 from streamer.types import Delivery, LiveView
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,6 @@ class WebSettings:
 def web_settings(config: Config) -> WebSettings:
     """The settings output.* asks for (load() has refused a remote bind without a token)."""
     out = config.output
-    host, port = split_bind(out.http)
     token = resolve_secret(config, HTTP_TOKEN)
     if out.http_auth == "none":
         token = None
@@ -82,7 +81,7 @@ def web_settings(config: Config) -> WebSettings:
             "output.http_auth: none: anyone who can reach %s may watch the camera and read the status", out.http
         )
     return WebSettings(
-        host, port, token, out.http_fps, out.http_max_side, out.http_jpeg_quality, out.http_health_max_age_s
+        *split_bind(out.http), token, out.http_fps, out.http_max_side, out.http_jpeg_quality, out.http_health_max_age_s
     )
 
 
@@ -163,8 +162,7 @@ class WebServer:
             self._call(self._end_streams)
         self._stop.set()
         deadline = time.monotonic() + timeout_s
-        if self._thread.is_alive():
-            self._thread.join(max(0.0, min(STOP_TIMEOUT_S, deadline - time.monotonic())))
+        join_all([self._thread], min(deadline, time.monotonic() + STOP_TIMEOUT_S))  # none before start
         ended = self.feed.join(max(0.0, min(STOP_TIMEOUT_S, deadline - time.monotonic())))
         self._snapshots.shutdown(wait=False, cancel_futures=True)
         return ended and not self._thread.is_alive()
@@ -190,18 +188,20 @@ class WebServer:
         self._closing = asyncio.Event()
         app = web.Application(middlewares=[self._guard])
         app.on_response_prepare.append(self._headers)
-        for path, handler in (
-            ("/", self._page),
-            ("/stream.mjpg", self._stream),
-            ("/snapshot.jpg", self._snapshot),
-            ("/api/status", self._status),
-            ("/api/detections", self._detections),
-            ("/api/events", self._events),
-            ("/healthz", self._healthz),
-            ("/metrics", self._metrics),
-            ("/favicon.ico", self._favicon),
-        ):
-            app.router.add_get(path, handler)  # HEAD too
+        app.router.add_routes(  # web.get answers HEAD too
+            web.get(path, handler)
+            for path, handler in (
+                ("/", self._page),
+                ("/stream.mjpg", self._stream),
+                ("/snapshot.jpg", self._snapshot),
+                ("/api/status", self._status),
+                ("/api/detections", self._detections),
+                ("/api/events", self._events),
+                ("/healthz", self._healthz),
+                ("/metrics", self._metrics),
+                ("/favicon.ico", self._favicon),
+            )
+        )
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
@@ -347,16 +347,17 @@ class WebServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         s = self.view.snapshot()
         reasons = s.problems(self.settings.health_max_age_s)
-        if not self._authorised(request):  # a probe without the token: healthy or not, nothing more
-            return _json({"ok": not reasons}, 503 if reasons else 200)
-        body = {
-            "ok": not reasons,
-            "reasons": reasons,
-            "source_state": s.source_state,
-            "api_state": s.api_state,
-            "last_frame_age_s": None if s.last_frame_age_s is None else round(s.last_frame_age_s, 3),
-            "last_result_age_s": None if s.last_result_age_s is None else round(s.last_result_age_s, 3),
-        }
+        body = {"ok": not reasons}
+        if self._authorised(request):  # a probe without the token learns healthy or not, nothing more
+            body.update(
+                {
+                    "reasons": reasons,
+                    "source_state": s.source_state,
+                    "api_state": s.api_state,
+                    "last_frame_age_s": None if s.last_frame_age_s is None else round(s.last_frame_age_s, 3),
+                    "last_result_age_s": None if s.last_result_age_s is None else round(s.last_result_age_s, 3),
+                }
+            )
         return _json(body, 503 if reasons else 200)
 
     async def _favicon(self, request: web.Request) -> web.Response:
