@@ -225,8 +225,10 @@ class Pipeline:
         if self.capture.finished.is_set():
             return 0.1
         now = time.monotonic()
-        file_ends = self.capture.source.is_file and not self.capture.loop
-        due = [FILE_WAKE_S if file_ends else IDLE_WAKE_S, self.supervision.stall_timeout_s / 4]
+        due = [
+            FILE_WAKE_S if self.capture.source.is_file and not self.capture.loop else IDLE_WAKE_S,  # a file that ends
+            self.supervision.stall_timeout_s / 4,
+        ]
         if self.duration_s is not None:
             due.append(started + self.duration_s - now)
         window = self.notifier.watchdog_interval_s if self.notifier is not None else None
