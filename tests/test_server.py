@@ -1,6 +1,7 @@
 """The stand-in API speaks the contract in docs/api.md strictly (real HTTP on 127.0.0.1)."""
 
 import base64
+import logging
 
 import cv2
 import httpx
@@ -124,8 +125,11 @@ def test_latency_is_added():
 
 
 @pytest.mark.parametrize("length", ["-5", "1e3", "12abc", "+7"])
-def test_a_bad_content_length_is_400(api_server, length):
-    """Written by hand on a socket: httpx would never send such a header."""
+def test_a_bad_content_length_is_400(api_server, length, caplog):
+    """Written by hand on a socket: httpx would never send such a header.  aiohttp's HTTP parser
+    refuses it (its own 400, in HTTP/1.0 or 1.1 as it chooses), closes the connection, logs no
+    traceback, and the server goes on serving."""
+    import re
     import socket
 
     host, port = api_server.url.removeprefix("http://").split(":")
@@ -135,8 +139,9 @@ def test_a_bad_content_length_is_400(api_server, length):
             f"Content-Length: {length}\r\n\r\n".encode()
         )
         chunks = []
-        while chunk := sock.recv(4096):  # the server closes the connection after a 400
+        while chunk := sock.recv(4096):  # ends only if the server closes the connection (else a timeout)
             chunks.append(chunk)
         answer = b"".join(chunks).decode("latin-1")
-    assert answer.startswith("HTTP/1.1 400 "), answer
-    assert "Content-Length must be a non-negative integer" in answer
+    assert re.match(r"HTTP/1\.[01] 400 ", answer), answer
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert post(api_server, jpeg_b64()).status_code == 200

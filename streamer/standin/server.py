@@ -4,27 +4,32 @@ It speaks the route of docs/api.md strictly (Content-Type required, raw base64
 body or ``image=`` URL, the percent rule for confidence and overlap, ``{"message"}``
 errors), but its detector only finds the shapes of the ``synthetic`` scene: it is
 not a general object detector.  Tests can make it misbehave with ``set_fault``.
+
+It is served by aiohttp, as the web page is (outputs/web.py), on its own asyncio loop in the
+``standin`` thread; detection, CPU work, runs in a thread pool so that the loop goes on answering.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.parser
 import json
 import logging
 import random
 import socket
-import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import cv2
 import httpx
 import numpy as np
+from aiohttp import web
+from aiohttp.http import HttpProcessingError
 
 from streamer.api.responses import parse_response
 from streamer.config import MODEL_ID
@@ -35,15 +40,6 @@ from streamer.standin.detector import detect
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 20 * 1024 * 1024  # serverless limit
-
-
-class _HttpServer(ThreadingHTTPServer):
-    def handle_error(self, request, client_address) -> None:
-        """A client that hangs up (reset, broken pipe) is routine, not a traceback on stderr."""
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            log.debug("client %s hung up: %s", client_address[0], sys.exc_info()[1])
-            return
-        super().handle_error(request, client_address)
 
 
 class HttpError(Exception):
@@ -81,7 +77,7 @@ def threshold(params: dict[str, list[str]], name: str, default: float) -> float:
 
 
 class ApiServer:
-    """A threaded HTTP server on ``host:port`` (port 0 picks a free one)."""
+    """An HTTP server on ``host:port`` (port 0 picks a free one), bound at once, serving from start()."""
 
     def __init__(
         self,
@@ -106,17 +102,19 @@ class ApiServer:
         self.jitter = jitter
         self.api_key = api_key
         self.models = models
+        # Changed on the loop only, read from anywhere:
         self.counts: dict[int, int] = {}
         self.fault_counts: dict[str, int] = {}  # faults served, by label (a hang counts once answered)
         self.in_flight = self.max_in_flight_seen = 0  # POSTs being handled now, and the most at once so far
-        self._connections: set = set()  # open client sockets, closed by stop() like a dying server
         self._fault: Fault | None = None
         self._lock = threading.Lock()
-        # Its own handler class, whose ``api`` is this server.
-        self._httpd = _HttpServer((host, port), type("Handler", (_Handler,), {"api": self}))
-        self._httpd.daemon_threads = True
+        self._stopping = threading.Event()  # cuts the latency short, so stop() need not wait for it
+        self._sock = socket.create_server((host, port))
+        # Detection is CPU work: a thread per request being answered (the latency waits there too).
+        self._pool = ThreadPoolExecutor(32, "standin")
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self.url = "http://{}:{}".format(*self._httpd.server_address[:2])  # the port picked, if 0 was asked
+        self.url = "http://{}:{}".format(*self._sock.getsockname()[:2])  # the port picked, if 0 was asked
 
     def set_fault(self, fault: Fault | None) -> None:
         with self._lock:
@@ -132,32 +130,101 @@ class ApiServer:
             return fault
 
     def start(self) -> ApiServer:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="standin", daemon=True
-        )
+        logging.getLogger("aiohttp.server").addFilter(_quiet_refusal)  # once: addFilter skips a filter it has
+        # aiohttp on a loop of its own, run by the ``standin`` thread, as outputs/web.py does.
+        self._loop = asyncio.new_event_loop()
+        runner = self._loop.run_until_complete(self._open())
+        self._thread = threading.Thread(target=self._serve, args=(runner,), name="standin", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket; safe before start and when called twice."""
+        """Stop serving, ending every connection and any request held by a fault; safe before
+        start and when called twice."""
+        self._stopping.set()
         if self._thread is not None:
-            self._httpd.shutdown()  # waits for serve_forever, so only when it runs
+            self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(2.0)
             self._thread = None
-        with self._lock:
-            connections, self._connections = list(self._connections), set()
-        for conn in connections:  # keep-alive connections would otherwise go on being served
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._httpd.server_close()
+        self._pool.shutdown(cancel_futures=True)
+        self._sock.close()
 
     def __enter__(self) -> ApiServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    async def _open(self) -> web.ServerRunner:
+        runner = web.ServerRunner(
+            web.Server(self._handle, access_log=None, lingering_time=0),
+            shutdown_timeout=0.1,  # what stop() grants a request being answered before it ends it
+        )
+        await runner.setup()
+        await web.SockSite(runner, self._sock).start()
+        return runner
+
+    def _serve(self, runner: web.ServerRunner) -> None:
+        self._loop.run_forever()  # until stop()
+        self._loop.run_until_complete(runner.cleanup())  # ends keep-alive connections and held requests
+        self._loop.close()
+
+    # --- HTTP: one handler for every request ---
+
+    async def _handle(self, request: web.BaseRequest) -> web.Response:
+        if request.method == "GET":
+            response = _response(
+                200, "application/json", b'{"server": "streamer serve", "detector": "synthetic shapes only"}', {}
+            )
+        elif request.method == "POST":
+            self.in_flight += 1
+            self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
+            try:
+                response = await self._post(request)
+            finally:
+                self.in_flight -= 1
+        else:
+            response = _error(501, f"Unsupported method ({request.method!r})")
+        self.counts[response.status] = self.counts.get(response.status, 0) + 1
+        log.debug('%s "%s %s" %d', request.remote, request.method, request.raw_path, response.status)
+        return response
+
+    async def _post(self, request: web.BaseRequest) -> web.Response:
+        length = request.content_length or 0  # aiohttp has refused one that is not a number (a 400)
+        if length > MAX_BODY_BYTES:
+            response = _error(413, f"Request body over {MAX_BODY_BYTES // 2**20} MB")
+            response.force_close()  # rather than read the rest (lingering_time=0)
+            return response
+        try:
+            body = await request.content.readexactly(length) if length else b""
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:  # routine, not a traceback
+            log.debug("client %s hung up: %r", request.remote, exc)
+            return _error(400, "Request body cut short")  # for the counts; nobody reads it
+        if (fault := self._take_fault()) is not None:
+            return await self._answer_fault(fault)
+        url = request.rel_url
+        answered = self._loop.run_in_executor(
+            self._pool, self.answer, url.raw_path, url.raw_query_string, request.headers, body
+        )
+        try:
+            return _response(*await answered)
+        except HttpError as exc:
+            return _error(exc.status, str(exc))
+        except Exception:  # answer like a real server would, and keep serving
+            log.exception("stand-in server failed on a request")
+            return _error(500, "Internal error")
+
+    async def _answer_fault(self, fault: Fault) -> web.Response:
+        await asyncio.sleep(fault.hang_s)  # holds this request only; stop() cancels it
+        self.fault_counts[fault.label] = self.fault_counts.get(fault.label, 0) + 1
+        extra = dict(fault.headers)
+        if fault.retry_after is not None:
+            extra["Retry-After"] = fault.retry_after
+        if fault.raw_body is not None:
+            guessed = "text/html" if fault.raw_body.lstrip().startswith(b"<") else "application/json"
+            # A test may send a wrong Content-Type on purpose.
+            return _response(fault.status, extra.pop("Content-Type", guessed), fault.raw_body, extra)
+        return _error(fault.status, fault.message, extra)
 
     # --- the route itself ---
 
@@ -195,7 +262,7 @@ class ApiServer:
             p["class"] = self.class_names.get(p["class"], p["class"])
         took_s = time.perf_counter() - started  # the model's time; the delay stands for the network
         if self.latency_ms > 0:
-            time.sleep(self.latency_ms * (1 + random.uniform(-self.jitter, self.jitter)) / 1000)
+            self._stopping.wait(self.latency_ms * (1 + random.uniform(-self.jitter, self.jitter)) / 1000)
         response = {
             "inference_id": str(uuid.uuid4()),
             "time": round(took_s, 6),
@@ -252,94 +319,25 @@ def _decode(data: bytes) -> np.ndarray:
     return image
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """One connection to the stand-in; ``api`` is set on a subclass per ApiServer."""
+def _response(status: int, ctype: str, payload: bytes, extra: dict) -> web.Response:
+    return web.Response(
+        status=status, body=payload, headers={"Content-Type": ctype, "Server": "streamer-serve", **extra}
+    )
 
-    api: ApiServer
 
-    protocol_version = "HTTP/1.1"  # keep-alive, as the hosted API does
-    server_version = "streamer-serve"
+def _error(status: int, message: str, extra: dict | None = None) -> web.Response:
+    return _response(status, "application/json", json.dumps({"message": message}).encode(), extra or {})
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes: without this, Nagle's algorithm holds the
-        # body until the client's delayed ACK, adding about 40 ms to every answer.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.api._lock:
-            self.api._connections.add(self.connection)
 
-    def finish(self) -> None:
-        with self.api._lock:
-            self.api._connections.discard(self.connection)
-        super().finish()
-
-    def log_message(self, fmt: str, *args) -> None:
-        log.debug("%s %s", self.address_string(), fmt % args)
-
-    def do_GET(self) -> None:
-        self._send(
-            200,
-            "application/json",
-            json.dumps({"server": "streamer serve", "detector": "synthetic shapes only"}).encode(),
-            {},
-        )
-
-    def do_POST(self) -> None:
-        with self.api._lock:
-            self.api.in_flight += 1
-            self.api.max_in_flight_seen = max(self.api.max_in_flight_seen, self.api.in_flight)
-        try:
-            self._post()
-        finally:
-            with self.api._lock:
-                self.api.in_flight -= 1
-
-    def _post(self) -> None:
-        declared = self.headers.get("Content-Length") or "0"
-        if not (declared.isascii() and declared.isdigit()):  # "-5", "1e3", " 12", two headers joined
-            self.close_connection = True
-            return self._error(400, f"Content-Length must be a non-negative integer, got {declared[:40]!r}")
-        length = int(declared) if len(declared) <= 12 else MAX_BODY_BYTES + 1
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            return self._error(413, f"Request body over {MAX_BODY_BYTES // 2**20} MB")
-        body = self.rfile.read(length) if length else b""
-        if (fault := self.api._take_fault()) is not None:
-            return self._fault(fault)
-        parts = urlsplit(self.path)
-        try:
-            status, ctype, payload, extra = self.api.answer(parts.path, parts.query, self.headers, body)
-        except HttpError as exc:
-            return self._error(exc.status, str(exc))
-        except Exception:  # answer like a real server would, and keep serving
-            log.exception("stand-in server failed on a request")
-            return self._error(500, "Internal error")
-        self._send(status, ctype, payload, extra)
-
-    def _fault(self, fault: Fault) -> None:
-        time.sleep(fault.hang_s)
-        with self.api._lock:
-            self.api.fault_counts[fault.label] = self.api.fault_counts.get(fault.label, 0) + 1
-        extra = dict(fault.headers)
-        if fault.retry_after is not None:
-            extra["Retry-After"] = fault.retry_after
-        if fault.raw_body is not None:
-            guessed = "text/html" if fault.raw_body.lstrip().startswith(b"<") else "application/json"
-            # A test may send a wrong Content-Type on purpose.
-            return self._send(fault.status, extra.pop("Content-Type", guessed), fault.raw_body, extra)
-        self._error(fault.status, fault.message, extra)
-
-    def _error(self, status: int, message: str, extra: dict | None = None) -> None:
-        self._send(status, "application/json", json.dumps({"message": message}).encode(), extra or {})
-
-    def _send(self, status: int, ctype: str, payload: bytes, extra: dict) -> None:
-        with self.api._lock:
-            self.api.counts[status] = self.api.counts.get(status, 0) + 1
-        try:
-            self.send_response(status)
-            for name, value in (("Content-Type", ctype), ("Content-Length", str(len(payload))), *extra.items()):
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+def _quiet_refusal(record: logging.LogRecord) -> bool:
+    """A filter for aiohttp's documented ``aiohttp.server`` logger: a request its HTTP parser
+    refused (a malformed Content-Length, a broken header or request line) is logged as one line
+    at debug, as a client that hangs up is, instead of an error with a traceback.  aiohttp has
+    already answered it with a 400 and closed the connection: it is the client's mistake, not
+    the server's, and a test that sends one on purpose should not print a traceback.  It applies
+    to every aiohttp server in the process (the web page's too), which is as wanted."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if not isinstance(exc, HttpProcessingError):
+        return True
+    log.debug("%s: %s", record.getMessage(), " ".join(str(exc).split()))
+    return False
