@@ -299,13 +299,6 @@ class OrderedInference:
                 self.skipped += 1
                 return
 
-    def wait(self, job: Job) -> bool:
-        """Wait for one job (bounded polls); False if stopped first."""
-        while not job.done.wait(0.2):
-            if self.stop.is_set():
-                return False
-        return True
-
 
 def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
     limit_opencv_threads()
@@ -331,8 +324,7 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
         raise OutputError(f"{exc} ({args.output} holds the first {progress.done} of {total} frames)") from None
     finally:
         stop.set()  # ends the workers; they are joined before the client they use is closed
-        unfinished = join_all(pool.threads, time.monotonic() + STOP_WORKERS_S)
-        if unfinished:
+        if unfinished := join_all(pool.threads, time.monotonic() + STOP_WORKERS_S):
             log.warning("not finished at exit (the process exits without them): %s", ", ".join(unfinished))
         progress.close()
         cap.release()
@@ -388,7 +380,9 @@ def _annotate(
         if not pending:
             break
         job = pending[0]
-        if not pool.wait(job) or pool.error is not None:
+        if not job.done.wait(0.2):
+            continue  # poll again: the loop's test ends the wait once stopped (the refill has nothing to add)
+        if pool.error is not None:
             break
         pending.popleft()
         if job.parsed is None:  # refused by the API: written without boxes, and no JSONL line
