@@ -143,8 +143,7 @@ def _api_url(value: Any) -> str:
 def _source_uri(value: Any) -> str:
     value = _text()(value)
     if gstspec.is_pipeline(value):
-        problem = gstspec.pipeline_problem(value)
-        if problem:
+        if problem := gstspec.pipeline_problem(value):
             raise ValueError(problem)
         return value
     parts = urlsplit(value)
@@ -177,12 +176,10 @@ def zmq_endpoint(value: Any) -> str:
     )
     if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value.strip()):
         value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not 1 <= value <= 65535:
-            raise ValueError(what)
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
         return f"tcp://127.0.0.1:{value}"  # a bare port stays on this machine
     if not isinstance(value, str) or not re.match(r"^(tcp://[^\s:]+:[0-9]+|ipc://\S+)$", value):
-        raise ValueError(what)
+        raise ValueError(what)  # a port out of range too (not a string)
     return value
 
 
@@ -550,8 +547,7 @@ def read_file(path: str | os.PathLike) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid syntax"
-        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', None) or 'invalid syntax'}") from None
     if data is None:
         raise ConfigError(f"{p}: the config file is empty; put at least one key in it (config.yaml lists them all)")
     if not isinstance(data, dict):
