@@ -517,17 +517,14 @@ def origin_note(origin: dict[str, str], path: str) -> str:
     return f" (from {where})" if where else ""
 
 
-def flags() -> Iterator[tuple[str, Any, Flag]]:
-    """(key path, field, flag) of every key a command-line flag sets, in the schema's order."""
-
-    def walk(cls: type, prefix: str) -> Iterator[tuple[str, Any, Flag]]:
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(f.default_factory):
-                yield from walk(f.default_factory, prefix + f.name + ".")
-            elif f.metadata.get("flag"):
-                yield prefix + f.name, f, f.metadata["flag"]
-
-    return walk(Config, "")
+def flags(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, Any, Flag]]:
+    """(key path, field, flag) of every key a command-line flag sets, in the schema's order
+    (by default the whole schema; cls is a section of it and prefix its path, when it recurses)."""
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default_factory):
+            yield from flags(f.default_factory, prefix + f.name + ".")
+        elif f.metadata.get("flag"):
+            yield prefix + f.name, f, f.metadata["flag"]
 
 
 def flag_for(path: str) -> str | None:
@@ -577,8 +574,10 @@ def load(
     data = {} if path is None else read_file(path)
     origin = {} if path is None else {"*": str(path)}  # where each key came from; "*": the file
     # The environment's API key, then the flags: each value with where it came from.
-    given = [("api.api_key", env.get(API_KEY_ENV) or None, "$" + API_KEY_ENV)]
-    given += [(dotted, value, flag_for(dotted) or dotted) for dotted, value in (overrides or {}).items()]
+    given = [
+        ("api.api_key", env.get(API_KEY_ENV) or None, "$" + API_KEY_ENV),
+        *[(dotted, value, flag_for(dotted) or dotted) for dotted, value in (overrides or {}).items()],
+    ]
     for dotted, value, where in given:
         if value is not None:
             _set_path(data, dotted, value)
