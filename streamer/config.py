@@ -121,10 +121,9 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 
 def _string_list(value: Any) -> list[str]:
     if isinstance(value, str):
-        names = [part.strip() for part in value.split(",") if part.strip()]
-        if not names:
+        value = [part.strip() for part in value.split(",") if part.strip()]
+        if not value:
             raise ValueError("expected class names separated by commas")
-        value = names
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise ValueError("expected a list of class names")
     return list(value)
@@ -144,8 +143,7 @@ def _api_url(value: Any) -> str:
 def _source_uri(value: Any) -> str:
     value = _text()(value)
     if gstspec.is_pipeline(value):
-        problem = gstspec.pipeline_problem(value)
-        if problem:
+        if problem := gstspec.pipeline_problem(value):
             raise ValueError(problem)
         return value
     parts = urlsplit(value)
@@ -160,16 +158,13 @@ def _source_uri(value: Any) -> str:
     return value
 
 
-def _fourcc(value: Any) -> str | None:
-    if not isinstance(value, str) or not re.fullmatch(r"[ -~]{4}", value):
-        raise ValueError("expected a four-character code such as MJPG or YUYV (or null)")
-    return value
+def _matching(pattern: re.Pattern[str], what: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not pattern.match(value):
+            raise ValueError(f"expected {what}")
+        return value
 
-
-def _model(value: Any) -> str | None:
-    if not isinstance(value, str) or not MODEL_ID.match(value):
-        raise ValueError("expected a model id PROJECT/VERSION such as hard-hat-sample/2")
-    return value
+    return check
 
 
 def zmq_endpoint(value: Any) -> str:
@@ -181,12 +176,10 @@ def zmq_endpoint(value: Any) -> str:
     )
     if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value.strip()):
         value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not 1 <= value <= 65535:
-            raise ValueError(what)
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
         return f"tcp://127.0.0.1:{value}"  # a bare port stays on this machine
     if not isinstance(value, str) or not re.match(r"^(tcp://[^\s:]+:[0-9]+|ipc://\S+)$", value):
-        raise ValueError(what)
+        raise ValueError(what)  # a port out of range too (not a string)
     return value
 
 
@@ -319,7 +312,9 @@ class SourceConfig:
     width: int | None = opt(None, _number(1, 7680, integer=True, optional=True))
     height: int | None = opt(None, _number(1, 4320, integer=True, optional=True))
     fps: float | None = opt(None, _number(0, 1000, lo_open=True, optional=True))
-    fourcc: str | None = opt(None, _fourcc)
+    fourcc: str | None = opt(
+        None, _matching(re.compile(r"[ -~]{4}\Z"), "a four-character code such as MJPG or YUYV (or null)")
+    )
 
 
 @dataclass(frozen=True)
@@ -332,7 +327,11 @@ class SyntheticConfig:
 @dataclass(frozen=True)
 class ApiConfig:
     url: str = opt("https://detect.roboflow.com", _api_url, Flag(API, "--api-url", "URL", "API base URL"))
-    model: str | None = opt(None, _model, Flag(API, "--model", "PROJECT/VERSION", "model id, e.g. hard-hat-sample/2"))
+    model: str | None = opt(
+        None,
+        _matching(MODEL_ID, "a model id PROJECT/VERSION such as hard-hat-sample/2"),
+        Flag(API, "--model", "PROJECT/VERSION", "model id, e.g. hard-hat-sample/2"),
+    )
     api_key: str | None = opt(
         None,
         _text(optional=True),
@@ -504,13 +503,12 @@ def _build(cls: type, data: dict, prefix: str, origin: dict[str, str]) -> Any:
                 values[name] = f.metadata["check"](data[name])
             except ValueError as exc:
                 value = data[name]
-                if ("api_key" in name and name != "api_key_file") or name == "http_token":
-                    shown = "***"
-                elif name in ("uri", "url") and isinstance(value, str):  # a camera or broker URL may carry a password
-                    shown = _show(url_for_display(value))
-                else:
-                    shown = _show(value)
-                raise ConfigError(f"{path}: {exc}, got {shown}{origin_note(origin, path)}") from None
+                if name in ("uri", "url") and isinstance(value, str):  # a camera or broker URL may carry a password
+                    value = url_for_display(value)
+                secret = ("api_key" in name and name != "api_key_file") or name == "http_token"
+                raise ConfigError(
+                    f"{path}: {exc}, got {'***' if secret else _show(value)}{origin_note(origin, path)}"
+                ) from None
     return cls(**values)
 
 
@@ -519,17 +517,14 @@ def origin_note(origin: dict[str, str], path: str) -> str:
     return f" (from {where})" if where else ""
 
 
-def flags() -> Iterator[tuple[str, Any, Flag]]:
-    """(key path, field, flag) of every key a command-line flag sets, in the schema's order."""
-
-    def walk(cls: type, prefix: str) -> Iterator[tuple[str, Any, Flag]]:
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(f.default_factory):
-                yield from walk(f.default_factory, prefix + f.name + ".")
-            elif f.metadata.get("flag"):
-                yield prefix + f.name, f, f.metadata["flag"]
-
-    return walk(Config, "")
+def flags(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, Any, Flag]]:
+    """(key path, field, flag) of every key a command-line flag sets, in the schema's order
+    (by default the whole schema; cls is a section of it and prefix its path, when it recurses)."""
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default_factory):
+            yield from flags(f.default_factory, prefix + f.name + ".")
+        elif f.metadata.get("flag"):
+            yield prefix + f.name, f, f.metadata["flag"]
 
 
 def flag_for(path: str) -> str | None:
@@ -549,8 +544,7 @@ def read_file(path: str | os.PathLike) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid syntax"
-        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', None) or 'invalid syntax'}") from None
     if data is None:
         raise ConfigError(f"{p}: the config file is empty; put at least one key in it (config.yaml lists them all)")
     if not isinstance(data, dict):
@@ -577,20 +571,20 @@ def load(
     """Merge defaults, file, environment and flag overrides (dotted key paths), validate each
     value, then the keys against each other.  ``need_model``: refuse a config without api.model."""
     env = os.environ if env is None else env
-    data: dict = {}
-    origin: dict[str, str] = {}
-    if path is not None:
-        data = read_file(path)
-        origin["*"] = str(path)
+    data = {} if path is None else read_file(path)
+    origin = {} if path is None else {"*": str(path)}  # where each key came from; "*": the file
     # The environment's API key, then the flags: each value with where it came from.
-    given = [("api.api_key", env.get(API_KEY_ENV) or None, "$" + API_KEY_ENV)]
-    given += [(dotted, value, flag_for(dotted) or dotted) for dotted, value in (overrides or {}).items()]
+    given = [
+        ("api.api_key", env.get(API_KEY_ENV) or None, "$" + API_KEY_ENV),
+        *[(dotted, value, flag_for(dotted) or dotted) for dotted, value in (overrides or {}).items()],
+    ]
     for dotted, value, where in given:
         if value is not None:
             _set_path(data, dotted, value)
             origin[dotted] = where
     # Before checking them: an error may quote the camera's URL; the broker's is refused below if
-    # it holds a password, never shown.
+    # it holds a password, never shown.  The camera's password is then masked wherever it turns up
+    # (the checked source.uri is this same string, or the default webcam, which holds none).
     for section, name in (("source", "uri"), ("mqtt", "url")):
         part = data.get(section)
         if isinstance(part, dict) and isinstance(part.get(name), str):
@@ -598,7 +592,6 @@ def load(
     config = _build(Config, data, "", origin)
     register_secret(config.api.api_key)
     register_secret(config.output.http_token)
-    register_url_secrets(config.source.uri)  # a camera password, wherever it turns up
     for key_path, problem, fix in _problems(config, env, need_model):
         raise ConfigError(f"{key_path}: {problem}{origin_note(origin, key_path)}; {fix}")
     return config

@@ -183,9 +183,12 @@ def cmd_predict(args: argparse.Namespace, stop: threading.Event) -> int:
             upload = _upload(image, config)
             sent_at = time.time()
             parsed = send(client.infer, body=upload.body)
-            frame = Frame(args.image, 0, sent_at, time.monotonic(), image)
             answer = parsed.filtered(config.inference.classes).result_for(
-                frame, (upload.sent_width, upload.sent_height), client.model, sent_at, time.time()
+                Frame(args.image, 0, sent_at, time.monotonic(), image),
+                (upload.sent_width, upload.sent_height),
+                client.model,
+                sent_at,
+                time.time(),
             )
             width, height = answer.width, answer.height
     response = {
@@ -296,13 +299,6 @@ class OrderedInference:
                 self.skipped += 1
                 return
 
-    def wait(self, job: Job) -> bool:
-        """Wait for one job (bounded polls); False if stopped first."""
-        while not job.done.wait(0.2):
-            if self.stop.is_set():
-                return False
-        return True
-
 
 def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
     limit_opencv_threads()
@@ -320,22 +316,20 @@ def cmd_video(args: argparse.Namespace, stop: threading.Event) -> int:
     jsonl = (
         JsonlWriter(args.jsonl, append=False, what="--jsonl", background=False) if args.jsonl else None
     )  # one file per video
-    client = _client(config, args.workers)
     progress = Progress(total)
-    pool = OrderedInference(client, args.workers, stop, lambda: _backoff(config))
+    pool = OrderedInference(_client(config, args.workers), args.workers, stop, lambda: _backoff(config))
     try:
         written, complete = _annotate(cap, pool, recorder, jsonl, progress, config, args.input)
     except OutputError as exc:
         raise OutputError(f"{exc} ({args.output} holds the first {progress.done} of {total} frames)") from None
     finally:
         stop.set()  # ends the workers; they are joined before the client they use is closed
-        unfinished = join_all(pool.threads, time.monotonic() + STOP_WORKERS_S)
-        if unfinished:
+        if unfinished := join_all(pool.threads, time.monotonic() + STOP_WORKERS_S):
             log.warning("not finished at exit (the process exits without them): %s", ", ".join(unfinished))
         progress.close()
         cap.release()
         recorder.close()
-        client.close()
+        pool.client.close()
         if jsonl:
             jsonl.close()
     if pool.error is not None:
@@ -372,7 +366,6 @@ def _annotate(
 
     Returns the frames written and whether that was the whole file."""
     pending: deque[Job] = deque()
-    frame_id = 0
     end_of_file = False
     while not pool.stop.is_set():
         while not end_of_file and len(pending) < 2 * len(pool.threads):
@@ -380,27 +373,30 @@ def _annotate(
             if not ok:
                 end_of_file = True
                 break
-            job = Job(frame_id, time.time(), image, _upload(image, config))
+            # its frame id: the frames written, then those in flight, come before it
+            job = Job(progress.done + len(pending), time.time(), image, _upload(image, config))
             pool.jobs.put(job)
             pending.append(job)
-            frame_id += 1
         if not pending:
             break
         job = pending[0]
-        if not pool.wait(job) or pool.error is not None:
+        if not job.done.wait(0.2):
+            continue  # poll again: the loop's test ends the wait once stopped (the refill has nothing to add)
+        if pool.error is not None:
             break
         pending.popleft()
-        line = None
-        if job.parsed is None:
+        if job.parsed is None:  # refused by the API: written without boxes, and no JSONL line
             recorder.write(job.image)
         else:
-            frame = Frame(name, job.frame_id, job.read_at, time.monotonic(), job.image)
             result = job.parsed.filtered(config.inference.classes).result_for(
-                frame, (job.upload.sent_width, job.upload.sent_height), pool.client.model, job.sent_at, job.received_at
+                Frame(name, job.frame_id, job.read_at, time.monotonic(), job.image),
+                (job.upload.sent_width, job.upload.sent_height),
+                pool.client.model,
+                job.sent_at,
+                job.received_at,
             )
             recorder.write(draw_result(job.image.copy(), result))
-            line = encode_message(result_message(result)) if jsonl else None
         progress.update()  # counts the frame written, before the JSONL line: a failure there still counts it
-        if line is not None:
-            jsonl.send(line)
+        if jsonl and job.parsed is not None:
+            jsonl.send(encode_message(result_message(result)))
     return progress.done, end_of_file and not pending

@@ -18,7 +18,7 @@ import os
 import re
 import socket
 import time
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import httpx
 
@@ -80,7 +80,7 @@ def why_not_open(uri: str, timeout_s: float = 3.0) -> str | None:
         return f"cannot connect to {where}: {exc.strerror or exc}"
     with sock:
         if scheme == "rtsp":
-            return _rtsp_status(sock, uri, where, timeout_s)
+            return _rtsp_status(sock, parts, where, timeout_s)
     if scheme in ("http", "https"):
         return _http_status(uri, where, timeout_s)
     return (
@@ -107,10 +107,9 @@ def _refusal(protocol: str, status: int, where: str, hints: dict[int, str]) -> s
     return f"{said}: {hints[status]}" if status in hints else said if status >= 400 else None
 
 
-def _rtsp_status(sock: socket.socket, uri: str, where: str, timeout_s: float) -> str:
+def _rtsp_status(sock: socket.socket, parts: SplitResult, where: str, timeout_s: float) -> str:
     """Ask an RTSP server for the URL's stream (DESCRIBE), with its user and password if it
     wants them, and say what its status means."""
-    parts = urlsplit(uri)
     url = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], fragment="").geturl()  # no user:password@
     deadline = time.monotonic() + timeout_s
     try:
@@ -153,7 +152,8 @@ def _describe(
         received += chunk
         if len(received) > MAX_HEADER_BYTES:
             raise ValueError("its answer has no end of headers")
-    head = received.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    head_bytes, _, body = received.partition(b"\r\n\r\n")
+    head = head_bytes.decode("latin-1").split("\r\n")
     match = re.fullmatch(r"RTSP/1\.\d (\d{3})(?: .*)?", head[0])
     if match is None:
         raise ValueError(f"it answered {head[0][:40]!r}")
@@ -166,7 +166,6 @@ def _describe(
             headers[key] = value.strip()
     # Consume a body (an SDP, an error page) so that a second request reads its own answer.
     length = int(headers.get("content-length", "0") or 0)
-    body = received.split(b"\r\n\r\n", 1)[1]
     while len(body) < min(length, MAX_HEADER_BYTES):
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         chunk = sock.recv(4096)
@@ -197,12 +196,16 @@ def authorization(challenge: str, login: tuple[str, str], method: str, url: str)
         ha1 = md5(f"{ha1}:{nonce}:{cnonce}")
     ha2 = md5(f"{method}:{url}")
     qop = "auth" if "auth" in [q.strip() for q in params.get("qop", "").split(",")] else None
-    fields = [f'username="{user}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{url}"']
+    hashed = f"{ha1}:{nonce}:00000001:{cnonce}:{qop}:{ha2}" if qop else f"{ha1}:{nonce}:{ha2}"
+    fields = [
+        f'username="{user}"',
+        f'realm="{realm}"',
+        f'nonce="{nonce}"',
+        f'uri="{url}"',
+        f'response="{md5(hashed)}"',
+    ]
     if qop:
-        fields.append(f'response="{md5(f"{ha1}:{nonce}:00000001:{cnonce}:{qop}:{ha2}")}"')
         fields += [f"qop={qop}", "nc=00000001", f'cnonce="{cnonce}"']
-    else:
-        fields.append(f'response="{md5(f"{ha1}:{nonce}:{ha2}")}"')
     if "algorithm" in params:
         fields.append(f"algorithm={algorithm}")
     if "opaque" in params:
