@@ -51,16 +51,14 @@ class ClassTopics:
         self.off_delay_s = off_delay_s
         self.ignored: set[str] = set()  # slugs seen beyond the cap (bounded too: only counted)
         self.ignored_count = 0
-        self._states: dict[str, _ClassState] = {}
-        for name in configured:
-            self._states.setdefault(class_slug(name), _ClassState())
+        self._states: dict[str, _ClassState] = {class_slug(name): _ClassState() for name in configured}
 
     def knows(self, slug: str) -> bool:
         return slug in self._states
 
     def adopt(self, slug: str) -> bool:
-        """Take on a class an earlier run announced (its retained topics), if there is room:
-        not with configured classes, only a safe slug, and within ``max_classes``."""
+        """Take on a class a result names, or an earlier run announced (its retained topics), if
+        there is room: not with configured classes, only a safe slug, and within ``max_classes``."""
         if slug in self._states:
             return True
         if self.fixed or len(self._states) >= self.max_classes or class_slug(slug) != slug:
@@ -76,17 +74,12 @@ class ClassTopics:
     def update(self, names: Iterable[str], now: float) -> tuple[list[str], list[tuple[str, str]]]:
         """Take the class names of one result: (slugs newly given topics, changed (subtopic, payload))."""
         counts = Counter(class_slug(name) for name in names)
-        added = []
-        for slug in counts:
-            if slug not in self._states:
-                if self.fixed or len(self._states) >= self.max_classes:
-                    if slug not in self.ignored:
-                        self.ignored_count += 1
-                        if len(self.ignored) < 1000:
-                            self.ignored.add(slug)
-                    continue
-                self._states[slug] = _ClassState()
-                added.append(slug)
+        added = [slug for slug in counts if slug not in self._states and self.adopt(slug)]
+        for slug in counts:  # those left without topics: beyond the cap
+            if slug not in self._states and slug not in self.ignored:
+                self.ignored_count += 1
+                if len(self.ignored) < 1000:
+                    self.ignored.add(slug)
         changes = []
         for slug, state in self._states.items():
             count = counts.get(slug, 0)

@@ -21,6 +21,7 @@ at a clean exit the class states are reset and ``<prefix>/source`` and ``<prefix
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import ssl
@@ -109,8 +110,11 @@ class MqttPublisher:
     # --- set-up ---
 
     def _make_client(self, password: str | None) -> mqtt.Client:
-        protocol = mqtt.MQTTv5 if self.cfg.protocol == "5" else mqtt.MQTTv311
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamer-{self.name}", protocol=protocol)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"streamer-{self.name}",
+            protocol=mqtt.MQTTv5 if self.cfg.protocol == "5" else mqtt.MQTTv311,
+        )
         if self.user:  # load() has refused a password without a user
             client.username_pw_set(self.user, password)
         if self.tls:
@@ -146,7 +150,6 @@ class MqttPublisher:
             set_os_thread_name(thread)
         self._first_outcome.wait(self.cfg.connect_timeout_s)
         if self._refused is not None:
-            reason = self._refused
             self.close()
             where = f"{MQTT_PASSWORD.value}, {MQTT_PASSWORD.file} or the {MQTT_PASSWORD.credential} credential"
             who = f"user {self.user!r}" if self.user else "a client without a user name"
@@ -157,7 +160,7 @@ class MqttPublisher:
                 if self.user
                 else "put the user in mqtt.url (mqtt://USER@HOST) and the password in " + where
             )
-            raise ConfigError(f"mqtt.url: the broker at {self.where} refused {who} ({reason}); {fix}")
+            raise ConfigError(f"mqtt.url: the broker at {self.where} refused {who} ({self._refused}); {fix}")
         if self._connected.is_set():
             log.info(
                 "MQTT: connected to %s; publishing under %s/ (MQTT %s)",
@@ -303,10 +306,8 @@ class MqttPublisher:
                 self._links = dict.fromkeys(self._links, False)
             self._publish_changes([(link, ha.OFFLINE) for link in self._links] + changes)
             info = self._client.publish(f"{self.prefix}/availability", "offline", qos=1, retain=True)
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):  # not queued: the connection just went
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-            except (RuntimeError, ValueError):  # not queued: the connection just went
-                pass
         thread = getattr(self._client, "_thread", None)
         while True:  # said again: a reconnect under way in paho's thread overwrites the first
             self._client.disconnect()
@@ -323,8 +324,7 @@ class MqttPublisher:
     # --- helpers ---
 
     def _publish(self, topic: str, payload: str | bytes, qos: int, retain: bool = False) -> bool:
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        if self._client.publish(topic, payload, qos=qos, retain=retain).rc != mqtt.MQTT_ERR_SUCCESS:
             return False
         with self._lock:
             self._unsent += 1
@@ -437,6 +437,6 @@ class MqttPublisher:
 
     def _publish_image(self, leaf: str, frame: Frame | None) -> bool:
         """``frame`` as JPEG on <prefix>/<leaf>, retained; False without a frame or if not queued."""
-        if frame is None:
-            return False
-        return self._publish(f"{self.prefix}/{leaf}", encode_jpeg(frame.image, SNAPSHOT_QUALITY), qos=0, retain=True)
+        return frame is not None and self._publish(
+            f"{self.prefix}/{leaf}", encode_jpeg(frame.image, SNAPSHOT_QUALITY), qos=0, retain=True
+        )

@@ -85,8 +85,7 @@ class Recorder:
         self._folder = Path(path).resolve().parent
         if not self._folder.is_dir():
             raise UsageError(f"{what}: folder {self._folder} does not exist")
-        problem = unwritable(self._folder)
-        if problem:
+        if problem := unwritable(self._folder):
             raise UsageError(f"{what}: cannot write {path}: {problem}")
         self._segment_name = re.compile(
             rf"{re.escape(Path(path).stem)}-(\d{{8}}T\d{{6}}Z)(?:-(\d+))?{re.escape(Path(path).suffix)}"
@@ -100,9 +99,13 @@ class Recorder:
             self.skipped += 1
             return
         size = (image.shape[1], image.shape[0])
-        if self._segment_s and captured_mono is not None and self._start is not None:
-            if captured_mono - self._start >= self._segment_s:  # the segment is full: the next one starts
-                self.close()
+        if (
+            self._segment_s
+            and captured_mono is not None
+            and self._start is not None
+            and captured_mono - self._start >= self._segment_s
+        ):
+            self.close()  # the segment is full: the next one starts
         if self._writer is None:
             self._open_file(size, captured_mono)
         elif size != self._size:  # the source changed size (e.g. after a reconnect)
@@ -139,8 +142,7 @@ class Recorder:
             self._writer = None
             why = unwritable(self._folder) or "OpenCV's video writer refused it"
             # At the first frame, the user's choice; later (a disk gone read-only), a runtime fault.
-            error = UsageError if first else OutputError
-            raise error(f"{self._what}: cannot write video {self.current}: {why}")
+            raise (UsageError if first else OutputError)(f"{self._what}: cannot write video {self.current}: {why}")
         self._size = size
         self._start = captured_mono
         self._written = 0

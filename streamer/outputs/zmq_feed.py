@@ -112,7 +112,7 @@ class ZmqPublisher:
 
 def _curve_keys(secret_key_file: str | None, clients_dir: str | None) -> tuple[tuple[bytes, bytes] | None, int]:
     """The feed's CURVE key pair (None: not encrypted), and how many clients are admitted."""
-    keys, clients = None, 0
+    keys = None
     if secret_key_file:
         if not zmq.has("curve"):
             raise ConfigError(
@@ -120,9 +120,8 @@ def _curve_keys(secret_key_file: str | None, clients_dir: str | None) -> tuple[t
                 "install the pyzmq wheel (it bundles libzmq with CURVE) or set it to null"
             )
         keys = curve.read_secret(secret_key_file, "output.zmq_curve_secret_key_file", ConfigError)
-    if clients_dir:  # load() has refused a clients_dir without a secret key file
-        clients = curve.check_clients(clients_dir, "output.zmq_curve_clients_dir", ConfigError)
-    return keys, clients
+    # load() has refused a clients_dir without a secret key file
+    return keys, curve.check_clients(clients_dir, "output.zmq_curve_clients_dir", ConfigError) if clients_dir else 0
 
 
 def _announce(endpoint: str, topic: str, keys, clients_dir: str | None, clients: int) -> None:
