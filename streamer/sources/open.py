@@ -163,8 +163,7 @@ class CvSource:
                 (log.warning if refused else log.info)(line)
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps <= 240 else None
-        if self.kind == "file":
-            self._pacer = Pacer(self.fps or 30.0, self._stop)
+        self._pacer = Pacer(self.fps or 30.0, self._stop) if self.kind == "file" else None
         self._cap = cap
 
     def read(self) -> np.ndarray | None:
