@@ -295,9 +295,8 @@ class DetectionClient:
         """The API base URL a redirect points to: its origin and path prefix, without the
         model id and the query (which would carry the key)."""
         target = urlsplit(urljoin(self.endpoint, location))
-        path = target.path
-        if path.rstrip("/").endswith("/" + self.model):
-            path = path.rstrip("/")[: -len(self.model) - 1]
+        trimmed = target.path.rstrip("/")
+        path = trimmed.removesuffix("/" + self.model) if trimmed.endswith("/" + self.model) else target.path
         return url_for_display(urlunsplit((target.scheme, target.netloc, path, "", ""))) or "?"
 
     def _parse(self, content: bytes) -> Parsed:
