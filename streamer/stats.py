@@ -153,7 +153,6 @@ class Stats:
         def age(mono: float | None) -> float | None:
             return None if mono is None else now - mono
 
-        counters = {key: frames_dropped if key == "frames_dropped" else getattr(self, key) for key, _, _ in COUNTERS}
         return Snapshot(
             uptime_s=now - self.started_mono,
             source_state=self.source_state,
@@ -169,7 +168,9 @@ class Stats:
             inference_fps=self.inference_rate.rate(now),
             result_age=self.result_age.quantiles(),
             request_latency=self.request_latency.quantiles(),
-            counters=frozen_mapping(counters),
+            counters=frozen_mapping(
+                {key: frames_dropped if key == "frames_dropped" else getattr(self, key) for key, _, _ in COUNTERS}
+            ),
             api_failures=frozen_mapping(self.api_failures),
             outputs_dropped=frozen_mapping(outputs_dropped),
             cpu_s=frozen_mapping({k: round(v, 3) for k, v in sorted(thread_cpu_s().items())}) if with_cpu else EMPTY,
@@ -213,10 +214,8 @@ class Snapshot:
         """e.g. "calls 120, skipped 30 (no change 25, budget 5)"."""
         c = self.counters
         skipped = {"no change": c["skipped_no_change"], "budget": c["skipped_budget"]}
-        text = f"calls {c['requests']}"
-        if sum(skipped.values()):
-            text += f", skipped {sum(skipped.values())} ({', '.join(f'{why} {n}' for why, n in skipped.items() if n)})"
-        return text
+        parts = ", ".join(f"{why} {n}" for why, n in skipped.items() if n)  # empty when nothing was skipped
+        return f"calls {c['requests']}" + (f", skipped {sum(skipped.values())} ({parts})" if parts else "")
 
     def latency_text(self) -> str:
         return f"capture to publish {_ms(self.result_age)} | request {_ms(self.request_latency)}"
@@ -224,9 +223,8 @@ class Snapshot:
     def line(self) -> str:
         """The status line: what goes in (frames), out (requests) and back (results) a second,
         how old the newest result's frame is, and what was called and what failed."""
-        c = self.counters
         age = "none yet" if self.last_result_age_s is None else f"{duration(self.last_result_age_s)} old"
-        failed = c["api_transient_errors"] + c["api_skipped_bad_request"] + c["api_malformed"]
+        failed = sum(self.counters[key] for key in ("api_transient_errors", "api_skipped_bad_request", "api_malformed"))
         text = (
             f"capture {self.capture_fps:.1f} fps | sent {self.send_per_s:.1f}/s | results {self.inference_fps:.1f}/s"
             f" | newest result {age} | {self.calls_text()} | failed {failed}"

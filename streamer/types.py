@@ -116,20 +116,22 @@ class Detection:
 
     def as_dict(self) -> dict[str, Any]:
         """The API's own format for one prediction (the message format)."""
-        fields = {
-            "x": self.x,
-            "y": self.y,
-            "width": self.width,
-            "height": self.height,
-            "confidence": self.confidence,
-            "class": self.class_name,
-            "class_id": self.class_id,
-            "detection_id": self.detection_id,
-            "track_id": self.track_id,
-            "points": None if self.points is None else [{"x": px, "y": py} for px, py in self.points],
-            "keypoints": None if self.keypoints is None else [k.as_dict() for k in self.keypoints],
-        }
-        return api_form(fields, self.extra)
+        return api_form(
+            {
+                "x": self.x,
+                "y": self.y,
+                "width": self.width,
+                "height": self.height,
+                "confidence": self.confidence,
+                "class": self.class_name,
+                "class_id": self.class_id,
+                "detection_id": self.detection_id,
+                "track_id": self.track_id,
+                "points": None if self.points is None else [{"x": px, "y": py} for px, py in self.points],
+                "keypoints": None if self.keypoints is None else [k.as_dict() for k in self.keypoints],
+            },
+            self.extra,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +144,9 @@ class Label:
     extra: Mapping[str, Any] = field(default_factory=lambda: EMPTY, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        fields = {"class": self.class_name, "confidence": self.confidence, "class_id": self.class_id}
-        return api_form(fields, self.extra)
+        return api_form(
+            {"class": self.class_name, "confidence": self.confidence, "class_id": self.class_id}, self.extra
+        )
 
 
 @dataclass(frozen=True, slots=True)

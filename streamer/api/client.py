@@ -167,7 +167,6 @@ class DetectionClient:
             ) from None
         self.endpoint = f"{self.api_url}/{self.model}"
         self._where = url_for_display(self.endpoint)  # for messages, worked out once
-        self._closed = False
 
     def infer(self, body: bytes, read_timeout_s: float | None = None) -> Parsed:
         """POST one base64 JPEG body; return the parsed JSON response.  ``read_timeout_s``
@@ -202,10 +201,7 @@ class DetectionClient:
             "format": None if fmt == "json" else fmt,
         }
         params = {name: value for name, value in query.items() if value is not None}
-        where = self._where
-        if self._closed:
-            raise ApiTransientError(f"cannot reach {where}: the client is closed")
-        try:
+        try:  # httpx refuses a closed client's request with a RuntimeError, before sending
             with self._http.stream(
                 "POST",
                 self.endpoint,
@@ -216,18 +212,20 @@ class DetectionClient:
             ) as response:
                 content = self._read_capped(response)
         except httpx.TimeoutException as exc:
-            phase = TIMEOUT_PHASES.get(type(exc), "timeout")
-            raise ApiTransientError(f"{where} did not answer within its timeout ({phase})", kind="timeout") from None
+            raise ApiTransientError(
+                f"{self._where} did not answer within its timeout ({TIMEOUT_PHASES.get(type(exc), 'timeout')})",
+                kind="timeout",
+            ) from None
         except httpx.HTTPError as exc:
             # A ConnectError (refused, reset or no route while connecting; TLS handshakes) sent
             # nothing; others: reset after sending, proxy and protocol errors.
             raise ApiTransientError(
-                f"cannot reach {where}: {_unreachable(exc)}", unsent=isinstance(exc, httpx.ConnectError)
+                f"cannot reach {self._where}: {_unreachable(exc)}", unsent=isinstance(exc, httpx.ConnectError)
             ) from None
-        except RuntimeError:  # httpx's word for a client closed by another thread meanwhile
-            if not self._closed:
+        except RuntimeError:  # httpx's word for a closed client (closed before, or meanwhile by another thread)
+            if not self._http.is_closed:
                 raise
-            raise ApiTransientError(f"cannot reach {where}: the client is closed") from None
+            raise ApiTransientError(f"cannot reach {self._where}: the client is closed") from None
         self._raise_for_status(response, content)
         return content
 
@@ -297,9 +295,8 @@ class DetectionClient:
         """The API base URL a redirect points to: its origin and path prefix, without the
         model id and the query (which would carry the key)."""
         target = urlsplit(urljoin(self.endpoint, location))
-        path = target.path
-        if path.rstrip("/").endswith("/" + self.model):
-            path = path.rstrip("/")[: -len(self.model) - 1]
+        trimmed = target.path.rstrip("/")
+        path = trimmed.removesuffix("/" + self.model) if trimmed.endswith("/" + self.model) else target.path
         return url_for_display(urlunsplit((target.scheme, target.netloc, path, "", ""))) or "?"
 
     def _parse(self, content: bytes) -> Parsed:
@@ -327,10 +324,8 @@ class DetectionClient:
         return parse_response(data)
 
     def close(self) -> None:
-        """Close the connection pool; safe to call more than once."""
-        if not self._closed:
-            self._closed = True
-            self._http.close()
+        """Close the connection pool; safe to call more than once (httpx's close is)."""
+        self._http.close()
 
     def __enter__(self) -> DetectionClient:
         return self

@@ -103,9 +103,9 @@ class CaptureWorker:
                 f"returned (no frame for {now - since:.0f} s); stopping so that the process can be restarted"
             )
             self.stop.set()
-            return True
-        self._faults.fault(f"no frame for {now - since:.0f} s (a {what} is blocked); abandoning it and reopening")
-        self._thread.start()
+        else:
+            self._faults.fault(f"no frame for {now - since:.0f} s (a {what} is blocked); abandoning it and reopening")
+            self._thread.start()
         return True
 
     def _current(self, generation: int) -> bool:

@@ -8,6 +8,7 @@ their frame rate so that they behave like a camera.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -59,16 +60,14 @@ class SyntheticSource:
         self.fps = fps
         self.scene = SyntheticScene(width, height, fps, moving)
         self._pacer = Pacer(fps, stop)
-        self._n = 0
+        self._frame_ns = itertools.count()  # the scene's frame number of each read
 
     def open(self) -> None:
         pass
 
     def read(self) -> np.ndarray | None:
         self._pacer.wait()
-        image = self.scene.render(self._n)
-        self._n += 1
-        return image
+        return self.scene.render(next(self._frame_ns))
 
     def close(self) -> None:
         pass
@@ -163,8 +162,7 @@ class CvSource:
                 (log.warning if refused else log.info)(line)
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps <= 240 else None
-        if self.kind == "file":
-            self._pacer = Pacer(self.fps or 30.0, self._stop)
+        self._pacer = Pacer(self.fps or 30.0, self._stop) if self.kind == "file" else None
         self._cap = cap
 
     def read(self) -> np.ndarray | None:
