@@ -145,3 +145,29 @@ def test_a_bad_content_length_is_400(api_server, length, caplog):
     assert re.match(r"HTTP/1\.[01] 400 ", answer), answer
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert post(api_server, jpeg_b64()).status_code == 200
+
+
+ABANDONED = """
+import httpx, sys
+from streamer.standin.server import ApiServer, Fault
+
+with ApiServer("127.0.0.1", 0) as server:
+    server.set_fault(Fault(status=200, hang_s=120, label="hang"))
+    for _ in range(3):  # each client gives up on its request, as streamer does with a hung one
+        try:
+            httpx.post(server.url + "/synthetic/1", content=b"x", headers={"Content-Type": "x"}, timeout=0.3)
+        except httpx.TimeoutException:
+            pass
+print("stopped")
+"""
+
+
+def test_stopping_with_requests_their_clients_gave_up_on_prints_nothing():
+    """aiohttp keeps a handler running after its client hung up; stop() must end those too, or
+    Python reports each one as "Task was destroyed but it is pending" when the process exits."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", ABANDONED], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "stopped", res.stderr
+    assert "Task was destroyed" not in res.stderr and "Traceback" not in res.stderr, res.stderr

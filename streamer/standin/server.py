@@ -165,8 +165,14 @@ class ApiServer:
         return runner
 
     def _serve(self, runner: web.ServerRunner) -> None:
+        asyncio.set_event_loop(self._loop)  # this thread's loop, as in outputs/web.py
         self._loop.run_forever()  # until stop()
         self._loop.run_until_complete(runner.cleanup())  # ends keep-alive connections and held requests
+        # A request its client gave up on (a hang fault) is no longer on a connection, so the
+        # cleanup does not end it: cancelled here, or it is reported pending at exit.
+        for task in (left := asyncio.all_tasks(self._loop)):
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
         self._loop.close()
 
     # --- HTTP: one handler for every request ---
@@ -297,11 +303,10 @@ class ApiServer:
             raise HttpError(400, "multipart body has no 'file' part")
         if not body:
             raise HttpError(400, "Empty request body: send a base64-encoded image")
-        try:
-            data = base64.b64decode(b"".join(body.split()), validate=True)
+        try:  # _decode raises HttpError, not a ValueError
+            return _decode(base64.b64decode(b"".join(body.split()), validate=True))
         except ValueError:  # binascii.Error is one
             raise HttpError(400, "Request body is not valid base64") from None
-        return _decode(data)
 
 
 # What detector=False answers: three boxes in a 640x360 upload of the synthetic scene.
